@@ -1,0 +1,14 @@
+package policy
+
+import (
+	"os"
+	"syscall"
+)
+
+func ownerUID(fi os.FileInfo) (uint32, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return st.Uid, true
+}
