@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -37,6 +38,8 @@ type LoadOptions struct {
 	// RequireRootOwned refuses files that are not owned by root or that are
 	// writable by group or other. The broker always sets it.
 	RequireRootOwned bool
+	// WorkerAccount is the worker's account; no rule may run as it.
+	WorkerAccount string
 }
 
 // Policy is a merged, validated policy.
@@ -150,4 +153,15 @@ func (p *Policy) RuleCounts() map[string]int {
 		out[k] = p.counts[k]
 	}
 	return out
+}
+
+// LoadInstalled loads the vendor file and then every *.yaml in localDir in
+// lexical order. A missing localDir means no local files.
+func LoadInstalled(opts LoadOptions, vendor, localDir string) (*Policy, error) {
+	locals, err := filepath.Glob(filepath.Join(localDir, "*.yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("list local policies in %s: %w", localDir, err)
+	}
+	sort.Strings(locals)
+	return Load(opts, vendor, locals...)
 }

@@ -1,0 +1,57 @@
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/nannyai/nannyagent/policy"
+)
+
+// PolicyLoader loads the merged policy from disk.
+type PolicyLoader func() (*policy.Policy, error)
+
+// loadedPolicy is a policy and when it was loaded.
+type loadedPolicy struct {
+	policy   *policy.Policy
+	loadedAt time.Time
+}
+
+// policyStore holds the policy in force. A reload that fails keeps the old
+// policy, so a typo in a new file never leaves the broker without one.
+type policyStore struct {
+	load PolicyLoader
+	cur  atomic.Pointer[loadedPolicy]
+	log  *slog.Logger
+}
+
+func newPolicyStore(load PolicyLoader, log *slog.Logger) (*policyStore, error) {
+	s := &policyStore{load: load, log: log}
+	p, err := load()
+	if err != nil {
+		return nil, err
+	}
+	s.cur.Store(&loadedPolicy{policy: p, loadedAt: time.Now()})
+	log.Info("policy loaded", "policy_sha256", p.SHA256(), "files", len(p.Files()))
+	return s, nil
+}
+
+// current returns the policy in force.
+func (s *policyStore) current() *loadedPolicy { return s.cur.Load() }
+
+// sha256 is the policy hash for log lines.
+func (s *policyStore) sha256() string { return s.cur.Load().policy.SHA256() }
+
+// reload loads the files again; on failure the old policy stays.
+func (s *policyStore) reload() error {
+	old := s.cur.Load().policy.SHA256()
+	p, err := s.load()
+	if err != nil {
+		s.log.Error("policy reload failed; keeping the policy in force", "policy_sha256", old, "error", err.Error())
+		return fmt.Errorf("reload policy: %w", err)
+	}
+	s.cur.Store(&loadedPolicy{policy: p, loadedAt: time.Now()})
+	s.log.Info("policy reloaded", "old_sha256", old, "policy_sha256", p.SHA256())
+	return nil
+}

@@ -1,0 +1,174 @@
+// Package probe finds out what this host can do for diagnostics: kernel,
+// bpftrace and the probe kinds that really attach, tracefs, cgroups and
+// Proxmox. Slow facts are gathered once, in the background, and cached; cheap
+// ones are re-read on every call.
+package probe
+
+import (
+	"context"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+)
+
+// Config says where to look. Tests point the paths at fakes.
+type Config struct {
+	// BpftraceCandidates are absolute paths tried in order.
+	BpftraceCandidates []string
+	// TracefsCandidates are tracefs mount points tried in order.
+	TracefsCandidates []string
+	// PveversionPath marks a Proxmox VE node when it exists.
+	PveversionPath string
+	// PmxcfsRoot is where pmxcfs is mounted (/etc/pve).
+	PmxcfsRoot string
+	// MountinfoPath lists mounts (for cgroup detection).
+	MountinfoPath string
+	// AttachTimeout bounds each bpftrace attach test.
+	AttachTimeout time.Duration
+	// Runner runs the probe's own fixed commands (bpftrace --version and
+	// the attach tests).
+	Runner CommandRunner
+}
+
+// CommandRunner runs a fixed argv and returns its combined output.
+type CommandRunner func(ctx context.Context, argv []string) (output []byte, exitCode int, err error)
+
+// DefaultConfig is the production layout.
+func DefaultConfig() Config {
+	return Config{
+		BpftraceCandidates: []string{"/usr/bin/bpftrace", "/usr/sbin/bpftrace", "/usr/local/bin/bpftrace"},
+		TracefsCandidates:  []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"},
+		PveversionPath:     "/usr/bin/pveversion",
+		PmxcfsRoot:         "/etc/pve",
+		MountinfoPath:      "/proc/self/mountinfo",
+		AttachTimeout:      10 * time.Second,
+		Runner:             runFixed,
+	}
+}
+
+// Prober answers Probe requests from cached facts.
+type Prober struct {
+	cfg    Config
+	static *brokerv1.ProbeResponse
+
+	once    sync.Once
+	ready   chan struct{}
+	mu      sync.Mutex
+	tracing *tracingFacts
+}
+
+// tracingFacts are the slow facts: they need bpftrace runs.
+type tracingFacts struct {
+	bpftrace *brokerv1.BpftraceInfo
+	kfunc    *brokerv1.KindSupport
+}
+
+// New returns a Prober; Start begins the slow checks.
+func New(cfg Config) *Prober {
+	static := hostFacts()
+	static.Cgroups = detectCgroups(cfg.MountinfoPath)
+	return &Prober{cfg: cfg, static: static, ready: make(chan struct{})}
+}
+
+// Start runs the slow checks in the background; they end with ctx or when
+// done. Call it once; Probe waits for them.
+func (p *Prober) Start(ctx context.Context) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.once.Do(func() {
+			facts := p.checkTracing(ctx)
+			p.mu.Lock()
+			p.tracing = facts
+			p.mu.Unlock()
+			close(p.ready)
+		})
+	}()
+	return func() { <-done }
+}
+
+// Probe returns the host's facts. It waits for the slow checks until ctx
+// ends, then answers with what it has.
+func (p *Prober) Probe(ctx context.Context) *brokerv1.ProbeResponse {
+	select {
+	case <-p.ready:
+	case <-ctx.Done():
+	}
+	resp := proto.Clone(p.static).(*brokerv1.ProbeResponse)
+	resp.ProbedAt = timestamppb.Now()
+	resp.Tracefs = p.tracefs()
+	resp.ProbeKinds = &brokerv1.ProbeKinds{
+		Tracepoint: p.tracepoints(resp.Tracefs),
+		Kprobe:     p.kprobes(resp.Tracefs),
+		Kfunc:      &brokerv1.KindSupport{Evidence: "attach test still running"},
+	}
+	resp.Bpftrace = &brokerv1.BpftraceInfo{Error: "bpftrace check still running"}
+	p.mu.Lock()
+	if p.tracing != nil {
+		resp.Bpftrace = p.tracing.bpftrace
+		resp.ProbeKinds.Kfunc = p.tracing.kfunc
+	}
+	p.mu.Unlock()
+	resp.Proxmox = p.proxmox()
+	return resp
+}
+
+func hostFacts() *brokerv1.ProbeResponse {
+	var u unix.Utsname
+	resp := &brokerv1.ProbeResponse{}
+	if err := unix.Uname(&u); err == nil {
+		resp.KernelRelease = unix.ByteSliceToString(u.Release[:])
+		resp.Arch = unix.ByteSliceToString(u.Machine[:])
+	}
+	return resp
+}
+
+func (p *Prober) tracefs() *brokerv1.TracefsInfo {
+	for _, dir := range p.cfg.TracefsCandidates {
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.TRACEFS_MAGIC {
+			return &brokerv1.TracefsInfo{Mounted: true, Path: dir}
+		}
+	}
+	return &brokerv1.TracefsInfo{}
+}
+
+func (p *Prober) tracepoints(tfs *brokerv1.TracefsInfo) *brokerv1.KindSupport {
+	if !tfs.Mounted {
+		return &brokerv1.KindSupport{Evidence: "tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"}
+	}
+	events := tfs.Path + "/events"
+	if fi, err := os.Stat(events); err != nil || !fi.IsDir() {
+		return &brokerv1.KindSupport{Evidence: events + " is missing"}
+	}
+	return &brokerv1.KindSupport{Available: true, Evidence: events + " exists"}
+}
+
+func (p *Prober) kprobes(tfs *brokerv1.TracefsInfo) *brokerv1.KindSupport {
+	if !tfs.Mounted {
+		return &brokerv1.KindSupport{Evidence: "tracefs is not mounted"}
+	}
+	path := tfs.Path + "/kprobe_events"
+	if _, err := os.Stat(path); err != nil {
+		return &brokerv1.KindSupport{Evidence: path + " is missing: the kernel has no kprobe support"}
+	}
+	return &brokerv1.KindSupport{Available: true, Evidence: path + " exists"}
+}
+
+func (p *Prober) proxmox() *brokerv1.ProxmoxInfo {
+	if _, err := os.Stat(p.cfg.PveversionPath); err != nil {
+		return &brokerv1.ProxmoxInfo{}
+	}
+	info := &brokerv1.ProxmoxInfo{Detected: true}
+	if target, err := os.Readlink(p.cfg.PmxcfsRoot + "/local"); err == nil {
+		info.Node = strings.TrimPrefix(target, "nodes/")
+	}
+	return info
+}

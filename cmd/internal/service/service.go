@@ -1,0 +1,94 @@
+// Package service holds what the broker and worker mains share as
+// long-running services: logging setup, signal handling, and the systemd
+// notification protocol (READY=1, WATCHDOG=1, STOPPING=1).
+package service
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+)
+
+// NewLogger returns a JSON or text slog logger at the named level.
+func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(strings.ToUpper(normaliseLevel(level)))); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json", "":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("log format %q: want json or text", format)
+	}
+}
+
+// normaliseLevel accepts the reference agent's LOG_LEVEL spellings.
+func normaliseLevel(level string) string {
+	switch strings.ToUpper(strings.TrimSpace(level)) {
+	case "", "INFO":
+		return "info"
+	case "WARNING":
+		return "warn"
+	default:
+		return level
+	}
+}
+
+// SignalContext returns a context cancelled by SIGTERM or SIGINT, and a
+// channel of SIGHUPs. stop releases the signal handlers.
+func SignalContext(parent context.Context) (ctx context.Context, hup <-chan os.Signal, stop func()) {
+	ctx, cancel := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
+	hupCh := make(chan os.Signal, 1)
+	signal.Notify(hupCh, syscall.SIGHUP)
+	return ctx, hupCh, func() {
+		signal.Stop(hupCh)
+		cancel()
+	}
+}
+
+// Ready tells systemd the service is up (no-op without NOTIFY_SOCKET).
+func Ready(log *slog.Logger) { notify(log, daemon.SdNotifyReady) }
+
+// Stopping tells systemd the service is shutting down.
+func Stopping(log *slog.Logger) { notify(log, daemon.SdNotifyStopping) }
+
+func notify(log *slog.Logger, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		log.Warn("sd_notify failed", "state", state, "error", err.Error())
+	}
+}
+
+// Watchdog pings systemd's watchdog at half its interval until ctx ends.
+// It returns at once when the watchdog is not enabled for this process.
+func Watchdog(ctx context.Context, log *slog.Logger) {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil {
+		log.Warn("watchdog settings unreadable", "error", err.Error())
+		return
+	}
+	if interval <= 0 {
+		return
+	}
+	tick := time.NewTicker(interval / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			notify(log, daemon.SdNotifyWatchdog)
+		}
+	}
+}

@@ -1,0 +1,177 @@
+// Command nannyagent-broker is the root half of nannyagent. It serves the
+// worker's account on a unix socket (handed over by systemd, or created at
+// --socket) and performs only what its policy files allow.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/peterbourgon/ff/v3"
+
+	"github.com/nannyai/nannyagent/broker"
+	"github.com/nannyai/nannyagent/broker/probe"
+	"github.com/nannyai/nannyagent/cmd/internal/service"
+	"github.com/nannyai/nannyagent/ipc/unixsock"
+	"github.com/nannyai/nannyagent/policy"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+type options struct {
+	socket      string
+	socketGroup string
+	workerUser  string
+	policyFile  string
+	policyDir   string
+	idleExit    time.Duration
+	logLevel    string
+	logFormat   string
+	showVersion bool
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("nannyagent-broker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.socket, "socket", "/run/nannyagent-broker/broker.sock", "socket path when not socket-activated")
+	fs.StringVar(&o.socketGroup, "socket-group", "nannyagent", "group owning the socket and its directory")
+	fs.StringVar(&o.workerUser, "worker-user", "nannyagent", "the only non-root account served")
+	fs.StringVar(&o.policyFile, "policy", "/usr/share/nannyagent/policy.yaml", "vendor policy file")
+	fs.StringVar(&o.policyDir, "policy-dir", "/etc/nannyagent/policy.d", "directory of local policy files (*.yaml)")
+	fs.DurationVar(&o.idleExit, "idle-exit", 5*time.Minute, "exit after this long without requests when socket-activated (0: never)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	err := ff.Parse(fs, args, ff.WithEnvVarPrefix("NANNYAGENT_BROKER"))
+	return o, err
+}
+
+func run(args []string, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "nannyagent-broker:", err)
+		return 1
+	}
+	if o.showVersion {
+		fmt.Fprintln(os.Stdout, "nannyagent-broker", version)
+		return 0
+	}
+	log, err := service.NewLogger(stderr, o.logLevel, o.logFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, "nannyagent-broker:", err)
+		return 1
+	}
+	if err := serve(o, log); err != nil {
+		log.Error("broker stopped", "error", err.Error())
+		return 1
+	}
+	return 0
+}
+
+func serve(o options, log *slog.Logger) error {
+	ctx, hup, stop := service.SignalContext(context.Background())
+	defer stop()
+
+	loadOpts := policy.LoadOptions{RequireRootOwned: os.Geteuid() == 0, WorkerAccount: o.workerUser}
+	if !loadOpts.RequireRootOwned {
+		log.Warn("not running as root: policy file ownership is not enforced and nothing privileged can run")
+	}
+	srv, err := broker.New(broker.Config{
+		Version:    version,
+		WorkerUser: o.workerUser,
+		LoadPolicy: func() (*policy.Policy, error) {
+			return policy.LoadInstalled(loadOpts, o.policyFile, o.policyDir)
+		},
+		Probe:  probe.DefaultConfig(),
+		Limits: unixsock.DefaultLimits,
+		Log:    log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, activated, err := listen(ctx, o)
+	if err != nil {
+		return err
+	}
+	idle := time.Duration(0)
+	if activated {
+		idle = o.idleExit
+	}
+	srv.SetIdleExit(idle)
+	log.Info("broker serving", "socket", ln.Addr().String(), "socket_activated", activated, "version", version)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	loopCtx, cancelLoops := context.WithCancel(ctx)
+	defer cancelLoops()
+	wg.Add(2)
+	go func() { defer wg.Done(); service.Watchdog(loopCtx, log) }()
+	go func() { defer wg.Done(); reloadOnHangup(loopCtx, hup, srv) }()
+
+	service.Ready(log)
+	err = srv.Serve(ctx, unixsock.LimitListener(ln, unixsock.DefaultLimits.MaxConnections))
+	service.Stopping(log)
+	return err
+}
+
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, srv *broker.Server) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			_ = srv.Reload() // a failed reload keeps the old policy and is logged
+		}
+	}
+}
+
+// listen takes systemd's socket when activated, or creates the socket with
+// the runtime layout's modes: directory 0750 and socket 0660, group-owned by
+// the worker's group.
+func listen(ctx context.Context, o options) (net.Listener, bool, error) {
+	ln, err := unixsock.Activated()
+	if err != nil {
+		return nil, false, err
+	}
+	if ln != nil {
+		return ln, true, nil
+	}
+	gid, err := socketGID(o.socketGroup)
+	if err != nil {
+		return nil, false, err
+	}
+	ln, err = unixsock.Listen(ctx, unixsock.ListenConfig{Path: o.socket, DirMode: 0o750, SocketMode: 0o660, GID: gid})
+	return ln, false, err
+}
+
+// socketGID resolves the socket group; without root the socket keeps the
+// broker's own group.
+func socketGID(name string) (int, error) {
+	if os.Geteuid() != 0 {
+		return -1, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("socket group %q: %w", name, err)
+	}
+	return strconv.Atoi(g.Gid)
+}

@@ -1,0 +1,70 @@
+package unixsock
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/local"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Limits are the gRPC limits a server enforces on every connection.
+type Limits struct {
+	MaxRecvMsgSize       int
+	MaxSendMsgSize       int
+	MaxConcurrentStreams uint32
+	// MaxConnections bounds simultaneous connections (LimitListener).
+	MaxConnections int
+}
+
+// DefaultLimits suit both servers: requests are small, except patch
+// scripts, and there is one client process.
+var DefaultLimits = Limits{
+	MaxRecvMsgSize:       8 << 20,
+	MaxSendMsgSize:       16 << 20,
+	MaxConcurrentStreams: 64,
+	MaxConnections:       16,
+}
+
+// ServerOptions returns the options every server uses: peer-credential
+// transport, message and stream limits, and a keepalive policy that drops
+// clients that ping too often.
+func ServerOptions(creds credentials.TransportCredentials, l Limits, extra ...grpc.ServerOption) []grpc.ServerOption {
+	opts := []grpc.ServerOption{
+		grpc.Creds(creds),
+		grpc.MaxRecvMsgSize(l.MaxRecvMsgSize),
+		grpc.MaxSendMsgSize(l.MaxSendMsgSize),
+		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
+		grpc.ConnectionTimeout(5 * time.Second),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             10 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    2 * time.Minute,
+			Timeout: 20 * time.Second,
+		}),
+	}
+	return append(opts, extra...)
+}
+
+// Dial returns a client connection to the gRPC server on the unix socket at
+// path. It connects lazily, on the first call.
+func Dial(path string, maxRecv int) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient("unix://"+path,
+		grpc.WithTransportCredentials(local.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecv)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", path, err)
+	}
+	return conn, nil
+}
