@@ -84,6 +84,7 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("broker stopped", "error", err.Error())
 		return 1
 	}
+	log.Info("broker stopped")
 	return 0
 }
 

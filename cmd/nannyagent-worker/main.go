@@ -78,5 +78,6 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("worker stopped", "error", err.Error())
 		return 1
 	}
+	log.Info("worker stopped")
 	return 0
 }
