@@ -40,14 +40,6 @@ func withAudit(ctx context.Context) (context.Context, *audit) {
 	return context.WithValue(ctx, auditKey{}, a), a
 }
 
-// auditFrom returns the request's audit record; handlers fill it in.
-func auditFrom(ctx context.Context) *audit {
-	if a, ok := ctx.Value(auditKey{}).(*audit); ok {
-		return a
-	}
-	return &audit{}
-}
-
 // decisionLog writes one structured line per request and per refused
 // connection.
 type decisionLog struct {

@@ -6,16 +6,24 @@ import (
 	"sync/atomic"
 	"time"
 
+	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	"github.com/nannyai/nannyagent/policy"
 )
 
 // PolicyLoader loads the merged policy from disk.
 type PolicyLoader func() (*policy.Policy, error)
 
-// loadedPolicy is a policy and when it was loaded.
+// loadedPolicy is a policy, when it was loaded, and its summary for Probe.
 type loadedPolicy struct {
 	policy   *policy.Policy
 	loadedAt time.Time
+	info     *brokerv1.PolicyInfo
+}
+
+func newLoaded(p *policy.Policy) *loadedPolicy {
+	lp := &loadedPolicy{policy: p, loadedAt: time.Now()}
+	lp.info = policyInfo(lp)
+	return lp
 }
 
 // policyStore holds the policy in force. A reload that fails keeps the old
@@ -32,7 +40,7 @@ func newPolicyStore(load PolicyLoader, log *slog.Logger) (*policyStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.cur.Store(&loadedPolicy{policy: p, loadedAt: time.Now()})
+	s.cur.Store(newLoaded(p))
 	log.Info("policy loaded", "policy_sha256", p.SHA256(), "files", len(p.Files()))
 	return s, nil
 }
@@ -51,7 +59,7 @@ func (s *policyStore) reload() error {
 		s.log.Error("policy reload failed; keeping the policy in force", "policy_sha256", old, "error", err.Error())
 		return fmt.Errorf("reload policy: %w", err)
 	}
-	s.cur.Store(&loadedPolicy{policy: p, loadedAt: time.Now()})
+	s.cur.Store(newLoaded(p))
 	s.log.Info("policy reloaded", "old_sha256", old, "policy_sha256", p.SHA256())
 	return nil
 }

@@ -49,6 +49,7 @@ type Server struct {
 	brokerv1.UnimplementedBrokerServiceServer
 
 	cfg      Config
+	table    map[string]request
 	log      *slog.Logger
 	policies *policyStore
 	prober   *probe.Prober
@@ -69,7 +70,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, policies: policies, prober: probe.New(cfg.Probe)}
+	s := &Server{cfg: cfg, table: requestTable, log: cfg.Log, policies: policies, prober: probe.New(cfg.Probe)}
 	s.dlog = decisionLog{log: cfg.Log, policy: policies.sha256}
 	creds := peercred.NewServerCredentials(s.authorize, s.dlog.refusedConnection, cfg.Log)
 	s.grpc = grpc.NewServer(unixsock.ServerOptions(creds, cfg.Limits,
@@ -159,7 +160,7 @@ func (s *Server) stop() {
 // handler panic into an error, and writes the decision log.
 func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	p, _ := peercred.FromContext(ctx)
-	entry, ok := requestTable[info.FullMethod]
+	entry, ok := s.table[info.FullMethod]
 	if !ok {
 		a := &audit{decision: decisionDeny, reason: "request type not in the broker's table"}
 		s.dlog.request(p, info.FullMethod, a, 0, nil)
@@ -194,7 +195,7 @@ func (s *Server) Probe(ctx context.Context, _ *brokerv1.ProbeRequest) (*brokerv1
 	defer cancel()
 	resp := s.prober.Probe(pctx)
 	resp.BrokerVersion = s.cfg.Version
-	resp.Policy = policyInfo(s.policies.current())
+	resp.Policy = s.policies.current().info
 	return resp, nil
 }
 

@@ -62,6 +62,22 @@ type Prober struct {
 	ready   chan struct{}
 	mu      sync.Mutex
 	tracing *tracingFacts
+	fs      fsFacts
+}
+
+// fsFactsTTL bounds how stale the file-system facts may be: a stat on
+// tracefs costs as much as the rest of a Probe, and mounts and Proxmox
+// installs change rarely (the worker re-checks Proxmox once per cycle of
+// minutes).
+const fsFactsTTL = 10 * time.Second
+
+// fsFacts are what tracefs and pmxcfs say, and when they were asked.
+type fsFacts struct {
+	at          time.Time
+	tracefs     *brokerv1.TracefsInfo
+	tracepoints *brokerv1.KindSupport
+	kprobes     *brokerv1.KindSupport
+	proxmox     *brokerv1.ProxmoxInfo
 }
 
 // tracingFacts are the slow facts: they need bpftrace runs.
@@ -102,22 +118,31 @@ func (p *Prober) Probe(ctx context.Context) *brokerv1.ProbeResponse {
 	case <-ctx.Done():
 	}
 	resp := proto.Clone(p.static).(*brokerv1.ProbeResponse)
-	resp.ProbedAt = timestamppb.Now()
-	resp.Tracefs = p.tracefs()
-	resp.ProbeKinds = &brokerv1.ProbeKinds{
-		Tracepoint: p.tracepoints(resp.Tracefs),
-		Kprobe:     p.kprobes(resp.Tracefs),
-		Kfunc:      &brokerv1.KindSupport{Evidence: "attach test still running"},
-	}
+	now := time.Now()
+	resp.ProbedAt = timestamppb.New(now)
 	resp.Bpftrace = &brokerv1.BpftraceInfo{Error: "bpftrace check still running"}
+	kfunc := &brokerv1.KindSupport{Evidence: "attach test still running"}
 	p.mu.Lock()
+	fs := p.fsFactsAt(now)
+	resp.Tracefs = fs.tracefs
+	resp.Proxmox = fs.proxmox
+	resp.ProbeKinds = &brokerv1.ProbeKinds{Tracepoint: fs.tracepoints, Kprobe: fs.kprobes, Kfunc: kfunc}
 	if p.tracing != nil {
 		resp.Bpftrace = p.tracing.bpftrace
 		resp.ProbeKinds.Kfunc = p.tracing.kfunc
 	}
 	p.mu.Unlock()
-	resp.Proxmox = p.proxmox()
 	return resp
+}
+
+// fsFactsAt returns the tracefs facts, re-reading them when older than the
+// TTL. The caller holds p.mu.
+func (p *Prober) fsFactsAt(now time.Time) fsFacts {
+	if p.fs.tracefs == nil || now.Sub(p.fs.at) > fsFactsTTL {
+		tfs := p.tracefs()
+		p.fs = fsFacts{at: now, tracefs: tfs, tracepoints: p.tracepoints(tfs), kprobes: p.kprobes(tfs), proxmox: p.proxmox()}
+	}
+	return p.fs
 }
 
 func hostFacts() *brokerv1.ProbeResponse {
