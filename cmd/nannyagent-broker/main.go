@@ -62,7 +62,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	return o, err
 }
 
+// maxProcs bounds the broker's parallelism: commands and traces run in child
+// processes; the broker only pipes and parses their output.
+const maxProcs = 2
+
 func run(args []string, stderr io.Writer) int {
+	service.LimitProcs(maxProcs)
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -124,9 +129,10 @@ func serve(o options, log *slog.Logger) error {
 	defer wg.Wait()
 	loopCtx, cancelLoops := context.WithCancel(ctx)
 	defer cancelLoops()
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); service.Watchdog(loopCtx, log) }()
 	go func() { defer wg.Done(); reloadOnHangup(loopCtx, hup, srv) }()
+	go func() { defer wg.Done(); service.ReleaseMemory(loopCtx, time.Second, time.Minute) }()
 
 	service.Ready(log)
 	err = srv.Serve(ctx, unixsock.LimitListener(ln, unixsock.DefaultLimits.MaxConnections))

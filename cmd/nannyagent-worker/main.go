@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -27,7 +28,12 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
+// maxProcs bounds the worker's parallelism: its work is network I/O and
+// small JSON documents.
+const maxProcs = 1
+
 func run(args []string, stderr io.Writer) int {
+	service.LimitProcs(maxProcs)
 	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version") {
 		fmt.Println("nannyagent-worker", version)
 		return 0
@@ -69,8 +75,9 @@ func run(args []string, stderr io.Writer) int {
 	defer wg.Wait()
 	err = w.Run(ctx, ln, func() {
 		service.Ready(log)
-		wg.Add(1)
+		wg.Add(2)
 		go func() { defer wg.Done(); service.Watchdog(ctx, log) }()
+		go func() { defer wg.Done(); service.ReleaseMemory(ctx, time.Second, time.Minute) }()
 	})
 	service.Stopping(log)
 	stop()

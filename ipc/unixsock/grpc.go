@@ -21,6 +21,10 @@ type Limits struct {
 	MaxConnections int
 }
 
+// readBufferSize is smaller than grpc's 32 KiB default: messages on these
+// sockets are small and the agent should idle small.
+const readBufferSize = 8 << 10
+
 // DefaultLimits suit both servers: requests are small, except patch
 // scripts, and there is one client process.
 var DefaultLimits = Limits{
@@ -40,6 +44,9 @@ func ServerOptions(creds credentials.TransportCredentials, l Limits, extra ...gr
 		grpc.MaxSendMsgSize(l.MaxSendMsgSize),
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
 		grpc.ConnectionTimeout(5 * time.Second),
+		// Idle connections should not pin 32 KiB write buffers each.
+		grpc.SharedWriteBuffer(true),
+		grpc.ReadBufferSize(readBufferSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             10 * time.Second,
 			PermitWithoutStream: true,
@@ -62,6 +69,8 @@ func Dial(path string, maxRecv int) (*grpc.ClientConn, error) {
 			return d.DialContext(ctx, "unix", path)
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecv)),
+		grpc.WithSharedWriteBuffer(true),
+		grpc.WithReadBufferSize(readBufferSize),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", path, err)

@@ -62,6 +62,8 @@ func Build(ctx context.Context) (dir string, err error) {
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/",
 		"./cmd/nannyagent", "./cmd/nannyagent-broker", "./cmd/nannyagent-worker", "./test/cmd/brokerprobe")
 	cmd.Dir = root
+	// Static binaries, as shipped: no libc in the address space.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		os.RemoveAll(dir)

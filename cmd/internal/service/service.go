@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -90,5 +92,32 @@ func Watchdog(ctx context.Context, log *slog.Logger) {
 		case <-tick.C:
 			notify(log, daemon.SdNotifyWatchdog)
 		}
+	}
+}
+
+// ReleaseMemory returns freed heap to the kernel shortly after start-up and
+// then every interval until ctx ends. Start-up (policy parsing, the probe's
+// bpftrace runs, TLS setup) leaves garbage that the runtime would otherwise
+// keep resident for minutes; an idle agent should be small.
+func ReleaseMemory(ctx context.Context, first, interval time.Duration) {
+	timer := time.NewTimer(first)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+			debug.FreeOSMemory()
+			timer.Reset(interval)
+		}
+	}
+}
+
+// LimitProcs caps GOMAXPROCS at n (and at the CPUs this process may use).
+// The agent runs on the host it diagnoses: it must not fan out over every
+// core, and each P keeps its own span caches resident.
+func LimitProcs(n int) {
+	if runtime.GOMAXPROCS(0) > n {
+		runtime.GOMAXPROCS(n)
 	}
 }
