@@ -44,8 +44,6 @@ func ServerOptions(creds credentials.TransportCredentials, l Limits, extra ...gr
 		grpc.MaxSendMsgSize(l.MaxSendMsgSize),
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
 		grpc.ConnectionTimeout(5 * time.Second),
-		// Idle connections should not pin 32 KiB write buffers each.
-		grpc.SharedWriteBuffer(true),
 		grpc.ReadBufferSize(readBufferSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             10 * time.Second,
@@ -69,7 +67,6 @@ func Dial(path string, maxRecv int) (*grpc.ClientConn, error) {
 			return d.DialContext(ctx, "unix", path)
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecv)),
-		grpc.WithSharedWriteBuffer(true),
 		grpc.WithReadBufferSize(readBufferSize),
 	)
 	if err != nil {
