@@ -82,8 +82,9 @@ type fsFacts struct {
 
 // tracingFacts are the slow facts: they need bpftrace runs.
 type tracingFacts struct {
-	bpftrace *brokerv1.BpftraceInfo
-	kfunc    *brokerv1.KindSupport
+	bpftrace   *brokerv1.BpftraceInfo
+	kfunc      *brokerv1.KindSupport
+	pveVersion string
 }
 
 // New returns a Prober; Start begins the slow checks.
@@ -100,7 +101,7 @@ func (p *Prober) Start(ctx context.Context) (wait func()) {
 	go func() {
 		defer close(done)
 		p.once.Do(func() {
-			facts := p.checkTracing(ctx)
+			facts := p.checkSlow(ctx)
 			p.mu.Lock()
 			p.tracing = facts
 			p.mu.Unlock()
@@ -130,6 +131,9 @@ func (p *Prober) Probe(ctx context.Context) *brokerv1.ProbeResponse {
 	if p.tracing != nil {
 		resp.Bpftrace = p.tracing.bpftrace
 		resp.ProbeKinds.Kfunc = p.tracing.kfunc
+		if resp.Proxmox.GetDetected() {
+			resp.Proxmox = &brokerv1.ProxmoxInfo{Detected: true, Node: resp.Proxmox.GetNode(), Version: p.tracing.pveVersion}
+		}
 	}
 	p.mu.Unlock()
 	return resp

@@ -132,9 +132,17 @@ func TestProxmoxDetection(t *testing.T) {
 		t.Error("detected without pveversion")
 	}
 	executable(t, dir, "pveversion")
-	px := New(cfg).Probe(canceled()).GetProxmox()
-	if !px.GetDetected() || px.GetNode() != "node3" {
-		t.Errorf("proxmox %v, want detected on node3", px)
+	cfg.Runner = func(_ context.Context, argv []string) ([]byte, int, error) {
+		if argv[0] == cfg.PveversionPath {
+			return []byte("pve-manager/8.2.4/faa83925c9641325 (running kernel: 6.8.12-1-pve)\n"), 0, nil
+		}
+		return nil, 1, nil
+	}
+	p := New(cfg)
+	p.Start(context.Background())()
+	px := p.Probe(context.Background()).GetProxmox()
+	if !px.GetDetected() || px.GetNode() != "node3" || px.GetVersion() != "pve-manager/8.2.4/faa83925c9641325" {
+		t.Errorf("proxmox %v, want detected on node3 with its version", px)
 	}
 }
 

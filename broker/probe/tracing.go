@@ -16,6 +16,28 @@ import (
 // so only an attach says the truth.
 const kfuncTest = `kfunc:vfs_read { exit(); } interval:ms:100 { exit(); }`
 
+func (p *Prober) checkSlow(ctx context.Context) *tracingFacts {
+	facts := p.checkTracing(ctx)
+	facts.pveVersion = p.pveVersion(ctx)
+	return facts
+}
+
+// pveVersion runs pveversion once, when it exists, for the version line
+// ("pve-manager/8.2.4/faa83925c9641325 (running kernel: …)").
+func (p *Prober) pveVersion(ctx context.Context) string {
+	if firstExecutable([]string{p.cfg.PveversionPath}) == "" {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.AttachTimeout)
+	defer cancel()
+	out, code, err := p.cfg.Runner(ctx, []string{p.cfg.PveversionPath})
+	if err != nil || code != 0 {
+		return ""
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
+	return line
+}
+
 func (p *Prober) checkTracing(ctx context.Context) *tracingFacts {
 	facts := &tracingFacts{
 		bpftrace: &brokerv1.BpftraceInfo{},
