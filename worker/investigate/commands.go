@@ -1,0 +1,128 @@
+package investigate
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc"
+
+	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+)
+
+// CommandBroker is the part of the broker client that runs commands.
+type CommandBroker interface {
+	RunCommand(ctx context.Context, in *brokerv1.RunCommandRequest, opts ...grpc.CallOption) (*brokerv1.RunCommandResponse, error)
+}
+
+// ParseFunc turns a model's command line into pipeline stages, or says
+// precisely why it cannot (the policy package's parser).
+type ParseFunc func(commandLine string) ([]*brokerv1.Stage, error)
+
+// CommandResult is one command's outcome in the reference agent's shape
+// (contract §5), with a few additions the model can use.
+type CommandResult struct {
+	ID          string `json:"id"`
+	Command     string `json:"command"`
+	Description string `json:"description"`
+	Output      string `json:"output"`
+	ExitCode    int    `json:"exit_code"`
+	Error       string `json:"error,omitempty"`
+	Denied      bool   `json:"denied,omitempty"`
+	Truncated   bool   `json:"truncated,omitempty"`
+	TimedOut    bool   `json:"timed_out,omitempty"`
+}
+
+// Commands runs the commands of one turn through the broker.
+type Commands struct {
+	Broker CommandBroker
+	Parse  ParseFunc
+	// Redact removes secrets from what goes back to the model.
+	Redact func(string) string
+	// Parallel bounds commands in flight; the broker has its own limit.
+	Parallel int
+}
+
+// Run runs cmds concurrently (at most Parallel at once) and returns their
+// results in the order given.
+func (c *Commands) Run(ctx context.Context, cmds []Command) []CommandResult {
+	results := make([]CommandResult, len(cmds))
+	sem := make(chan struct{}, max(c.Parallel, 1))
+	var wg sync.WaitGroup
+	for i, cmd := range cmds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+				defer func() { <-sem }()
+				results[i] = c.runOne(ctx, cmd)
+			case <-ctx.Done():
+				results[i] = failed(cmd, "not run: "+ctx.Err().Error())
+			}
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+func (c *Commands) runOne(ctx context.Context, cmd Command) CommandResult {
+	stages, err := c.Parse(cmd.Text)
+	if err != nil {
+		r := failed(cmd, "denied: "+err.Error())
+		r.Denied = true
+		return r
+	}
+	resp, err := c.Broker.RunCommand(ctx, &brokerv1.RunCommandRequest{Id: cmd.ID, CommandLine: cmd.Text, Stages: stages})
+	if err != nil {
+		return failed(cmd, "broker: "+err.Error())
+	}
+	if !resp.GetDecision().GetAllowed() {
+		r := failed(cmd, "denied: "+resp.GetDecision().GetReason())
+		r.Denied = true
+		return r
+	}
+	r := CommandResult{
+		ID: cmd.ID, Command: cmd.Text, Description: cmd.Description,
+		Output:    c.redact(combinedOutput(resp)),
+		ExitCode:  int(resp.GetExitCode()),
+		Error:     c.redact(resp.GetError()),
+		Truncated: resp.GetStdoutTruncated() || resp.GetStderrTruncated(),
+		TimedOut:  resp.GetTimedOut(),
+	}
+	if r.TimedOut && r.Error == "" {
+		r.Error = "timed out"
+	}
+	return r
+}
+
+func (c *Commands) redact(s string) string {
+	if c.Redact == nil {
+		return s
+	}
+	return c.Redact(s)
+}
+
+// combinedOutput is stdout then stderr, as the reference agent sent them,
+// with markers where the broker cut the output.
+func combinedOutput(resp *brokerv1.RunCommandResponse) string {
+	var b strings.Builder
+	b.Write(resp.GetStdout())
+	if resp.GetStdoutTruncated() {
+		b.WriteString("\n[stdout truncated]\n")
+	}
+	if len(resp.GetStderr()) > 0 {
+		if b.Len() > 0 && !strings.HasSuffix(b.String(), "\n") {
+			b.WriteByte('\n')
+		}
+		b.Write(resp.GetStderr())
+		if resp.GetStderrTruncated() {
+			b.WriteString("\n[stderr truncated]\n")
+		}
+	}
+	return strings.ToValidUTF8(b.String(), "\uFFFD")
+}
+
+func failed(cmd Command, msg string) CommandResult {
+	return CommandResult{ID: cmd.ID, Command: cmd.Text, Description: cmd.Description, ExitCode: 1, Error: msg}
+}
