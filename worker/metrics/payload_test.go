@@ -147,7 +147,7 @@ func TestPayloadEdgeCases(t *testing.T) {
 			},
 		},
 		{
-			name: "pretty name missing: platform id",
+			name:   "pretty name missing: platform id",
 			sample: &brokerv1.CollectMetricsResponse{Host: &brokerv1.HostFacts{Platform: "alpine", PlatformFamily: "alpine"}},
 			check: func(t *testing.T, p *IngestPayload, _ string) {
 				if p.OSInfo != "alpine" {
