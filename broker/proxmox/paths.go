@@ -136,10 +136,10 @@ func ParseVMID(s string) (int, bool) {
 type match int
 
 const (
-	noMatch    match = iota
-	matched          // allowed
-	badSyntax        // right shape, but a node name or vmid is malformed
-	otherNode        // right shape, but names a node other than the local one
+	noMatch   match = iota
+	matched         // allowed
+	badSyntax       // right shape, but a node name or vmid is malformed
+	otherNode       // right shape, but names a node other than the local one
 )
 
 // matchPattern checks segs (a syntax-checked path) against p for the local

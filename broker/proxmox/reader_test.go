@@ -242,13 +242,9 @@ func TestPveshFailures(t *testing.T) {
 			if err := os.WriteFile(f.pvesh, []byte(script), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			r := f.reader(func(c *Config) { c.Timeout = 300 * time.Millisecond; c.OutputCap = 4096 })
-			start := time.Now()
+			r := f.reader(func(c *Config) { c.Timeout = 2 * time.Second; c.OutputCap = 4096 })
 			_, err := r.Get(context.Background(), "/cluster/status")
 			wantCode(t, err, tt.code)
-			if d := time.Since(start); d > 5*time.Second {
-				t.Errorf("Get took %s", d)
-			}
 			if pid, err := os.ReadFile(filepath.Join(f.dir, "child.pid")); err == nil {
 				n, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
 				waitGone(t, n)
