@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/nannyai/nannyagent/broker/metrics"
 	"github.com/nannyai/nannyagent/broker/probe"
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	"github.com/nannyai/nannyagent/ipc/peercred"
@@ -34,6 +35,8 @@ type Config struct {
 	LoadPolicy PolicyLoader
 	// Probe configures host detection.
 	Probe probe.Config
+	// Metrics configures where CollectMetrics reads (the host by default).
+	Metrics metrics.Config
 	// Limits are the gRPC server limits.
 	Limits unixsock.Limits
 	// IdleExit ends Serve after this long without a request; 0 never does.
@@ -53,6 +56,7 @@ type Server struct {
 	log      *slog.Logger
 	policies *policyStore
 	prober   *probe.Prober
+	metrics  *metrics.Collector
 	dlog     decisionLog
 	idle     idleTracker
 	grpc     *grpc.Server
@@ -70,7 +74,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, table: requestTable, log: cfg.Log, policies: policies, prober: probe.New(cfg.Probe)}
+	s := &Server{
+		cfg: cfg, table: requestTable, log: cfg.Log, policies: policies,
+		prober: probe.New(cfg.Probe), metrics: metrics.New(cfg.Metrics),
+	}
 	s.dlog = decisionLog{log: cfg.Log, policy: policies.sha256}
 	creds := peercred.NewServerCredentials(s.authorize, s.dlog.refusedConnection, cfg.Log)
 	s.grpc = grpc.NewServer(unixsock.ServerOptions(creds, cfg.Limits,

@@ -262,3 +262,14 @@ func BenchmarkProbeRoundTrip(b *testing.B) {
 		}
 	}
 }
+
+func TestCollectMetricsOverTheSocket(t *testing.T) {
+	b := startBroker(t, 0)
+	m, err := b.client.CollectMetrics(context.Background(), &brokerv1.CollectMetricsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.GetCpu().GetUser() <= 0 || m.GetMemory().GetTotal() == 0 || m.GetHost().GetPlatformFamily() == "" || m.GetCollectedAt() == nil {
+		t.Errorf("sample incomplete: cpu %v memory %v host %v", m.GetCpu(), m.GetMemory(), m.GetHost())
+	}
+}
