@@ -137,3 +137,14 @@ func FuzzParseFilter(f *testing.F) {
 		_ = flt.Match(rec)
 	})
 }
+
+func BenchmarkParseFilter(b *testing.B) {
+	rec := map[string]any{"status": "pending", "agent_id": "6ybfg6bq7mxtjoj"}
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := ParseFilter("status='pending' && agent_id='6ybfg6bq7mxtjoj'")
+		if err != nil || !f.Match(rec) {
+			b.Fatal(err)
+		}
+	}
+}

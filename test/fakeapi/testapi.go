@@ -302,6 +302,11 @@ func (s *Server) Hits(route string) int {
 	return s.st.hits[route]
 }
 
+// WaitHits waits until route has been hit at least n times.
+func (s *Server) WaitHits(ctx context.Context, route string, n int) error {
+	return s.waitFor(ctx, func() bool { return s.st.hits[route] >= n })
+}
+
 // Metrics returns the accepted metrics posts.
 func (s *Server) Metrics() []MetricsPost {
 	s.mu.Lock()

@@ -87,10 +87,16 @@ const (
 	ReasonExpired      = "the refresh token expired (this backend gives it 30 days and cannot renew it): register again"
 	ReasonNoRefresh    = "no refresh token is stored: register again"
 	reasonRejectedFmt  = "the backend refused the refresh token (%s): register again"
-	renewUnknown       = 0
-	renewSupported     = 1
-	renewNotSupported  = -1
 	persistWarningText = "the token could not be written to disk (it is kept in memory and written again later): "
+)
+
+// renewState is what this process learned about renew-refresh-token.
+type renewState int
+
+const (
+	renewUnknown renewState = iota
+	renewSupported
+	renewNotSupported
 )
 
 // Manager hands out a valid access token, refreshing it 5 minutes before
@@ -110,7 +116,7 @@ type Manager struct {
 	terminal    string // reason when registration is required
 	lastFailAt  time.Time
 	lastFailErr error
-	renew       int // renewUnknown / renewSupported / renewNotSupported
+	renew       renewState
 	dirty       bool
 	persistErr  error
 }

@@ -66,6 +66,7 @@ func (m *Manager) Status() Status {
 	now := m.opts.Now()
 	st := Status{State: StateNotRegistered, RenewSupport: RenewUnknown}
 	switch m.renew {
+	case renewUnknown:
 	case renewSupported:
 		st.RenewSupport = RenewSupported
 	case renewNotSupported:
