@@ -201,6 +201,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	route := s.routeOf(r, body)
 	s.mu.Lock()
 	s.st.hits[route]++
+	if len(s.st.requests) >= maxRequestLog {
+		s.st.requests = append(s.st.requests[:0], s.st.requests[maxRequestLog/2:]...)
+	}
 	s.st.requests = append(s.st.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
 		Route: route, Header: r.Header.Clone(), Body: body, At: s.now()})
 	delay := s.st.slow[route]
@@ -224,6 +227,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mux.ServeHTTP(w, r)
 }
+
+// maxRequestLog bounds the request log of a long-running demo server; the
+// older half is dropped when it is full.
+const maxRequestLog = 20000
 
 // routeOf names a request for faults and hit counts (see the Route constants).
 func (s *Server) routeOf(r *http.Request, body []byte) string {

@@ -306,6 +306,17 @@ func TestDecodeErrorBodyCleansText(t *testing.T) {
 	}
 }
 
+func TestMetadataIsLenient(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"initiated_by":"agent"}`: "agent", `null`: "", `""`: "", `{}`: "", `{"initiated_by":5}`: "", `[1]`: "",
+	} {
+		ev, err := nannyapi.DecodeEvent("investigations", []byte(`{"record":{"id":"8vdpgwejcaa7p3q","metadata":`+body+`},"action":"create"}`))
+		if err != nil || ev.Investigation.Metadata.InitiatedBy != want {
+			t.Errorf("%s: %+v %v", body, ev.Investigation, err)
+		}
+	}
+}
+
 func TestFlexString(t *testing.T) {
 	for in, want := range map[string]string{`"100"`: "100", `100`: "100", `null`: "", `1e2`: "1e2", `""`: ""} {
 		var f nannyapi.FlexString

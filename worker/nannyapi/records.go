@@ -34,6 +34,23 @@ type Metadata struct {
 	InitiatedBy string `json:"initiated_by"`
 }
 
+// UnmarshalJSON takes an object's initiated_by when it is a string and
+// treats anything else (null, "", a type mismatch) as empty metadata: it
+// only tells who started an investigation, which is not worth losing the
+// record over.
+func (m *Metadata) UnmarshalJSON(b []byte) error {
+	*m = Metadata{}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(b, &obj) != nil {
+		return nil
+	}
+	var by string
+	if json.Unmarshal(obj["initiated_by"], &by) == nil && printable(by, 64) {
+		m.InitiatedBy = by
+	}
+	return nil
+}
+
 // InitiatedByAgent reports an investigation this agent created itself; the
 // backend echoes those to the agent's stream as "create".
 func (i Investigation) InitiatedByAgent() bool { return i.Metadata.InitiatedBy == "agent" }

@@ -36,6 +36,9 @@ func run(args []string, out io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// Catch signals before printing the URL: whoever reads it may stop us at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	var ai fakeapi.AI = fakeapi.DemoAI()
 	if *aiScript != "" {
 		loaded, err := fakeapi.LoadScriptedAI(*aiScript)
@@ -56,8 +59,6 @@ func run(args []string, out io.Writer) error {
 	if *newer {
 		fmt.Fprintf(out, "FAKEAPI_STATIC_TOKEN=%s\n", srv.AddStaticToken(""))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	<-ctx.Done()
 	return nil
 }
