@@ -235,7 +235,7 @@ func (m *Manager) Token(ctx context.Context) (string, error) {
 	if tok.AccessToken != "" && m.recentFailure() {
 		return tok.AccessToken, nil
 	}
-	return m.refreshLocked(ctx, tok)
+	return m.refreshLocked(ctx, tok, true)
 }
 
 // Rejected refreshes after the server answered 401 to token, unless another
@@ -255,7 +255,8 @@ func (m *Manager) Rejected(ctx context.Context, token string) (string, error) {
 	if m.recentFailure() {
 		return "", m.failure()
 	}
-	return m.refreshLocked(ctx, tok)
+	// The server refused this token, so a failed refresh must not hand it out again.
+	return m.refreshLocked(ctx, tok, false)
 }
 
 // throttled gives the last failure for an expired token within
@@ -283,8 +284,9 @@ func (m *Manager) failure() error {
 		m.opts.Now().Sub(m.lastFailAt).Round(time.Second), m.opts.RetryAfterFailure, m.lastFailErr)
 }
 
-// refreshLocked runs a refresh; the caller holds sem.
-func (m *Manager) refreshLocked(ctx context.Context, tok Token) (string, error) {
+// refreshLocked runs a refresh; the caller holds sem. On a transient
+// failure it returns the current token while it is valid, if stale is allowed.
+func (m *Manager) refreshLocked(ctx context.Context, tok Token, stale bool) (string, error) {
 	if tok.RefreshToken == "" {
 		return "", m.setTerminal(ReasonNoRefresh)
 	}
@@ -298,7 +300,7 @@ func (m *Manager) refreshLocked(ctx context.Context, tok Token) (string, error) 
 		m.lastFailErr, m.lastFailAt = err, now
 		m.mu.Unlock()
 		m.opts.Logger.Warn("token refresh failed", "error", err)
-		if tok.AccessToken != "" && now.Before(tok.ExpiresAt) && ctx.Err() == nil {
+		if stale && tok.AccessToken != "" && now.Before(tok.ExpiresAt) && ctx.Err() == nil {
 			return tok.AccessToken, nil
 		}
 		return "", fmt.Errorf("refresh token: %w", err)

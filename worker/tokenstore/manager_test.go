@@ -129,6 +129,19 @@ func TestRefreshOnceOn401(t *testing.T) {
 	}
 }
 
+func TestRejectedWithFailingRefreshGivesUp(t *testing.T) {
+	e := newEnv(t, fakeapi.Options{}, tokenstore.Options{})
+	e.srv.ExpireAccessTokens(e.agent.ID)
+	e.srv.Fail(fakeapi.RouteRefresh, 503, 0, "")
+	err := e.api.WithCredentials(e.mgr).IngestMetrics(ctx(t), metrics())
+	if nannyapi.StatusOf(err) != 401 || !strings.Contains(err.Error(), "503") {
+		t.Errorf("err %v", err)
+	}
+	if n := e.srv.Hits(fakeapi.RouteIngestMetrics); n != 1 {
+		t.Errorf("ingest sent %d times; the rejected token must not be replayed", n)
+	}
+}
+
 func TestConcurrentCallersShareOneRefresh(t *testing.T) {
 	e := newEnv(t, fakeapi.Options{}, tokenstore.Options{})
 	e.clock.Advance(2 * time.Hour)
