@@ -137,7 +137,9 @@ func TestDeviceFlowWaitsForApproval(t *testing.T) {
 	if err != nil || res.AgentID == "" {
 		t.Fatalf("%+v %v", res, err)
 	}
-	if n := e.srv.Hits(fakeapi.RouteRegister); n < 4 {
+	// Approval happens once the third poll arrived; that poll may already
+	// see it, so at least three polls ran, two of them refused.
+	if n := e.srv.Hits(fakeapi.RouteRegister); n < 3 {
 		t.Errorf("register polled %d times", n)
 	}
 	if len(progress) != 0 {
