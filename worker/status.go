@@ -2,29 +2,86 @@ package worker
 
 import (
 	"context"
-	"net/url"
-	"strings"
+	"sync"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
+	"github.com/nannyai/nannyagent/worker/tokenstore"
 )
 
+// successes remembers the last successful post of each kind.
+type successes struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (s *successes) record(kind string, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last == nil {
+		s.last = map[string]time.Time{}
+	}
+	s.last[kind] = at
+}
+
+func (s *successes) snapshot() map[string]*timestamppb.Timestamp {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]*timestamppb.Timestamp, len(s.last))
+	for k, v := range s.last {
+		out[k] = timestamppb.New(v)
+	}
+	return out
+}
+
 // Status gathers what `nannyagent status` shows. It asks the broker for its
-// probe, bounded by the broker timeout.
+// probe and NannyAPI for its health, each bounded by its timeout. It has no
+// side effects: no metrics post, no token rewrite.
 func (w *Worker) Status(ctx context.Context) *workerv1.StatusResponse {
 	resp := &workerv1.StatusResponse{
-		Version:   w.version,
-		StartedAt: timestamppb.New(w.started),
-		Broker:    w.brokerStatus(ctx),
-		Api:       &workerv1.ApiStatus{Url: w.cfg.APIURL, Insecure: insecureURL(w.cfg.APIURL)},
-		Warnings:  append([]string(nil), w.cfg.Warnings...),
+		Version:      w.version,
+		StartedAt:    timestamppb.New(w.started),
+		Warnings:     append([]string(nil), w.cfg.Warnings...),
+		LastSuccess:  w.health.snapshot(),
+		Registration: w.registration(),
 	}
-	if resp.Api.Insecure {
-		resp.Warnings = append(resp.Warnings, "NannyAPI is reached over plain http:// on a non-loopback host: tokens cross the network unencrypted")
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); resp.Broker = w.brokerStatus(ctx) }()
+	go func() { defer wg.Done(); resp.Api = w.apiStatus(ctx) }()
+	wg.Wait()
+	if warning := w.session.api.Warning(); warning != "" {
+		resp.Warnings = append(resp.Warnings, warning)
 	}
+	resp.Warnings = append(resp.Warnings, w.session.tokens.Status().Warnings...)
 	return resp
+}
+
+func (w *Worker) registration() *workerv1.Registration {
+	if w.cfg.UseStaticToken() {
+		r := &workerv1.Registration{Mode: "static", AgentId: w.session.agentID(), State: "not registered"}
+		if r.AgentId != "" {
+			r.Registered, r.State = true, "registered"
+		}
+		return r
+	}
+	st := w.session.tokens.Status()
+	r := &workerv1.Registration{AgentId: st.AgentID, Mode: string(st.Mode), State: string(st.State)}
+	r.Registered = st.State == tokenstore.StateRegistered
+	if st.Reason != "" {
+		r.State += ": " + st.Reason
+	}
+	if !st.AccessTokenExpiresAt.IsZero() {
+		r.TokenExpiresAt = timestamppb.New(st.AccessTokenExpiresAt)
+	}
+	if !st.RefreshTokenIssuedAt.IsZero() {
+		r.RefreshTokenIssuedAt = timestamppb.New(st.RefreshTokenIssuedAt)
+		r.RefreshTokenDaysLeft = int32(st.RefreshTokenDaysLeft)
+	}
+	return r
 }
 
 func (w *Worker) brokerStatus(ctx context.Context) *workerv1.BrokerStatus {
@@ -37,12 +94,17 @@ func (w *Worker) brokerStatus(ctx context.Context) *workerv1.BrokerStatus {
 	return &workerv1.BrokerStatus{Reachable: true, Probe: probe}
 }
 
-// insecureURL is plain http to a host that is not loopback.
-func insecureURL(raw string) bool {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "http" {
-		return false
+// apiHealthTimeout keeps `status` quick when NannyAPI does not answer.
+const apiHealthTimeout = 5 * time.Second
+
+func (w *Worker) apiStatus(ctx context.Context) *workerv1.ApiStatus {
+	st := &workerv1.ApiStatus{Url: w.session.api.BaseURL(), Insecure: w.session.api.Insecure()}
+	ctx, cancel := context.WithTimeout(ctx, apiHealthTimeout)
+	defer cancel()
+	if _, err := w.session.api.Health(ctx); err != nil {
+		st.Error = err.Error()
+		return st
 	}
-	host := u.Hostname()
-	return host != "localhost" && !strings.HasPrefix(host, "127.") && host != "::1"
+	st.Reachable = true
+	return st
 }

@@ -1,6 +1,7 @@
 // Package worker assembles the unprivileged worker: it connects to the
-// broker, serves the CLI on worker.sock and runs the worker's loops until its
-// context ends. Every goroutine it starts stops before Run returns.
+// broker, serves the CLI on worker.sock, holds the host's registration with
+// NannyAPI and runs the agent's loops until its context ends. Every
+// goroutine it starts stops before Run returns.
 package worker
 
 import (
@@ -32,17 +33,30 @@ type Worker struct {
 
 	brokerConn *grpc.ClientConn
 	broker     brokerv1.BrokerServiceClient
+	session    *session
+	health     successes
+
+	// The agent's loops run under runCtx once the host is registered.
+	runMu      sync.Mutex
+	runCtx     context.Context
+	loops      sync.WaitGroup
+	agentStart sync.Once
 }
 
-// New connects (lazily) to the broker.
+// New connects (lazily) to the broker and opens the token store.
 func New(cfg *config.Config, version string, log *slog.Logger) (*Worker, error) {
+	sess, err := newSession(cfg, version)
+	if err != nil {
+		return nil, err
+	}
 	conn, err := unixsock.Dial(cfg.BrokerSocket, unixsock.DefaultLimits.MaxSendMsgSize)
 	if err != nil {
+		sess.close()
 		return nil, err
 	}
 	return &Worker{
 		cfg: cfg, log: log, version: version, started: time.Now(),
-		brokerConn: conn, broker: brokerv1.NewBrokerServiceClient(conn),
+		brokerConn: conn, broker: brokerv1.NewBrokerServiceClient(conn), session: sess,
 	}, nil
 }
 
@@ -50,38 +64,81 @@ func New(cfg *config.Config, version string, log *slog.Logger) (*Worker, error) 
 // ready is called once the worker serves.
 func (w *Worker) Run(ctx context.Context, ln net.Listener, ready func()) error {
 	defer w.brokerConn.Close()
+	defer w.session.close()
 	for _, warning := range w.cfg.Warnings {
+		w.log.Warn(warning)
+	}
+	if warning := w.session.api.Warning(); warning != "" {
 		w.log.Warn(warning)
 	}
 	api := localapi.New(localapi.Config{
 		AdminGroup: w.cfg.AdminGroup,
 		Status:     w,
+		Register:   w,
 		Limits:     unixsock.DefaultLimits,
 		Log:        w.log,
 	})
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
+	w.runMu.Lock()
+	w.runCtx = ctx
+	w.runMu.Unlock()
+	defer w.loops.Wait()
+
 	errc := make(chan error, 1)
-	wg.Add(1)
+	w.loops.Add(1)
 	go func() {
-		defer wg.Done()
+		defer w.loops.Done()
 		if err := api.Serve(ctx, unixsock.LimitListener(ln, unixsock.DefaultLimits.MaxConnections)); err != nil {
 			errc <- fmt.Errorf("local API: %w", err)
 			cancel()
 		}
 	}()
+	if w.session.registered() {
+		w.startAgent()
+	} else {
+		w.log.Warn("this host is not registered: run `nannyagent register` as root")
+	}
 	ready()
 	w.log.Info("worker serving", "socket", ln.Addr().String(), "broker_socket", w.cfg.BrokerSocket, "version", w.version)
 	<-ctx.Done()
-	wg.Wait()
+	w.loops.Wait()
 	select {
 	case err := <-errc:
 		return err
 	default:
 		return nil
 	}
+}
+
+// startAgent starts the loops that need a registration, once, under Run's
+// context.
+func (w *Worker) startAgent() {
+	w.agentStart.Do(func() {
+		w.runMu.Lock()
+		ctx := w.runCtx
+		w.runMu.Unlock()
+		if ctx == nil {
+			return
+		}
+		for _, loop := range w.agentLoops() {
+			w.loops.Add(1)
+			go func() {
+				defer w.loops.Done()
+				loop(ctx)
+			}()
+		}
+	})
+}
+
+// agentLoops are the loops of a registered agent.
+func (w *Worker) agentLoops() []func(context.Context) {
+	var loops []func(context.Context)
+	if !w.cfg.UseStaticToken() {
+		loops = append(loops, func(ctx context.Context) { w.session.tokens.Run(ctx, w.cfg.TokenRenewal.CheckInterval) })
+	}
+	return loops
 }
 
 // Listen takes systemd's socket when activated, or creates worker.sock: its

@@ -79,19 +79,3 @@ func TestRunStopsEverything(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 }
-
-func TestInsecureURL(t *testing.T) {
-	for raw, want := range map[string]bool{
-		"https://api.example.test": false,
-		"http://127.0.0.1:8090":    false,
-		"http://localhost:8090":    false,
-		"http://[::1]:8090":        false,
-		"http://192.168.1.10:8090": true,
-		"http://nannyapi.lan/api":  true,
-		"::not a url":              false,
-	} {
-		if got := insecureURL(raw); got != want {
-			t.Errorf("insecureURL(%q) = %v, want %v", raw, got, want)
-		}
-	}
-}

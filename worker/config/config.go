@@ -39,8 +39,9 @@ type Config struct {
 	Debug           bool
 	LogLevel        string
 	LogFormat       string
-	// InsecureHTTP accepts plain http:// to a host that is not loopback.
-	InsecureHTTP bool
+	// PlainHTTP is when plain http:// to NannyAPI is accepted: "lan",
+	// "refuse" or "any".
+	PlainHTTP string
 
 	TokenRenewal TokenRenewal
 	HTTP         HTTPTransport
@@ -53,6 +54,15 @@ type Config struct {
 	// Timeouts for calls the worker makes.
 	BrokerTimeout time.Duration
 	APITimeout    time.Duration
+	AITurnTimeout time.Duration
+
+	// Investigations.
+	InvestigationTimeout  time.Duration
+	InvestigationMaxTurns int
+
+	// RegisterPollInterval spaces device-flow polls (5 s against a real
+	// backend; tests shorten it).
+	RegisterPollInterval time.Duration
 
 	// Warnings are problems that did not stop loading (unknown keys).
 	Warnings []string
@@ -63,6 +73,12 @@ type TokenRenewal struct {
 	ThresholdDays int
 	CheckInterval time.Duration
 	RetryInterval time.Duration
+}
+
+// WarnBefore is how long before the refresh token's expiry the worker
+// warns and tries to renew it.
+func (r TokenRenewal) WarnBefore() time.Duration {
+	return time.Duration(r.ThresholdDays) * 24 * time.Hour
 }
 
 // HTTPTransport mirrors the reference agent's http_transport keys.
@@ -275,6 +291,16 @@ func (c *Config) validate() error {
 		func() error { return checkAbs("state_dir", c.StateDir) },
 		func() error { return checkPositive("broker_timeout", c.BrokerTimeout) },
 		func() error { return checkPositive("api_timeout", c.APITimeout) },
+		func() error { return checkPositive("ai_turn_timeout", c.AITurnTimeout) },
+		func() error { return checkPositive("investigation_timeout", c.InvestigationTimeout) },
+		func() error { return checkPositive("register_poll_interval", c.RegisterPollInterval) },
+		c.validatePlainHTTP,
+		func() error {
+			if c.InvestigationMaxTurns < 1 || c.InvestigationMaxTurns > 100 {
+				return &Error{Key: "investigation_max_turns", Reason: fmt.Sprintf("%d is out of range 1…100", c.InvestigationMaxTurns)}
+			}
+			return nil
+		},
 	}
 	for _, check := range checks {
 		if err := check(); err != nil {
@@ -333,6 +359,14 @@ func checkPositive(key string, d time.Duration) error {
 		return &Error{Key: key, Reason: "must be positive"}
 	}
 	return nil
+}
+
+func (c *Config) validatePlainHTTP() error {
+	switch strings.ToLower(c.PlainHTTP) {
+	case "lan", "refuse", "any":
+		return nil
+	}
+	return &Error{Key: "plain_http", Reason: fmt.Sprintf("%q: want lan, refuse or any", c.PlainHTTP)}
 }
 
 func (c *Config) validateStaticToken() error {
