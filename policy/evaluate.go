@@ -111,7 +111,7 @@ func (p *Policy) evalStage(st *Stage) StageDecision {
 	var m matcher
 	var best StageDecision
 	bestFail := -1
-	subFails := 0
+	subFails, subMissing := 0, 0
 	for _, r := range rules {
 		m.reset(p, r, argv)
 		if m.run() {
@@ -124,6 +124,9 @@ func (p *Policy) evalStage(st *Stage) StageDecision {
 		if m.subFail {
 			subFails++
 		}
+		if m.subMissing {
+			subMissing++
+		}
 		if m.fail > bestFail {
 			bestFail = m.fail
 			best = StageDecision{RuleID: r.id, Program: r.program, Reason: r.base + ": " + m.reason}
@@ -131,7 +134,11 @@ func (p *Policy) evalStage(st *Stage) StageDecision {
 	}
 	if subFails == len(rules) && len(rules) > 1 {
 		best.RuleID = ""
-		best.Reason = fmt.Sprintf("%s: no rule allows this subcommand (allowed: %s)", rules[0].base, subcommandSummary(rules))
+		what := "this subcommand is not allowed"
+		if subMissing == len(rules) {
+			what = "missing subcommand"
+		}
+		best.Reason = fmt.Sprintf("%s: %s (allowed: %s)", rules[0].base, what, subcommandSummary(rules))
 	}
 	return best
 }

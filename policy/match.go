@@ -19,8 +19,9 @@ type matcher struct {
 	// several rules name the same program.
 	fail   int
 	reason string
-	// subFail marks a denial because the subcommand did not match.
-	subFail bool
+	// subFail marks a denial because the subcommand did not match;
+	// subMissing because there was none.
+	subFail, subMissing bool
 }
 
 func (m *matcher) reset(p *Policy, r *cmdRule, argv []string) {
@@ -28,7 +29,7 @@ func (m *matcher) reset(p *Policy, r *cmdRule, argv []string) {
 	m.ops = m.opsBuf[:0]
 	m.filled = 0
 	m.paths = nil
-	m.fail, m.reason, m.subFail = 0, "", false
+	m.fail, m.reason, m.subFail, m.subMissing = 0, "", false, false
 }
 
 func (m *matcher) deny(i int, format string, args ...any) bool {
@@ -191,13 +192,17 @@ func (m *matcher) scanGetopt() bool {
 		}
 		i = 2
 	}
-	optsDone := false
+	optsDone, dashDash := false, false
 	var ok bool
 	for ; i < len(argv); i++ {
 		a := argv[i]
 		switch {
 		case !optsDone && a == "--":
-			optsDone = true
+			optsDone, dashDash = true, true
+		case optsDone && !dashDash && len(a) > 1 && a[0] == '-':
+			// POSIX makes this an operand, but if the tool does permute
+			// after all it would be an option: refuse rather than guess.
+			return m.deny(i, "%q after an operand: %s takes options before operands (write -- before it if it is an operand)", a, r.base)
 		case !optsDone && len(a) > 2 && a[0] == '-' && a[1] == '-':
 			if i, ok = m.long(i, a); !ok {
 				return false
@@ -453,7 +458,7 @@ func (m *matcher) finish() bool {
 	nsub := len(r.sub)
 	if len(m.ops) < nsub {
 		if !r.sub[len(m.ops)].optional {
-			m.subFail = true
+			m.subFail, m.subMissing = true, true
 			return m.deny(len(m.argv), "missing subcommand (one of: %s)", strings.Join(r.sub[len(m.ops)].words, ", "))
 		}
 		nsub = len(m.ops)

@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // Installed locations and the worker's account.
@@ -174,7 +175,9 @@ func LocalFiles(opts LoadOptions, dir string) ([]string, error) {
 // readPolicyFile reads a file, checking ownership on the open descriptor so
 // the bytes judged are the bytes read.
 func readPolicyFile(opts LoadOptions, path string) ([]byte, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO named *.yaml must not hang the broker; the
+	// fstat below then refuses it.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read policy: %w", err)
 	}

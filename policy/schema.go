@@ -82,8 +82,9 @@ func parseFile(name string, data []byte, origin Origin, ctx ruleContext, errs *E
 			return doc
 		}
 		e := &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
-		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-			e.Line, _ = strconv.Atoi(m[1])
+		if m := yamlLine.FindStringSubmatchIndex(e.Msg); m != nil {
+			e.Line, _ = strconv.Atoi(e.Msg[m[2]:m[3]])
+			e.Msg = strings.TrimPrefix(e.Msg[m[1]:], ": ")
 		}
 		errs.add(e)
 		return doc
