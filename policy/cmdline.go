@@ -16,9 +16,9 @@ const maxParsedStages = 64
 // SyntaxError is a command line ParseCommandLine refuses: the offending
 // token, its byte offset, and a reason written for a model to act on.
 type SyntaxError struct {
-	Offset int
-	Token  string
-	Reason string
+	Offset int    `json:"offset"`
+	Token  string `json:"token"`
+	Reason string `json:"reason"`
 }
 
 func (e *SyntaxError) Error() string {

@@ -11,7 +11,7 @@ import (
 
 // maxNodes bounds the nodes one file may expand to, aliases included, so a
 // small file of nested aliases cannot make the loader walk billions of nodes.
-const maxNodes = 200_000
+const maxNodes = 100_000
 
 // decoder walks yaml.Node trees strictly: every mapping key must be known,
 // no key may repeat, and every scalar must have the type its field needs.
