@@ -101,6 +101,9 @@ func (p *cmdParser) endWord() error {
 		if p.assign {
 			return p.fail(p.wordStart, w, "environment assignments (NAME=value before a command) are not supported; the broker runs commands with a fixed environment")
 		}
+		if w == "" {
+			return p.fail(p.wordStart, p.s[p.wordStart:p.i], "empty program name")
+		}
 		if !isPlainASCII(w) {
 			return p.fail(p.wordStart, w, "a program name must be plain ASCII (look-alike characters are refused)")
 		}

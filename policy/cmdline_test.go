@@ -129,6 +129,8 @@ func TestParseCommandLineRefuses(t *testing.T) {
 		{`FOO=bar cat /x`, 0, "FOO=bar", "environment assignments"},
 		{`FOO='bar baz' cat /x`, 0, "FOO=bar baz", "environment assignments"},
 		{`| cat`, 0, "|", "empty pipeline stage"},
+		{`'' /x`, 0, "''", "empty program name"},
+		{`ps | "" x`, 5, `""`, "empty program name"},
 		{`cat /x |`, 8, "", "empty pipeline stage"},
 		{`cat /x | | grep`, 9, "|", "empty pipeline stage"},
 		{`2>/dev/null | cat`, 12, "|", "empty pipeline stage"},

@@ -11,9 +11,12 @@ type matcher struct {
 	p      *Policy
 	r      *cmdRule
 	argv   []string
-	ops    []int
-	opsBuf [16]int
-	filled uint64
+	// ops are the argv indices of positional operands: the first
+	// len(opsFixed) in a fixed array (no allocation), the rest in opsMore.
+	opsFixed [16]int
+	opsMore  []int
+	nops     int
+	filled   uint64
 	paths  []PathOperand
 	// fail is the argv index where matching stopped; it ranks denials when
 	// several rules name the same program.
@@ -26,7 +29,7 @@ type matcher struct {
 
 func (m *matcher) reset(p *Policy, r *cmdRule, argv []string) {
 	m.p, m.r, m.argv = p, r, argv
-	m.ops = m.opsBuf[:0]
+	m.nops, m.opsMore = 0, m.opsMore[:0]
 	m.filled = 0
 	m.paths = nil
 	m.fail, m.reason, m.subFail, m.subMissing = 0, "", false, false
@@ -76,10 +79,18 @@ func (m *matcher) value(v *valueSpec, i int, prefix, s, what string) bool {
 	return true
 }
 
+// op returns the argv index of the k-th operand.
+func (m *matcher) op(k int) int {
+	if k < len(m.opsFixed) {
+		return m.opsFixed[k]
+	}
+	return m.opsMore[k-len(m.opsFixed)]
+}
+
 // operand records a positional argument, checking subcommand words as they
 // come.
 func (m *matcher) operand(i int) bool {
-	k := len(m.ops)
+	k := m.nops
 	if k < len(m.r.sub) {
 		alts := m.r.sub[k].words
 		if !contains(alts, m.argv[i]) {
@@ -87,7 +98,12 @@ func (m *matcher) operand(i int) bool {
 			return m.deny(i, "%q is not an allowed subcommand here (allowed: %s)", m.argv[i], strings.Join(alts, ", "))
 		}
 	}
-	m.ops = append(m.ops, i)
+	if k < len(m.opsFixed) {
+		m.opsFixed[k] = i
+	} else {
+		m.opsMore = append(m.opsMore, i)
+	}
+	m.nops++
 	return true
 }
 
@@ -123,7 +139,7 @@ func (m *matcher) long(i int, a string) (int, bool) {
 		return i, true
 	}
 	if hasEq {
-		return i, m.value(o.value, i, a[:len(name)+3], val, "--"+name)
+		return i, m.value(o.value, i, a[:len(name)+3], val, a[:len(name)+2])
 	}
 	if o.optionalValue {
 		return i, true
@@ -131,7 +147,7 @@ func (m *matcher) long(i int, a string) (int, bool) {
 	if i+1 >= len(m.argv) {
 		return i, m.deny(i, "option --%s needs a value", name)
 	}
-	return i + 1, m.value(o.value, i+1, "", m.argv[i+1], "--"+name)
+	return i + 1, m.value(o.value, i+1, "", m.argv[i+1], a)
 }
 
 // cluster handles short options written together (-Tc), with a value
@@ -148,13 +164,13 @@ func (m *matcher) cluster(i int, a string, start int, table *[128]*optSpec, dash
 			if c >= 128 {
 				return i, m.deny(i, "%q: options are ASCII letters", a)
 			}
-			return i, m.unknownOption(i, dash+string(c))
+			return i, m.unknownOption(i, letter(dash, c))
 		}
 		m.useOption(o)
 		if o.value == nil {
 			continue
 		}
-		lit := dash + string(c)
+		lit := letter(dash, c)
 		if j+1 < len(a) {
 			return i, m.value(o.value, i, a[:j+1], a[j+1:], lit)
 		}
@@ -167,6 +183,24 @@ func (m *matcher) cluster(i int, a string, start int, table *[128]*optSpec, dash
 		return i + 1, m.value(o.value, i+1, "", m.argv[i+1], lit)
 	}
 	return i, true
+}
+
+// Option letters as strings, so naming one costs no allocation.
+var dashLetters, bareLetters [128]string
+
+func init() {
+	for c := 0; c < 128; c++ {
+		dashLetters[c] = "-" + string(rune(c))
+		bareLetters[c] = string(rune(c))
+	}
+}
+
+// letter spells a short option: "-x" after a dash, "x" in a BSD cluster.
+func letter(dash string, c byte) string {
+	if dash == "" {
+		return bareLetters[c]
+	}
+	return dashLetters[c]
 }
 
 // keyword handles a bare keyword option (ip's "dev eth0", ss's "state").
@@ -212,7 +246,7 @@ func (m *matcher) scanGetopt() bool {
 				return false
 			}
 		default:
-			if o := r.words[a]; o != nil && len(m.ops) >= len(r.sub) {
+			if o := r.words[a]; o != nil && m.nops >= len(r.sub) {
 				if i, ok = m.keyword(i, o); !ok {
 					return false
 				}
@@ -250,7 +284,7 @@ func (m *matcher) scanWords() bool {
 			}
 			return m.unknownOption(i, a)
 		}
-		if o := r.words[a]; o != nil && len(m.ops) >= len(r.sub) {
+		if o := r.words[a]; o != nil && m.nops >= len(r.sub) {
 			if i, ok = m.keyword(i, o); !ok {
 				return false
 			}
@@ -286,7 +320,7 @@ func (m *matcher) scanDig() bool {
 			case o.value == nil && hasEq:
 				return m.deny(i, "query option %s takes no value", name)
 			case o.value != nil && hasEq:
-				if !m.value(o.value, i, name+"=", val, name) {
+				if !m.value(o.value, i, a[:len(name)+1], val, name) {
 					return false
 				}
 			case o.value != nil && !o.optionalValue:
@@ -456,14 +490,14 @@ func cutAny(s, seps string) (string, string, bool) {
 func (m *matcher) finish() bool {
 	r := m.r
 	nsub := len(r.sub)
-	if len(m.ops) < nsub {
-		if !r.sub[len(m.ops)].optional {
+	if m.nops < nsub {
+		if !r.sub[m.nops].optional {
 			m.subFail, m.subMissing = true, true
-			return m.deny(len(m.argv), "missing subcommand (one of: %s)", strings.Join(r.sub[len(m.ops)].words, ", "))
+			return m.deny(len(m.argv), "missing subcommand (one of: %s)", strings.Join(r.sub[m.nops].words, ", "))
 		}
-		nsub = len(m.ops)
+		nsub = m.nops
 	}
-	ops := m.ops[nsub:]
+	nops := m.nops - nsub
 	need := 0
 	for si, s := range r.slots {
 		if m.filled&(1<<uint(si)) == 0 {
@@ -476,7 +510,7 @@ func (m *matcher) finish() bool {
 			continue
 		}
 		need -= s.min
-		take := len(ops) - at - need
+		take := nops - at - need
 		if take > s.max {
 			take = s.max
 		}
@@ -488,7 +522,7 @@ func (m *matcher) finish() bool {
 			return m.deny(len(m.argv), "missing operand: %s (%s)", name, s.value.describe())
 		}
 		for k := 0; k < take; k++ {
-			idx := ops[at+k]
+			idx := m.op(nsub + at + k)
 			what := "operand"
 			if s.name != "" {
 				what = s.name
@@ -499,8 +533,8 @@ func (m *matcher) finish() bool {
 		}
 		at += take
 	}
-	if at < len(ops) {
-		idx := ops[at]
+	if at < nops {
+		idx := m.op(nsub + at)
 		if len(r.slots) == 0 {
 			return m.deny(idx, "%q: this rule takes no operands", m.argv[idx])
 		}

@@ -105,19 +105,39 @@ type Policy struct {
 // and merges them.
 func Load(opts LoadOptions, vendor string, locals ...string) (*Policy, error) {
 	errs := &ErrorList{}
-	ctx := ruleContext{workerAccount: opts.WorkerAccount}
-	var docs []*fileDoc
-	for i, path := range append([]string{vendor}, locals...) {
-		origin := OriginLocal
-		if i == 0 {
-			origin = OriginVendor
-		}
+	var contents []namedBytes
+	for _, path := range append([]string{vendor}, locals...) {
 		data, err := readPolicyFile(opts, path)
 		if err != nil {
 			errs.add(&Error{File: path, Msg: err.Error()})
 			continue
 		}
-		docs = append(docs, parseFile(path, data, origin, ctx, errs))
+		contents = append(contents, namedBytes{path, data})
+	}
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	return loadBytes(opts, contents...)
+}
+
+// namedBytes is one policy file's name and content.
+type namedBytes struct {
+	name string
+	data []byte
+}
+
+// loadBytes decodes and merges files already read; the first is the vendor
+// file.
+func loadBytes(opts LoadOptions, files ...namedBytes) (*Policy, error) {
+	errs := &ErrorList{}
+	ctx := ruleContext{workerAccount: opts.WorkerAccount}
+	var docs []*fileDoc
+	for i, f := range files {
+		origin := OriginLocal
+		if i == 0 {
+			origin = OriginVendor
+		}
+		docs = append(docs, parseFile(f.name, f.data, origin, ctx, errs))
 	}
 	if err := errs.err(); err != nil {
 		return nil, err

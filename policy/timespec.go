@@ -21,36 +21,36 @@ var timeLayouts = []string{
 // offset such as -1h or +30min; "1 hour ago"; and absolute dates and times
 // such as 2026-11-25, "2026-11-25 10:00" or 10:00:00, optionally with UTC.
 func checkTimeSpec(s string) string {
-	bad := fmt.Sprintf("%q is not a time (use today, yesterday, \"1 hour ago\", -2h, \"2026-11-25 10:00\" or 10:00)", s)
+	if timeSpecOK(s) {
+		return ""
+	}
+	return fmt.Sprintf("%q is not a time (use today, yesterday, \"1 hour ago\", -2h, \"2026-11-25 10:00\" or 10:00)", s)
+}
+
+func timeSpecOK(s string) bool {
+	const bad = false
 	if len(s) == 0 || len(s) > 64 {
 		return bad
 	}
 	switch s {
 	case "now", "today", "yesterday", "tomorrow":
-		return ""
+		return true
 	}
 	if strings.HasPrefix(s, "@") {
-		if isDigits(s[1:]) && len(s) <= 12 {
-			return ""
-		}
-		return bad
+		return isDigits(s[1:]) && len(s) <= 12
 	}
 	if s[0] == '-' || s[0] == '+' {
-		if _, err := parseDuration(s[1:], false); err == nil {
-			return ""
-		}
-		return bad
+		_, err := parseDuration(s[1:], false)
+		return err == nil
 	}
 	if rest, ok := strings.CutSuffix(s, " ago"); ok {
-		if _, err := parseDuration(rest, false); err == nil {
-			return ""
-		}
-		return bad
+		_, err := parseDuration(rest, false)
+		return err == nil
 	}
 	t := strings.TrimSuffix(s, " UTC")
 	for _, layout := range timeLayouts {
 		if _, err := time.Parse(layout, t); err == nil {
-			return ""
+			return true
 		}
 	}
 	return bad
