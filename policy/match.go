@@ -8,16 +8,16 @@ import (
 // matcher reads one argv against one rule the way the rule's program would,
 // judging every option value and operand on the way.
 type matcher struct {
-	p      *Policy
-	r      *cmdRule
-	argv   []string
+	p    *Policy
+	r    *cmdRule
+	argv []string
 	// ops are the argv indices of positional operands: the first
 	// len(opsFixed) in a fixed array (no allocation), the rest in opsMore.
 	opsFixed [16]int
 	opsMore  []int
 	nops     int
 	filled   uint64
-	paths  []PathOperand
+	paths    []PathOperand
 	// fail is the argv index where matching stopped; it ranks denials when
 	// several rules name the same program.
 	fail   int

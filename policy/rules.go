@@ -79,8 +79,6 @@ type optSpec struct {
 	description   string
 }
 
-func (o *optSpec) display() string { return strings.Join(o.names, ", ") }
-
 type denyOpt struct {
 	names  []string
 	reason string
@@ -480,6 +478,7 @@ func (d *decoder) options(r *cmdRule, n *yaml.Node, what string) bool {
 			ok = false
 			continue
 		}
+		ok = ok && ok2
 		o := &optSpec{fillSlot: -1}
 		if on, has := m["opt"]; has {
 			o.names, ok2 = d.strs(on, w+".opt")
@@ -593,6 +592,7 @@ func (d *decoder) denyOptions(r *cmdRule, n *yaml.Node, what string) bool {
 			ok = false
 			continue
 		}
+		ok = ok && ok2
 		do := &denyOpt{}
 		if on, has := m["opt"]; has {
 			do.names, ok2 = d.strs(on, w+".opt")
