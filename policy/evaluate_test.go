@@ -141,3 +141,36 @@ func TestEvaluateMultipleRulesBestReason(t *testing.T) {
 		t.Errorf("%+v", d.Stages[0])
 	}
 }
+
+// TestEvaluateManyOperands crosses the matcher's fixed operand buffer.
+func TestEvaluateManyOperands(t *testing.T) {
+	p := mustLoadYAML(t, `
+version: 1
+commands:
+  - id: ls
+    program: /usr/bin/ls
+    subcommand: [[x]]
+    operands:
+      - {name: first, type: keyword, word: a}
+      - {name: rest, type: path, roots: [/var/log], open: check, count: 0-40}
+      - {name: last, type: keyword, word: z}
+`)
+	argv := []string{"ls", "x", "a"}
+	for i := 0; i < 30; i++ {
+		argv = append(argv, "/var/log/f"+strings.Repeat("x", i))
+	}
+	argv = append(argv, "z")
+	d := argvDecision(p, argv...)
+	if !d.Allowed || len(d.Paths) != 30 || d.Paths[29].Index != 32 {
+		t.Fatalf("%d paths, %+v", len(d.Paths), d.Reason)
+	}
+	argv[20] = "/etc/shadow"
+	if d := argvDecision(p, argv...); d.Allowed || !strings.Contains(d.Reason, "/etc/shadow") {
+		t.Errorf("operand 18 not judged: %s", d.Reason)
+	}
+	argv[len(argv)-1] = "y"
+	argv[20] = "/var/log/q"
+	if d := argvDecision(p, argv...); d.Allowed || !strings.Contains(d.Reason, `"y" is not "z"`) {
+		t.Errorf("last operand: %s", d.Reason)
+	}
+}
