@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
@@ -172,5 +173,42 @@ commands:
 	argv[20] = "/var/log/q"
 	if d := argvDecision(p, argv...); d.Allowed || !strings.Contains(d.Reason, `"y" is not "z"`) {
 		t.Errorf("last operand: %s", d.Reason)
+	}
+}
+
+// TestEvaluateConcurrent: a loaded policy is read-only and safe to share
+// (run with -race).
+func TestEvaluateConcurrent(t *testing.T) {
+	p := loadExample(t)
+	lines := []string{"cat /var/log/syslog | grep -e x", "ps aux", "find /var/log -name x", "grep -r x /etc", "dig @127.0.0.1 localhost"}
+	done := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := 0; i < 200; i++ {
+				st, _ := ParseCommandLine(lines[(g+i)%len(lines)])
+				p.Evaluate(st)
+				_ = p.CheckPath("/proc/self/environ", []string{"/proc"})
+			}
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		<-done
+	}
+}
+
+func TestDecisionJSONRoundTrip(t *testing.T) {
+	p := loadExample(t)
+	d := decide(t, p, "cat /var/log/syslog | find /var/log -newer /var/log/dpkg.log")
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Decision
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, d) {
+		t.Errorf("round trip %s: %+v %v", b, back, err)
+	}
+	if !strings.Contains(string(b), `"open":"fd"`) || !strings.Contains(string(b), `"open":"check"`) {
+		t.Errorf("open modes not spelled out: %s", b)
 	}
 }

@@ -39,6 +39,19 @@ func (m OpenMode) String() string {
 // MarshalText writes the mode as in the policy file.
 func (m OpenMode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
 
+// UnmarshalText reads "fd" or "check".
+func (m *OpenMode) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "fd":
+		*m = OpenFD
+	case "check":
+		*m = OpenCheckOnly
+	default:
+		return fmt.Errorf("open mode %q is not fd or check", b)
+	}
+	return nil
+}
+
 type valueKind uint8
 
 const (
