@@ -334,8 +334,11 @@ func checkRunAs(acct, worker string) error {
 	if err := checkAccount(acct, "user"); err != "" {
 		return fmt.Errorf("%s", err)
 	}
-	if acct == "root" || acct == "0" {
+	if acct == "root" {
 		return fmt.Errorf("%q: leave run_as out to run as root; naming root here is refused so nobody reads it as a restriction", acct)
+	}
+	if isDigits(acct) {
+		return fmt.Errorf("%q: run_as names an account; numeric ids are refused (a number could be root's or the worker's uid)", acct)
 	}
 	if worker != "" && acct == worker {
 		return fmt.Errorf("%q is the worker's account; a command must never run as the worker", acct)
