@@ -2,6 +2,7 @@ package policy
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -168,18 +169,7 @@ commands:
 			t.Errorf("%q: allowed, want denied", argv)
 		}
 	}
-	if d := argvDecision(p, "reader", "-f", "var/log/a"); !containsStr(d.Reason, "absolute path") {
+	if d := argvDecision(p, "reader", "-f", "var/log/a"); !strings.Contains(d.Reason, "absolute path") {
 		t.Errorf("relative path reason %q should ask for an absolute path", d.Reason)
 	}
-}
-
-func containsStr(s, sub string) bool { return len(sub) == 0 || indexOf(s, sub) >= 0 }
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }

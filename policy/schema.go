@@ -24,7 +24,6 @@ var topKeys = []string{"version", "disable", "commands", "traces", "proxmox", "p
 // ones key by key.
 type setting struct {
 	key   string
-	value string
 	at    pos
 	apply func(*Policy)
 }
@@ -190,7 +189,7 @@ func (d *decoder) program(doc *fileDoc, m map[string]*yaml.Node, key, what strin
 		d.errorf(n, "%s: %v", what, err)
 		return
 	}
-	doc.settings = append(doc.settings, setting{key: what, value: s, at: d.at(n), apply: func(p *Policy) { apply(p, s) }})
+	doc.settings = append(doc.settings, setting{key: what, at: d.at(n), apply: func(p *Policy) { apply(p, s) }})
 }
 
 func (d *decoder) flag(doc *fileDoc, m map[string]*yaml.Node, key, what string, apply func(*Policy, bool)) {
@@ -202,7 +201,7 @@ func (d *decoder) flag(doc *fileDoc, m map[string]*yaml.Node, key, what string, 
 	if !ok {
 		return
 	}
-	doc.settings = append(doc.settings, setting{key: what, value: strconv.FormatBool(b), at: d.at(n), apply: func(p *Policy) { apply(p, b) }})
+	doc.settings = append(doc.settings, setting{key: what, at: d.at(n), apply: func(p *Policy) { apply(p, b) }})
 }
 
 func (d *decoder) tracesSection(doc *fileDoc, n *yaml.Node) {
@@ -221,7 +220,7 @@ func (d *decoder) tracesSection(doc *fileDoc, n *yaml.Node) {
 			}
 		}
 		if ok {
-			doc.settings = append(doc.settings, setting{key: "traces.kinds", value: strings.Join(kinds, ","), at: d.at(kn),
+			doc.settings = append(doc.settings, setting{key: "traces.kinds", at: d.at(kn),
 				apply: func(p *Policy) { p.traces.Kinds = kinds }})
 		}
 	}
@@ -293,7 +292,7 @@ func (d *decoder) proxmoxSection(doc *fileDoc, n *yaml.Node) {
 			if !strings.HasPrefix(s, "/") || path.Clean(s) != s || !isPlainASCII(s) {
 				d.errorf(rn, "proxmox.pmxcfs_root: %q must be a clean absolute path", s)
 			} else {
-				doc.settings = append(doc.settings, setting{key: "proxmox.pmxcfs_root", value: s, at: d.at(rn),
+				doc.settings = append(doc.settings, setting{key: "proxmox.pmxcfs_root", at: d.at(rn),
 					apply: func(p *Policy) { p.proxmox.PmxcfsRoot = s }})
 			}
 		}
@@ -366,7 +365,7 @@ func (d *decoder) patchesSection(doc *fileDoc, n *yaml.Node) {
 			if mode != PatchPinned && mode != PatchTrustBackend {
 				d.errorf(mn, "patches.mode: %q is not pinned or trust_backend", s)
 			} else {
-				doc.settings = append(doc.settings, setting{key: "patches.mode", value: s, at: d.at(mn),
+				doc.settings = append(doc.settings, setting{key: "patches.mode", at: d.at(mn),
 					apply: func(p *Policy) { p.patches.Mode = mode }})
 			}
 		}
@@ -380,7 +379,7 @@ func (d *decoder) patchesSection(doc *fileDoc, n *yaml.Node) {
 			}
 		}
 		if ok {
-			doc.settings = append(doc.settings, setting{key: "patches.targets", value: strings.Join(targets, ","), at: d.at(tn),
+			doc.settings = append(doc.settings, setting{key: "patches.targets", at: d.at(tn),
 				apply: func(p *Policy) { p.patches.Targets = targets }})
 		}
 	}
@@ -469,7 +468,7 @@ func (d *decoder) limitsSection(doc *fileDoc, n *yaml.Node) {
 			continue
 		}
 		set := f.set
-		doc.settings = append(doc.settings, setting{key: what, value: formatLimit(f.kind, v), at: d.at(vn),
+		doc.settings = append(doc.settings, setting{key: what, at: d.at(vn),
 			apply: func(p *Policy) { set(&p.limits, v) }})
 	}
 }

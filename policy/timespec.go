@@ -28,9 +28,8 @@ func checkTimeSpec(s string) string {
 }
 
 func timeSpecOK(s string) bool {
-	const bad = false
 	if len(s) == 0 || len(s) > 64 {
-		return bad
+		return false
 	}
 	switch s {
 	case "now", "today", "yesterday", "tomorrow":
@@ -53,5 +52,5 @@ func timeSpecOK(s string) bool {
 			return true
 		}
 	}
-	return bad
+	return false
 }
