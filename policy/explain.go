@@ -1,0 +1,304 @@
+package policy
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+)
+
+// Explanation is everything the merged policy lets the broker do as root,
+// in plain words: what `nannyagent policy explain` prints.
+type Explanation struct {
+	SHA256    string               `json:"sha256"`
+	Files     []File               `json:"files"`
+	Disabled  []DisabledRule       `json:"disabled_rules"`
+	Warnings  []string             `json:"warnings"`
+	Commands  []CommandExplanation `json:"commands"`
+	DenyPaths []DenyPathRule       `json:"deny_paths"`
+	Traces    Traces               `json:"traces"`
+	Proxmox   Proxmox              `json:"proxmox"`
+	Patches   Patches              `json:"patches"`
+	Reboots   Reboots              `json:"reboots"`
+	Metrics   Metrics              `json:"metrics"`
+	Limits    []LimitExplanation   `json:"limits"`
+}
+
+// CommandExplanation describes one active command rule.
+type CommandExplanation struct {
+	ID          string               `json:"id"`
+	At          string               `json:"at"`
+	Program     string               `json:"program"`
+	Grammar     string               `json:"grammar"`
+	Description string               `json:"description,omitempty"`
+	RunAs       string               `json:"run_as"`
+	Subcommand  string               `json:"subcommand,omitempty"`
+	Permute     bool                 `json:"permute,omitempty"`
+	LeadingNum  string               `json:"leading_count,omitempty"`
+	Options     []OptionExplanation  `json:"options"`
+	Denied      []DeniedOption       `json:"deny_options,omitempty"`
+	Operands    []OperandExplanation `json:"operands"`
+}
+
+// OptionExplanation is one allowed option.
+type OptionExplanation struct {
+	Spellings     []string `json:"spellings"`
+	Value         string   `json:"value,omitempty"`
+	OptionalValue bool     `json:"optional_value,omitempty"`
+	Fills         string   `json:"fills,omitempty"`
+	Description   string   `json:"description,omitempty"`
+}
+
+// DeniedOption is an option a rule names as refused, and why.
+type DeniedOption struct {
+	Spellings []string `json:"spellings"`
+	Reason    string   `json:"reason"`
+}
+
+// OperandExplanation is one positional operand slot.
+type OperandExplanation struct {
+	Name  string `json:"name,omitempty"`
+	Count string `json:"count"`
+	Value string `json:"value"`
+}
+
+// LimitExplanation is one limit and where its value comes from.
+type LimitExplanation struct {
+	Key     string `json:"key"`
+	Value   string `json:"value"`
+	Default string `json:"default"`
+	Cap     string `json:"hard_cap"`
+	Meaning string `json:"meaning"`
+	Source  string `json:"source"`
+}
+
+// Explain describes the merged policy.
+func (p *Policy) Explain() Explanation {
+	e := Explanation{
+		SHA256: p.sha256, Files: p.Files(), Disabled: p.Disabled(), Warnings: p.Dangers(),
+		DenyPaths: p.DenyPaths(), Traces: p.Traces(), Proxmox: p.Proxmox(), Patches: p.Patches(),
+		Reboots: p.Reboots(), Metrics: p.Metrics(),
+	}
+	if e.Disabled == nil {
+		e.Disabled = []DisabledRule{}
+	}
+	if e.Warnings == nil {
+		e.Warnings = []string{}
+	}
+	for _, r := range p.commands {
+		if !r.disabled {
+			e.Commands = append(e.Commands, r.explain())
+		}
+	}
+	for _, f := range limitFields {
+		src := p.sources["limits."+f.key]
+		if src == "" {
+			src = "default"
+		}
+		e.Limits = append(e.Limits, LimitExplanation{Key: f.key, Value: formatLimit(f.kind, f.get(&p.limits)),
+			Default: formatLimit(f.kind, f.def), Cap: formatLimit(f.kind, f.cap), Meaning: f.help, Source: src})
+	}
+	return e
+}
+
+func (r *cmdRule) explain() CommandExplanation {
+	c := CommandExplanation{ID: r.id, At: r.at.String(), Program: r.program, Grammar: r.grammar.String(),
+		Description: r.description, RunAs: r.runAs, Permute: r.permute,
+		Options: []OptionExplanation{}, Operands: []OperandExplanation{}}
+	if c.RunAs == "" {
+		c.RunAs = "root"
+	}
+	var sub []string
+	for _, sp := range r.sub {
+		w := strings.Join(sp.words, "|")
+		if sp.optional {
+			w = "[" + w + "]"
+		}
+		sub = append(sub, w)
+	}
+	c.Subcommand = strings.Join(sub, " ")
+	if r.leading != nil {
+		c.LeadingNum = "-NUM as the first argument: " + r.leading.describe()
+	}
+	for _, o := range r.opts {
+		oe := OptionExplanation{Spellings: o.names, OptionalValue: o.optionalValue, Fills: o.fills, Description: o.description}
+		if o.value != nil {
+			oe.Value = o.value.describe()
+		}
+		c.Options = append(c.Options, oe)
+	}
+	for _, d := range r.denyList {
+		c.Denied = append(c.Denied, DeniedOption{Spellings: d.names, Reason: d.reason})
+	}
+	for _, s := range r.slots {
+		count := fmt.Sprintf("%d-%d", s.min, s.max)
+		if s.min == s.max {
+			count = fmt.Sprint(s.min)
+		}
+		c.Operands = append(c.Operands, OperandExplanation{Name: s.name, Count: count, Value: s.value.describe()})
+	}
+	return c
+}
+
+// WriteText writes the explanation for a reviewer.
+func (e Explanation) WriteText(w io.Writer) error {
+	ew := &errWriter{w: w}
+	ew.printf("What this policy lets nannyagent-broker do as root.\nAnything not listed here is denied.\n\n")
+	ew.printf("Files, in merge order:\n")
+	for _, f := range e.Files {
+		ew.printf("  %-6s %s\n         sha256 %s\n", f.Origin, f.Path, f.SHA256)
+	}
+	ew.printf("Merged policy sha256: %s\n", e.SHA256)
+	if len(e.Disabled) > 0 {
+		ew.printf("\nDisabled rules:\n")
+		for _, d := range e.Disabled {
+			ew.printf("  %s (%s, defined at %s) disabled by %s\n", d.ID, d.Section, d.DefinedAt, d.DisabledBy)
+		}
+	}
+	if len(e.Warnings) > 0 {
+		ew.printf("\n")
+		for _, wn := range e.Warnings {
+			ew.printf("WARNING: %s\n", wn)
+		}
+	}
+	e.writeCommands(ew)
+	ew.printf("\nDenied paths (win over every allow; judged on normalised paths, ancestors included; every symlink hop re-judged):\n")
+	if len(e.DenyPaths) == 0 {
+		ew.printf("  none: every path under a rule's roots is readable\n")
+	}
+	for _, d := range e.DenyPaths {
+		ew.printf("  %s: %s\n    %s\n", d.ID, d.Reason, strings.Join(d.Paths, ", "))
+	}
+	e.writeTraces(ew)
+	e.writeProxmox(ew)
+	e.writePatches(ew)
+	ew.printf("\nReboots:\n")
+	switch {
+	case !e.Reboots.Enabled:
+		ew.printf("  disabled\n")
+	default:
+		ew.printf("  host: %s (%s reboot)\n  containers: %s (%s reboot <vmid>)\n", yesNo(e.Reboots.Host), e.Reboots.Systemctl, yesNo(e.Reboots.Containers), e.Reboots.Pct)
+	}
+	ew.printf("\nMetrics: %s (CPU, memory, disks, network counters and host facts)\n", map[bool]string{true: "enabled", false: "disabled"}[e.Metrics.Enabled])
+	ew.printf("\nLimits:\n")
+	for _, l := range e.Limits {
+		ew.printf("  %-21s %-8s %s (default %s, hard cap %s; %s)\n", l.Key, l.Value, l.Meaning, l.Default, l.Cap, l.Source)
+	}
+	return ew.err
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "allowed"
+	}
+	return "not allowed"
+}
+
+func (e Explanation) writeCommands(ew *errWriter) {
+	ew.printf("\nCommands (%d rules); the broker never starts a shell and runs each as its own argv:\n", len(e.Commands))
+	cmds := append([]CommandExplanation(nil), e.Commands...)
+	sort.SliceStable(cmds, func(i, j int) bool { return cmds[i].Program < cmds[j].Program })
+	for _, c := range cmds {
+		head := c.Program
+		if c.Subcommand != "" {
+			head += " " + c.Subcommand
+		}
+		ew.printf("\n  %s  [rule %s, %s, as %s]\n", head, c.ID, c.At, c.RunAs)
+		if c.Description != "" {
+			ew.printf("    %s\n", c.Description)
+		}
+		if c.Grammar != "getopt" {
+			ew.printf("    arguments read as %s reads them\n", c.Grammar)
+		} else if c.Permute {
+			ew.printf("    options may come after operands\n")
+		}
+		if c.LeadingNum != "" {
+			ew.printf("    %s\n", c.LeadingNum)
+		}
+		if len(c.Options) == 0 {
+			ew.printf("    no options\n")
+		}
+		for _, o := range c.Options {
+			line := strings.Join(o.Spellings, ", ")
+			if o.Value != "" {
+				if o.OptionalValue {
+					line += " [=VALUE]: VALUE is " + o.Value
+				} else {
+					line += " VALUE: " + o.Value
+				}
+			}
+			if o.Fills != "" {
+				line += " (supplies " + o.Fills + ")"
+			}
+			if o.Description != "" {
+				line += " — " + o.Description
+			}
+			ew.printf("    option %s\n", line)
+		}
+		for _, d := range c.Denied {
+			ew.printf("    refused %s: %s\n", strings.Join(d.Spellings, ", "), d.Reason)
+		}
+		if len(c.Operands) == 0 {
+			ew.printf("    no operands\n")
+		}
+		for _, o := range c.Operands {
+			name := o.Name
+			if name == "" {
+				name = "operand"
+			}
+			ew.printf("    %s (%s): %s\n", name, o.Count, o.Value)
+		}
+	}
+}
+
+func (e Explanation) writeTraces(ew *errWriter) {
+	t := e.Traces
+	ew.printf("\nTraces (bpftrace at %s; programs written by the broker, never --unsafe or -c):\n", t.Bpftrace)
+	if t.AllowRawPrograms {
+		ew.printf("  raw programs: ALLOWED (see WARNING above)\n")
+	} else {
+		ew.printf("  raw programs: refused\n")
+	}
+	ew.printf("  probe kinds: %s\n", strings.Join(t.Kinds, ", "))
+	if len(t.Rules) == 0 {
+		ew.printf("  no trace targets allowed\n")
+	}
+	for _, r := range t.Rules {
+		active := ""
+		if !contains(t.Kinds, r.Kind) {
+			active = " (kind not allowed: inactive)"
+		}
+		ew.printf("  %s %s [rule %s]%s\n", r.Kind, r.Target, r.ID, active)
+	}
+}
+
+func (e Explanation) writeProxmox(ew *errWriter) {
+	x := e.Proxmox
+	ew.printf("\nProxmox reads (%s get, guest configs from %s):\n", x.Pvesh, x.PmxcfsRoot)
+	if len(x.Paths) == 0 {
+		ew.printf("  none\n")
+	}
+	for _, r := range x.Paths {
+		ew.printf("  GET %s [rule %s]\n", r.Path, r.ID)
+	}
+}
+
+func (e Explanation) writePatches(ew *errWriter) {
+	x := e.Patches
+	ew.printf("\nPatch scripts:\n")
+	if !x.Enabled {
+		ew.printf("  disabled\n")
+		return
+	}
+	ew.printf("  enabled, mode %s, targets %s (containers through %s)\n", x.Mode, strings.Join(x.Targets, ", "), x.Pct)
+	if x.Mode == PatchTrustBackend {
+		ew.printf("  ANY script the backend sends runs as root (see WARNING above)\n")
+		return
+	}
+	if len(x.Pinned) == 0 {
+		ew.printf("  no script pinned: nothing can run\n")
+	}
+	for _, s := range x.Pinned {
+		ew.printf("  %s sha256 %s [rule %s]\n", s.Name, s.SHA256, s.ID)
+	}
+}
