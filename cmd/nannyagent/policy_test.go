@@ -11,7 +11,7 @@ import (
 
 const examplePolicy = "../../policy/testdata/example.yaml"
 
-func run(t *testing.T, args ...string) (int, string, string) {
+func runPolicyArgs(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	code := runPolicy(args, &out, &errOut)
@@ -48,7 +48,7 @@ func TestRunPolicyExitCodes(t *testing.T) {
 		{[]string{"help"}, 0, "usage:"},
 	}
 	for _, c := range cases {
-		code, out, errOut := run(t, c.args...)
+		code, out, errOut := runPolicyArgs(t, c.args...)
 		if code != c.code {
 			t.Errorf("%q: exit %d, want %d\nstdout: %s\nstderr: %s", c.args, code, c.code, out, errOut)
 			continue
@@ -60,7 +60,7 @@ func TestRunPolicyExitCodes(t *testing.T) {
 }
 
 func TestRunPolicyJSON(t *testing.T) {
-	code, out, _ := run(t, "test", "--json", examplePolicy, "--command", "grep -r x /etc")
+	code, out, _ := runPolicyArgs(t, "test", "--json", examplePolicy, "--command", "grep -r x /etc")
 	if code != 3 {
 		t.Fatalf("exit %d", code)
 	}
@@ -72,7 +72,7 @@ func TestRunPolicyJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Allowed || !strings.Contains(res.Reason, "recursive") || len(res.SHA256) != 64 {
 		t.Errorf("%s: %+v %v", out, res, err)
 	}
-	code, out, _ = run(t, "check", "--json", examplePolicy)
+	code, out, _ = runPolicyArgs(t, "check", "--json", examplePolicy)
 	var chk struct {
 		Valid bool `json:"valid"`
 		Files []struct {
@@ -82,7 +82,7 @@ func TestRunPolicyJSON(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &chk) != nil || !chk.Valid || len(chk.Files) != 1 {
 		t.Errorf("check --json: %d %s", code, out)
 	}
-	code, out, _ = run(t, "explain", "--json", examplePolicy)
+	code, out, _ = runPolicyArgs(t, "explain", "--json", examplePolicy)
 	var ex struct {
 		SHA256   string            `json:"sha256"`
 		Commands []json.RawMessage `json:"commands"`
@@ -103,11 +103,11 @@ func TestRunPolicyStrictOwnership(t *testing.T) {
 	if err := os.Chmod(path, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	code, out, _ := run(t, "check", path)
+	code, out, _ := runPolicyArgs(t, "check", path)
 	if code != 0 || !strings.Contains(out, "warning: policy "+path+": mode 0666 is writable by group or other") {
 		t.Errorf("working copy: %d %s", code, out)
 	}
-	code, out, _ = run(t, "check", "--strict", path)
+	code, out, _ = runPolicyArgs(t, "check", "--strict", path)
 	if code != 1 || !strings.Contains(out, "error: "+path+": mode 0666 is writable by group or other (the broker refuses it)") {
 		t.Errorf("strict: %d %s", code, out)
 	}
