@@ -82,11 +82,11 @@ type Config struct {
 	// StartTimeout bounds the time from start to attached probes
 	// (default 30 s; compiling can be slow on a loaded host).
 	StartTimeout time.Duration
-	// ExitGrace is how long a templated program may overrun its own exit
-	// before it is interrupted (default 5 s).
+	// ExitGrace is how long a program may overrun its own exit before it is
+	// interrupted (default 10 s: printing maps on a loaded host is slow).
 	ExitGrace time.Duration
 	// KillGrace is how long bpftrace has after SIGINT to print its maps and
-	// exit before SIGKILL (default 3 s).
+	// exit before SIGKILL (default 5 s).
 	KillGrace time.Duration
 	// MaxRecordBytes bounds one line of bpftrace output (default 1 MiB);
 	// longer lines are skipped and the response is marked truncated.
@@ -129,10 +129,10 @@ func (c Config) withDefaults() Config {
 		c.StartTimeout = 30 * time.Second
 	}
 	if c.ExitGrace <= 0 {
-		c.ExitGrace = 5 * time.Second
+		c.ExitGrace = 10 * time.Second
 	}
 	if c.KillGrace <= 0 {
-		c.KillGrace = 3 * time.Second
+		c.KillGrace = 5 * time.Second
 	}
 	if c.MaxRecordBytes <= 0 {
 		c.MaxRecordBytes = 1 << 20

@@ -60,6 +60,9 @@ func newCollector(sampleLimit, entryLimit int, templated bool, onAttach func()) 
 	}
 }
 
+// printfPrefix starts every printf record of bpftrace 0.17.
+var printfPrefix = []byte(`{"type": "printf",`)
+
 // record is one line of `bpftrace -f json` output.
 type record struct {
 	Type  string          `json:"type"`
@@ -72,6 +75,13 @@ type record struct {
 func (c *collector) line(b []byte) {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 {
+		return
+	}
+	// Once the sample is full a printed event is only counted: decoding
+	// each one would let a flood outrun the reader.
+	if len(c.samples) >= c.sampleLimit && bytes.HasPrefix(b, printfPrefix) {
+		c.printfs++
+		c.dropped++
 		return
 	}
 	var r record

@@ -194,7 +194,11 @@ func (c Config) rawPlan(spec *brokerv1.TraceSpec, p Plan) (Plan, error) {
 		p.Warnings = append(p.Warnings, "filter ignored: a raw program carries its own predicates")
 	}
 	p.Warnings = append(p.Warnings, "raw program written by the caller: it runs without --unsafe, but bpftrace builtins can still read files and kernel memory")
-	p.Kind, p.Raw, p.Program = brokerv1.TraceKind_TRACE_KIND_RAW, true, prog
+	// The program ends itself like a templated one: a SIGINT that lands
+	// while bpftrace is blocked writing to a full pipe makes it lose all
+	// later output, its maps included.
+	p.Kind, p.Raw = brokerv1.TraceKind_TRACE_KIND_RAW, true
+	p.Program = prog + "\n" + exitBlock(p.Duration.Milliseconds())
 	return p, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,10 +15,14 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 )
+
+// pipeSize is the capacity asked for bpftrace's stdout pipe.
+const pipeSize = 1 << 20
 
 // stderrCap bounds what is kept of bpftrace's stderr; the rest is drained.
 const stderrCap = 16 << 10
@@ -122,11 +127,13 @@ func (r *Runner) execute(ctx context.Context, plan Plan) *brokerv1.RunTraceRespo
 	// Pdeathsig: a broker that dies takes its traces with it. Setpgid lets
 	// SIGKILL reach the whole group.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
+	stdout, stdoutW, err := outputPipe()
 	if err != nil {
 		resp.Error = fmt.Sprintf("start bpftrace: %v", err)
 		return resp
 	}
+	defer stdout.Close()
+	cmd.Stdout = stdoutW
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		resp.Error = fmt.Sprintf("start bpftrace: %v", err)
@@ -136,7 +143,10 @@ func (r *Runner) execute(ctx context.Context, plan Plan) *brokerv1.RunTraceRespo
 	var once sync.Once
 	col := newCollector(r.cfg.SampleLimit, r.cfg.MapEntryLimit, !plan.Raw, func() { once.Do(func() { close(attached) }) })
 	ru := &run{cmd: cmd, col: col, started: time.Now()}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	// Our copy of the write end must go, or stdout never reaches EOF.
+	stdoutW.Close()
+	if err != nil {
 		resp.Error = fmt.Sprintf("start bpftrace: %v", err)
 		return resp
 	}
@@ -198,20 +208,14 @@ func (r *Runner) supervise(ctx context.Context, plan Plan, ru *run, attached <-c
 			attached = nil
 			ru.attachedAt = time.Now()
 			startTimer.Stop()
-			wait := plan.Duration
-			if !plan.Raw {
-				// A templated program exits by itself; give it room first.
-				wait += r.cfg.ExitGrace
-			}
-			deadlineTimer = time.NewTimer(wait)
+			// The program exits by itself; give it room first.
+			deadlineTimer = time.NewTimer(plan.Duration + r.cfg.ExitGrace)
 			deadline = deadlineTimer.C
 		case <-startTimer.C:
 			interrupt(fmt.Sprintf("bpftrace did not attach its probes within %s", r.cfg.StartTimeout))
 		case <-deadline:
 			deadline = nil
-			if !plan.Raw {
-				ru.overran = true
-			}
+			ru.overran = true
 			interrupt("")
 		case <-done:
 			done = nil
@@ -251,8 +255,11 @@ func (r *Runner) judge(plan Plan, ru *run, waitErr error, resp *brokerv1.RunTrac
 	}
 	resp.Samples, resp.SamplesDropped = col.samples, col.dropped
 	resp.Events = col.printfs
-	if col.events != nil {
+	switch {
+	case col.events != nil:
 		resp.Events = *col.events
+	case !plan.Raw && col.sawAttach:
+		resp.Warnings = append(resp.Warnings, "bpftrace did not print its maps: the event count covers only the printed sample")
 	}
 	resp.LostEvents = col.lost
 	resp.OutputBytes = ru.out.bytes
@@ -341,6 +348,19 @@ func lines(b []byte) []string {
 		}
 	}
 	return out
+}
+
+// outputPipe is bpftrace's stdout, enlarged: bpftrace 0.17 loses all later
+// output, maps included, when a SIGINT lands while it is blocked writing to
+// a full pipe, so the pipe should rarely be full.
+func outputPipe() (*os.File, *os.File, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	// Best effort: a smaller pipe still works.
+	_, _ = unix.FcntlInt(r.Fd(), unix.F_SETPIPE_SZ, pipeSize)
+	return r, w, nil
 }
 
 // readLines calls fn for each line of r, skipping lines longer than max

@@ -186,7 +186,12 @@ func (t tmpl) tail(started bool) string {
 	if started {
 		end = "\tclear(@_start);\n" + end
 	}
-	return fmt.Sprintf("interval:ms:%d {\n\texit();\n}\nEND {\n%s}\n", t.durationMS, end)
+	return exitBlock(t.durationMS) + "END {\n" + end + "}\n"
+}
+
+// exitBlock ends a program after ms milliseconds.
+func exitBlock(ms int64) string {
+	return fmt.Sprintf("interval:ms:%d {\n\texit();\n}\n", ms)
 }
 
 func measureName(m brokerv1.TraceMeasure) string {
