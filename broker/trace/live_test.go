@@ -456,7 +456,6 @@ func hasWarning(resp *brokerv1.RunTraceResponse, sub string) bool {
 	return false
 }
 
-
 // comm is this process's command name as the kernel keeps it.
 func comm(t *testing.T) string {
 	b, err := os.ReadFile("/proc/self/comm")
