@@ -36,9 +36,9 @@ func fakeRunner(t *testing.T, mode string, tweak func(*Config)) *Runner {
 		BpftracePath:   link,
 		AllowedKinds:   []string{KindTracepoint, KindSyscall},
 		AllowedTargets: []string{"syscalls:*", "sched:*"},
-		StartTimeout:   3 * time.Second,
-		ExitGrace:      200 * time.Millisecond,
-		KillGrace:      300 * time.Millisecond,
+		StartTimeout:   5 * time.Second,
+		ExitGrace:      5 * time.Second,
+		KillGrace:      2 * time.Second,
 	}
 	if tweak != nil {
 		tweak(&cfg)
@@ -114,7 +114,11 @@ func TestRunOutcomes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
 			t.Parallel()
-			r := fakeRunner(t, tt.mode, func(c *Config) { c.StartTimeout = 500 * time.Millisecond })
+			r := fakeRunner(t, tt.mode, func(c *Config) {
+				c.StartTimeout = 500 * time.Millisecond
+				c.ExitGrace = 200 * time.Millisecond
+				c.KillGrace = 300 * time.Millisecond
+			})
 			resp := mustRun(t, r, countSpec("syscalls:sys_enter_openat", 200*time.Millisecond))
 			if resp.Ok != tt.ok {
 				t.Fatalf("ok = %v, want %v (error %q)", resp.Ok, tt.ok, resp.Error)
