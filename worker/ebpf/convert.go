@@ -114,7 +114,7 @@ func (c *Conversion) kindAndTarget(typ, target string) (brokerv1.TraceKind, stri
 		}
 		return brokerv1.TraceKind_TRACE_KIND_TRACEPOINT, target, nil
 	case "syscall", "syscalls":
-		return brokerv1.TraceKind_TRACE_KIND_SYSCALL, c.syscallName(target), nil
+		return c.syscall(target)
 	case "kprobe", "kretprobe":
 		if name, ok := syscallSymbol(target); ok {
 			c.Notes = append(c.Notes, fmt.Sprintf("%s:%s traced as the portable syscall tracepoints for %s", typ, target, name))
@@ -130,7 +130,7 @@ func (c *Conversion) kindAndTarget(typ, target string) (brokerv1.TraceKind, stri
 			return brokerv1.TraceKind_TRACE_KIND_TRACEPOINT, target, nil
 		}
 		c.Notes = append(c.Notes, "no type: traced as a syscall")
-		return brokerv1.TraceKind_TRACE_KIND_SYSCALL, c.syscallName(target), nil
+		return c.syscall(target)
 	}
 	return 0, "", fmt.Errorf("unknown type %q (want tracepoint, kprobe, kretprobe, syscall or bpftrace)", clip(typ, 40))
 }
@@ -138,6 +138,16 @@ func (c *Conversion) kindAndTarget(typ, target string) (brokerv1.TraceKind, stri
 // syscallPrefixes are the spellings of a syscall's kernel symbol, longest
 // first.
 var syscallPrefixes = []string{"syscalls:sys_enter_", "syscalls:sys_exit_", "sys_enter_", "sys_exit_", "__x64_sys_", "__arm64_sys_", "__ia32_sys_", "__se_sys_", "__do_sys_", "sys_"}
+
+func (c *Conversion) syscall(target string) (brokerv1.TraceKind, string, error) {
+	name := c.syscallName(target)
+	for _, prefix := range syscallPrefixes {
+		if name == prefix || name+"_" == prefix {
+			return 0, "", fmt.Errorf("syscall target %q names no syscall", clip(target, 40))
+		}
+	}
+	return brokerv1.TraceKind_TRACE_KIND_SYSCALL, name, nil
+}
 
 // syscallName reduces openat, sys_openat, __x64_sys_openat and
 // syscalls:sys_enter_openat to openat.
@@ -191,7 +201,7 @@ var measureNames = map[string]brokerv1.TraceMeasure{
 	"latency": brokerv1.TraceMeasure_TRACE_MEASURE_LATENCY, "duration": brokerv1.TraceMeasure_TRACE_MEASURE_LATENCY,
 	"time": brokerv1.TraceMeasure_TRACE_MEASURE_LATENCY, "timing": brokerv1.TraceMeasure_TRACE_MEASURE_LATENCY,
 	"size": brokerv1.TraceMeasure_TRACE_MEASURE_SIZE, "sizes": brokerv1.TraceMeasure_TRACE_MEASURE_SIZE,
-	"bytes": brokerv1.TraceMeasure_TRACE_MEASURE_SIZE,
+	"bytes":  brokerv1.TraceMeasure_TRACE_MEASURE_SIZE,
 	"retval": brokerv1.TraceMeasure_TRACE_MEASURE_RETVAL, "return": brokerv1.TraceMeasure_TRACE_MEASURE_RETVAL,
 	"return_value": brokerv1.TraceMeasure_TRACE_MEASURE_RETVAL, "ret": brokerv1.TraceMeasure_TRACE_MEASURE_RETVAL,
 	"returns": brokerv1.TraceMeasure_TRACE_MEASURE_RETVAL,

@@ -116,6 +116,8 @@ func TestConvert(t *testing.T) {
 		{`{"target":"openat"}`, sc, "openat", count, ""},
 		{`{"type":"uprobe","target":"/bin/bash:readline"}`, 0, "", 0, `unknown type "uprobe"`},
 		{`{"type":"syscall"}`, 0, "", 0, "item has no target"},
+		{`{"type":"syscall","target":"__x64_sys_"}`, 0, "", 0, `syscall target "__x64_sys_" names no syscall`},
+		{`{"type":"syscall","target":"sys_"}`, 0, "", 0, `syscall target "sys_" names no syscall`},
 		{`{"type":"bpftrace"}`, 0, "", 0, "bpftrace item has no program"},
 		{`"junk"`, 0, "", 0, "item has no target"},
 	}

@@ -25,9 +25,9 @@ import (
 // field of an unexpected JSON type is left empty and named in Problems; the
 // item is never rejected as a whole, so one odd item cannot lose a turn.
 type Program struct {
-	Name        string
-	Type        string
-	Target      string
+	Name   string
+	Type   string
+	Target string
 	// Duration is the requested duration; 0 when absent, zero or negative
 	// (the default applies) or unreadable (see Problems).
 	Duration    time.Duration
