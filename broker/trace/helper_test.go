@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // The test binary doubles as the processes the tests drive. It is
@@ -35,7 +37,7 @@ func TestMain(m *testing.M) {
 	case name == "tr-exec-probe":
 		syscall.Exit(0)
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // helperLimit stops a helper whose test forgot it.

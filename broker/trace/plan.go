@@ -22,6 +22,9 @@ type Plan struct {
 	// Probes are the probes the program attaches to, as the policy names
 	// them ("syscalls:sys_enter_read", "kprobe:vfs_read"); empty for raw.
 	Probes []string
+	// Matched are the policy patterns that allowed each probe, for the
+	// decision log.
+	Matched []string
 	// Duration is how long the trace runs once attached, after capping.
 	Duration time.Duration
 	// Program is the bpftrace source, passed with -e.
@@ -114,9 +117,11 @@ func (c Config) templatePlan(spec *brokerv1.TraceSpec, p Plan) (Plan, error) {
 		return Plan{}, err
 	}
 	for _, probe := range probes {
-		if err := c.probeAllowed(probe); err != nil {
+		pattern, err := c.probeAllowed(probe)
+		if err != nil {
 			return Plan{}, err
 		}
+		p.Matched = append(p.Matched, pattern)
 	}
 	p.Kind, p.Target, p.Measure, p.Probes, p.Program = kind, target, measure, probes, program
 	return p, nil

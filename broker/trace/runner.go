@@ -45,6 +45,8 @@ type Runner struct {
 	cfg   Config
 	slots chan struct{}
 	log   *slog.Logger
+	// attachHook, when set (by tests), is called once probes are attached.
+	attachHook func()
 }
 
 // NewRunner checks cfg, fills in its defaults and returns a Runner. A nil
@@ -76,13 +78,18 @@ func (r *Runner) Run(ctx context.Context, spec *brokerv1.TraceSpec) (*brokerv1.R
 	}
 	plan, err := r.cfg.Plan(spec)
 	if err != nil {
+		r.log.Info("trace refused", "kind", spec.GetKind().String(), "target", clip(spec.GetTarget(), 200), "reason", err.Error())
 		return refused(err), nil
 	}
 	select {
 	case r.slots <- struct{}{}:
 	default:
-		return refused(fmt.Errorf("too many traces running (limit %d); try again when one finishes", r.cfg.MaxConcurrent)), nil
+		err := fmt.Errorf("too many traces running (limit %d); try again when one finishes", r.cfg.MaxConcurrent)
+		r.log.Info("trace refused", "kind", kindName(plan.Kind), "target", plan.Target, "reason", err.Error())
+		return refused(err), nil
 	}
+	r.log.Info("trace allowed", "kind", kindName(plan.Kind), "target", plan.Target, "measure", measureName(plan.Measure),
+		"probes", plan.Probes, "matched", plan.Matched, "raw", plan.Raw, "duration", plan.Duration)
 	defer func() { <-r.slots }()
 	resp := r.execute(ctx, plan)
 	bound(resp, r.cfg.OutputCap)
@@ -207,6 +214,9 @@ func (r *Runner) supervise(ctx context.Context, plan Plan, ru *run, attached <-c
 		case <-attached:
 			attached = nil
 			ru.attachedAt = time.Now()
+			if r.attachHook != nil {
+				r.attachHook()
+			}
 			startTimer.Stop()
 			// The program exits by itself; give it room first.
 			deadlineTimer = time.NewTimer(plan.Duration + r.cfg.ExitGrace)

@@ -147,14 +147,15 @@ func (c Config) kindAllowed(kind brokerv1.TraceKind) error {
 }
 
 // probeAllowed matches one attached probe ("syscalls:sys_enter_read",
-// "kprobe:vfs_read") against the policy's patterns.
-func (c Config) probeAllowed(probe string) error {
+// "kprobe:vfs_read") against the policy's patterns and returns the first
+// that matches.
+func (c Config) probeAllowed(probe string) (string, error) {
 	for _, p := range c.AllowedTargets {
 		if ok, err := path.Match(normalPattern(p), probe); err == nil && ok {
-			return nil
+			return p, nil
 		}
 	}
-	return fmt.Errorf("probe %s is not allowed by the policy's trace targets", probe)
+	return "", fmt.Errorf("probe %s is not allowed by the policy's trace targets", probe)
 }
 
 func normalPattern(p string) string {

@@ -80,11 +80,11 @@ func TestProbeAllowed(t *testing.T) {
 		"kprobe:vfs_read":          false,
 		"block:block_rq_issue":     false,
 	} {
-		if got := c.probeAllowed(probe) == nil; got != want {
-			t.Errorf("probeAllowed(%q) = %v, want %v", probe, got, want)
+		if _, err := c.probeAllowed(probe); (err == nil) != want {
+			t.Errorf("probeAllowed(%q) = %v, want allowed=%v", probe, err, want)
 		}
 	}
-	if (Config{}).probeAllowed("sched:sched_switch") == nil {
+	if _, err := (Config{}).probeAllowed("sched:sched_switch"); err == nil {
 		t.Error("an empty target list allowed a probe: it must deny by default")
 	}
 }

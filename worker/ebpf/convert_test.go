@@ -6,8 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func parse(t *testing.T, item string) Program {
 	t.Helper()
