@@ -237,6 +237,9 @@ func FuzzPlanProgram(f *testing.F) {
 			cfg.AllowRaw = allowRaw
 			p, err := cfg.Plan(spec)
 			if err != nil {
+				if !utf8.ValidString(err.Error()) {
+					t.Fatalf("refusal is not UTF-8: %q", err.Error())
+				}
 				continue
 			}
 			if p.Duration < minDuration || p.Duration > HardMaxDuration {
@@ -271,6 +274,7 @@ func FuzzCollector(f *testing.F) {
 	f.Add([]byte(`{"type": "stats", "data": {"@s": {"a": {"count": 1, "average": 2, "total": 2}}}}`), false)
 	f.Add([]byte(`{"type": "map", "data": {"@x": {"k": "str", "n": 1.5e300, "u": 18446744073709551615}}}`), true)
 	f.Add([]byte("{\"type\": \"printf\", \"data\": \"\\u0000\\\"\"}\n\n{garbage\n"), false)
+	f.Add([]byte("{\"type\": \"map\", \"data\": {\"@x\": {\"k\": [\"\xff\"]}}}\n\xfe\n{\"type\": \"value\", \"data\": [\"\xc3\"]}"), false)
 	f.Fuzz(func(t *testing.T, data []byte, templated bool) {
 		col := newCollector(5, 4, templated, nil)
 		n, _, err := readLines(bytes.NewReader(data), 4096, col.line)
@@ -296,6 +300,10 @@ func FuzzCollector(f *testing.F) {
 		bound(resp, minOutputCap)
 		if proto.Size(resp) > minOutputCap {
 			t.Fatalf("bounded response is %d bytes", proto.Size(resp))
+		}
+		// Proto strings must be UTF-8, or the response cannot be sent.
+		if _, err := proto.Marshal(resp); err != nil {
+			t.Fatalf("response does not marshal: %v", err)
 		}
 	})
 }

@@ -151,6 +151,10 @@ func fakeBpftrace() int {
 		emit(map[string]any{"type": "map", "data": map[string]int{"@events": 20001}})
 	case "silent-exit":
 		return 0
+	case "self-kill":
+		attached()
+		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		time.Sleep(helperLimit)
 	default:
 		fmt.Fprintf(os.Stderr, "fake-bpftrace: unknown mode %q\n", mode)
 		return 3

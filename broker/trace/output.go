@@ -460,8 +460,10 @@ func nameErrnos(m *brokerv1.TraceMap) {
 	}
 }
 
-// clip cuts s to at most n bytes without splitting a UTF-8 sequence.
+// clip makes s valid UTF-8 (proto strings must be) and cuts it to at most
+// n bytes without splitting a UTF-8 sequence.
 func clip(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= n {
 		return s
 	}

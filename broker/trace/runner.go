@@ -100,7 +100,7 @@ func (r *Runner) Run(ctx context.Context, spec *brokerv1.TraceSpec) (*brokerv1.R
 }
 
 func refused(err error) *brokerv1.RunTraceResponse {
-	return &brokerv1.RunTraceResponse{Refused: true, Error: err.Error(), ExitCode: -1}
+	return &brokerv1.RunTraceResponse{Refused: true, Error: clip(err.Error(), 2048), ExitCode: -1}
 }
 
 // stdoutResult is what the stdout reader reports when it reaches EOF.
@@ -116,7 +116,6 @@ type run struct {
 	col        *collector
 	out        stdoutResult
 	stderr     []byte
-	started    time.Time
 	attachedAt time.Time
 	stoppedAt  time.Time
 	overran    bool
@@ -149,7 +148,7 @@ func (r *Runner) execute(ctx context.Context, plan Plan) *brokerv1.RunTraceRespo
 	attached := make(chan struct{})
 	var once sync.Once
 	col := newCollector(r.cfg.SampleLimit, r.cfg.MapEntryLimit, !plan.Raw, func() { once.Do(func() { close(attached) }) })
-	ru := &run{cmd: cmd, col: col, started: time.Now()}
+	ru := &run{cmd: cmd, col: col}
 	err = cmd.Start()
 	// Our copy of the write end must go, or stdout never reaches EOF.
 	stdoutW.Close()
@@ -298,6 +297,8 @@ func (r *Runner) judge(plan Plan, ru *run, waitErr error, resp *brokerv1.RunTrac
 		problems = append(problems, fmt.Sprintf("bpftrace exited with status %d", resp.ExitCode))
 	case resp.ExitCode == 0 && !col.sawAttach:
 		problems = append(problems, "bpftrace exited without attaching any probe"+suffix(words))
+	case resp.ExitCode < 0 && len(problems) == 0:
+		problems = append(problems, "bpftrace was killed by "+signalName(ru.cmd.ProcessState)+suffix(words))
 	}
 	resp.Error = clip(strings.Join(problems, ": "), 2048)
 	resp.Ok = resp.Error == ""
@@ -319,6 +320,16 @@ func traced(plan Plan, ru *run) time.Duration {
 		d = plan.Duration
 	}
 	return d.Round(time.Millisecond)
+}
+
+func signalName(ps *os.ProcessState) string {
+	if ps == nil {
+		return "an unknown cause"
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return unix.SignalName(ws.Signal())
+	}
+	return "an unknown cause"
 }
 
 func suffix(words string) string {

@@ -110,6 +110,7 @@ func TestRunOutcomes(t *testing.T) {
 		{mode: "noattach", errHas: "did not attach its probes within 500ms"},
 		{mode: "fail", errHas: "tracepoint not found: nope:nope", errHasNot: "RLIMIT_MEMLOCK"},
 		{mode: "silent-exit", errHas: "exited without attaching any probe"},
+		{mode: "self-kill", errHas: "bpftrace was killed by SIGTERM"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
