@@ -43,7 +43,8 @@ type Conversion struct {
 //   - "syscall" targets lose any sys_, __x64_sys_, __arm64_sys_ prefix and
 //     are traced through the portable syscalls:sys_enter_/sys_exit_
 //     tracepoints, never an architecture's symbol; a kprobe on a syscall
-//     wrapper (__x64_sys_openat) becomes the same syscall trace;
+//     wrapper (__x64_sys_openat) becomes the same syscall trace, and a
+//     kprobe whose target is category:name is traced as that tracepoint;
 //   - the measure is the item's "measure" if it names one; else return
 //     values for kretprobes, latency when the name or description speaks of
 //     latency or slowness (syscalls, kprobes, syscalls: tracepoints), sizes
@@ -116,6 +117,10 @@ func (c *Conversion) kindAndTarget(typ, target string) (brokerv1.TraceKind, stri
 	case "syscall", "syscalls":
 		return c.syscall(target)
 	case "kprobe", "kretprobe":
+		if strings.Count(target, ":") == 1 {
+			c.Notes = append(c.Notes, fmt.Sprintf("%s target %q names a tracepoint: traced as one", typ, target))
+			return brokerv1.TraceKind_TRACE_KIND_TRACEPOINT, target, nil
+		}
 		if name, ok := syscallSymbol(target); ok {
 			c.Notes = append(c.Notes, fmt.Sprintf("%s:%s traced as the portable syscall tracepoints for %s", typ, target, name))
 			return brokerv1.TraceKind_TRACE_KIND_SYSCALL, name, nil

@@ -111,6 +111,7 @@ func TestConvert(t *testing.T) {
 		{`{"type":"kprobe","target":"tcp_connect"}`, kp, "tcp_connect", count, ""},
 		{`{"type":"kprobe","target":"vfs_read","description":"vfs_read latency"}`, kp, "vfs_read", latency, ""},
 		{`{"type":"kprobe","target":"__x64_sys_openat"}`, sc, "openat", count, ""},
+		{`{"type":"kprobe","target":"sched:sched_process_fork"}`, tp, "sched:sched_process_fork", count, ""},
 		{`{"type":"kretprobe","target":"tcp_v4_connect"}`, krp, "tcp_v4_connect", retval, ""},
 		{`{"type":"kretprobe","target":"sys_read","measure":"retval"}`, sc, "read", retval, ""},
 		{`{"type":"tracepoint","target":"kprobe:do_sys_open"}`, kp, "do_sys_open", count, ""},
