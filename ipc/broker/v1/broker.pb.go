@@ -1662,8 +1662,13 @@ type RunTraceResponse struct {
 	// Output exceeded the cap and was cut.
 	Truncated bool `protobuf:"varint,12,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	// bpftrace overran its duration and was killed.
-	Overran       bool  `protobuf:"varint,13,opt,name=overran,proto3" json:"overran,omitempty"`
-	ExitCode      int32 `protobuf:"varint,14,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Overran  bool  `protobuf:"varint,13,opt,name=overran,proto3" json:"overran,omitempty"`
+	ExitCode int32 `protobuf:"varint,14,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	// The broker refused the spec before running anything (validation, policy,
+	// probe kind unavailable, too many traces); error says why.
+	Refused bool `protobuf:"varint,15,opt,name=refused,proto3" json:"refused,omitempty"`
+	// Bytes bpftrace wrote on stdout, whether or not they were kept.
+	OutputBytes   int64 `protobuf:"varint,16,opt,name=output_bytes,json=outputBytes,proto3" json:"output_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1796,13 +1801,31 @@ func (x *RunTraceResponse) GetExitCode() int32 {
 	return 0
 }
 
+func (x *RunTraceResponse) GetRefused() bool {
+	if x != nil {
+		return x.Refused
+	}
+	return false
+}
+
+func (x *RunTraceResponse) GetOutputBytes() int64 {
+	if x != nil {
+		return x.OutputBytes
+	}
+	return 0
+}
+
 // TraceMap is one bpftrace map printed at exit.
 type TraceMap struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Entries       []*TraceMapEntry       `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
-	Histograms    []*TraceHistogram      `protobuf:"bytes,3,rep,name=histograms,proto3" json:"histograms,omitempty"`
-	Value         *int64                 `protobuf:"varint,4,opt,name=value,proto3,oneof" json:"value,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Entries    []*TraceMapEntry       `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	Histograms []*TraceHistogram      `protobuf:"bytes,3,rep,name=histograms,proto3" json:"histograms,omitempty"`
+	Value      *int64                 `protobuf:"varint,4,opt,name=value,proto3,oneof" json:"value,omitempty"`
+	// Keys of a stats() map: count, average and total per key.
+	Stats []*TraceStats `protobuf:"bytes,5,rep,name=stats,proto3" json:"stats,omitempty"`
+	// Keys left out to keep the result bounded (the top ones by value are kept).
+	Dropped       int64 `protobuf:"varint,6,opt,name=dropped,proto3" json:"dropped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1865,11 +1888,27 @@ func (x *TraceMap) GetValue() int64 {
 	return 0
 }
 
+func (x *TraceMap) GetStats() []*TraceStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+func (x *TraceMap) GetDropped() int64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
 // TraceMapEntry is one key of a counting map.
 type TraceMapEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         int64                  `protobuf:"varint,2,opt,name=value,proto3" json:"value,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value int64                  `protobuf:"varint,2,opt,name=value,proto3" json:"value,omitempty"`
+	// The value as text when it is not an integer (a string, tuple or float).
+	Text          string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1918,6 +1957,82 @@ func (x *TraceMapEntry) GetValue() int64 {
 	return 0
 }
 
+func (x *TraceMapEntry) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+// TraceStats is one key of a stats() map.
+type TraceStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Count         int64                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	Average       int64                  `protobuf:"varint,3,opt,name=average,proto3" json:"average,omitempty"`
+	Total         int64                  `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TraceStats) Reset() {
+	*x = TraceStats{}
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TraceStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TraceStats) ProtoMessage() {}
+
+func (x *TraceStats) ProtoReflect() protoreflect.Message {
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TraceStats.ProtoReflect.Descriptor instead.
+func (*TraceStats) Descriptor() ([]byte, []int) {
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *TraceStats) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *TraceStats) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *TraceStats) GetAverage() int64 {
+	if x != nil {
+		return x.Average
+	}
+	return 0
+}
+
+func (x *TraceStats) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
 // TraceHistogram is one key of a histogram map.
 type TraceHistogram struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1929,7 +2044,7 @@ type TraceHistogram struct {
 
 func (x *TraceHistogram) Reset() {
 	*x = TraceHistogram{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[22]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2056,7 @@ func (x *TraceHistogram) String() string {
 func (*TraceHistogram) ProtoMessage() {}
 
 func (x *TraceHistogram) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[22]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2069,7 @@ func (x *TraceHistogram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceHistogram.ProtoReflect.Descriptor instead.
 func (*TraceHistogram) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{22}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TraceHistogram) GetKey() string {
@@ -1983,7 +2098,7 @@ type HistogramBucket struct {
 
 func (x *HistogramBucket) Reset() {
 	*x = HistogramBucket{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[23]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +2110,7 @@ func (x *HistogramBucket) String() string {
 func (*HistogramBucket) ProtoMessage() {}
 
 func (x *HistogramBucket) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[23]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +2123,7 @@ func (x *HistogramBucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistogramBucket.ProtoReflect.Descriptor instead.
 func (*HistogramBucket) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{23}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HistogramBucket) GetMin() int64 {
@@ -2041,7 +2156,7 @@ type CollectMetricsRequest struct {
 
 func (x *CollectMetricsRequest) Reset() {
 	*x = CollectMetricsRequest{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[24]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2168,7 @@ func (x *CollectMetricsRequest) String() string {
 func (*CollectMetricsRequest) ProtoMessage() {}
 
 func (x *CollectMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[24]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2181,7 @@ func (x *CollectMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectMetricsRequest.ProtoReflect.Descriptor instead.
 func (*CollectMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{24}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{25}
 }
 
 // CollectMetricsResponse holds raw counters and facts. One failing source
@@ -2096,7 +2211,7 @@ type CollectMetricsResponse struct {
 
 func (x *CollectMetricsResponse) Reset() {
 	*x = CollectMetricsResponse{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[25]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2223,7 @@ func (x *CollectMetricsResponse) String() string {
 func (*CollectMetricsResponse) ProtoMessage() {}
 
 func (x *CollectMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[25]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2236,7 @@ func (x *CollectMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectMetricsResponse.ProtoReflect.Descriptor instead.
 func (*CollectMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{25}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CollectMetricsResponse) GetCollectedAt() *timestamppb.Timestamp {
@@ -2260,7 +2375,7 @@ type CpuTimes struct {
 
 func (x *CpuTimes) Reset() {
 	*x = CpuTimes{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[26]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +2387,7 @@ func (x *CpuTimes) String() string {
 func (*CpuTimes) ProtoMessage() {}
 
 func (x *CpuTimes) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[26]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +2400,7 @@ func (x *CpuTimes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CpuTimes.ProtoReflect.Descriptor instead.
 func (*CpuTimes) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{26}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CpuTimes) GetUser() float64 {
@@ -2357,7 +2472,7 @@ type Memory struct {
 
 func (x *Memory) Reset() {
 	*x = Memory{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[27]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2369,7 +2484,7 @@ func (x *Memory) String() string {
 func (*Memory) ProtoMessage() {}
 
 func (x *Memory) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[27]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2382,7 +2497,7 @@ func (x *Memory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Memory.ProtoReflect.Descriptor instead.
 func (*Memory) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{27}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Memory) GetTotal() uint64 {
@@ -2425,7 +2540,7 @@ type Swap struct {
 
 func (x *Swap) Reset() {
 	*x = Swap{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[28]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2552,7 @@ func (x *Swap) String() string {
 func (*Swap) ProtoMessage() {}
 
 func (x *Swap) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[28]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2565,7 @@ func (x *Swap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Swap.ProtoReflect.Descriptor instead.
 func (*Swap) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{28}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Swap) GetTotal() uint64 {
@@ -2489,7 +2604,7 @@ type Filesystem struct {
 
 func (x *Filesystem) Reset() {
 	*x = Filesystem{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[29]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2501,7 +2616,7 @@ func (x *Filesystem) String() string {
 func (*Filesystem) ProtoMessage() {}
 
 func (x *Filesystem) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[29]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2514,7 +2629,7 @@ func (x *Filesystem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filesystem.ProtoReflect.Descriptor instead.
 func (*Filesystem) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{29}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Filesystem) GetDevice() string {
@@ -2571,7 +2686,7 @@ type LoadAverage struct {
 
 func (x *LoadAverage) Reset() {
 	*x = LoadAverage{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[30]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2583,7 +2698,7 @@ func (x *LoadAverage) String() string {
 func (*LoadAverage) ProtoMessage() {}
 
 func (x *LoadAverage) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[30]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2596,7 +2711,7 @@ func (x *LoadAverage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadAverage.ProtoReflect.Descriptor instead.
 func (*LoadAverage) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{30}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LoadAverage) GetOne() float64 {
@@ -2631,7 +2746,7 @@ type NetCounters struct {
 
 func (x *NetCounters) Reset() {
 	*x = NetCounters{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[31]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2758,7 @@ func (x *NetCounters) String() string {
 func (*NetCounters) ProtoMessage() {}
 
 func (x *NetCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[31]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2771,7 @@ func (x *NetCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetCounters.ProtoReflect.Descriptor instead.
 func (*NetCounters) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{31}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *NetCounters) GetBytesRecv() uint64 {
@@ -2686,7 +2801,7 @@ type BlockDevice struct {
 
 func (x *BlockDevice) Reset() {
 	*x = BlockDevice{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[32]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2698,7 +2813,7 @@ func (x *BlockDevice) String() string {
 func (*BlockDevice) ProtoMessage() {}
 
 func (x *BlockDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[32]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2711,7 +2826,7 @@ func (x *BlockDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDevice.ProtoReflect.Descriptor instead.
 func (*BlockDevice) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{32}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BlockDevice) GetName() string {
@@ -2759,7 +2874,7 @@ type HostFacts struct {
 
 func (x *HostFacts) Reset() {
 	*x = HostFacts{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[33]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2771,7 +2886,7 @@ func (x *HostFacts) String() string {
 func (*HostFacts) ProtoMessage() {}
 
 func (x *HostFacts) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[33]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2784,7 +2899,7 @@ func (x *HostFacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostFacts.ProtoReflect.Descriptor instead.
 func (*HostFacts) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{33}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *HostFacts) GetHostname() string {
@@ -2854,7 +2969,7 @@ type SourceError struct {
 
 func (x *SourceError) Reset() {
 	*x = SourceError{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[34]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2866,7 +2981,7 @@ func (x *SourceError) String() string {
 func (*SourceError) ProtoMessage() {}
 
 func (x *SourceError) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[34]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2879,7 +2994,7 @@ func (x *SourceError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceError.ProtoReflect.Descriptor instead.
 func (*SourceError) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{34}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SourceError) GetSource() string {
@@ -2906,7 +3021,7 @@ type ProxmoxGetRequest struct {
 
 func (x *ProxmoxGetRequest) Reset() {
 	*x = ProxmoxGetRequest{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[35]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2918,7 +3033,7 @@ func (x *ProxmoxGetRequest) String() string {
 func (*ProxmoxGetRequest) ProtoMessage() {}
 
 func (x *ProxmoxGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[35]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2931,7 +3046,7 @@ func (x *ProxmoxGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxmoxGetRequest.ProtoReflect.Descriptor instead.
 func (*ProxmoxGetRequest) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{35}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ProxmoxGetRequest) GetPath() string {
@@ -2953,7 +3068,7 @@ type ProxmoxGetResponse struct {
 
 func (x *ProxmoxGetResponse) Reset() {
 	*x = ProxmoxGetResponse{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[36]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2965,7 +3080,7 @@ func (x *ProxmoxGetResponse) String() string {
 func (*ProxmoxGetResponse) ProtoMessage() {}
 
 func (x *ProxmoxGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[36]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2978,7 +3093,7 @@ func (x *ProxmoxGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxmoxGetResponse.ProtoReflect.Descriptor instead.
 func (*ProxmoxGetResponse) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{36}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ProxmoxGetResponse) GetJson() []byte {
@@ -3011,7 +3126,7 @@ type RunPatchRequest struct {
 
 func (x *RunPatchRequest) Reset() {
 	*x = RunPatchRequest{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[37]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3023,7 +3138,7 @@ func (x *RunPatchRequest) String() string {
 func (*RunPatchRequest) ProtoMessage() {}
 
 func (x *RunPatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[37]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3036,7 +3151,7 @@ func (x *RunPatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPatchRequest.ProtoReflect.Descriptor instead.
 func (*RunPatchRequest) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{37}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RunPatchRequest) GetOperationId() string {
@@ -3094,7 +3209,7 @@ type RunPatchResponse struct {
 
 func (x *RunPatchResponse) Reset() {
 	*x = RunPatchResponse{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[38]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3106,7 +3221,7 @@ func (x *RunPatchResponse) String() string {
 func (*RunPatchResponse) ProtoMessage() {}
 
 func (x *RunPatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[38]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3119,7 +3234,7 @@ func (x *RunPatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPatchResponse.ProtoReflect.Descriptor instead.
 func (*RunPatchResponse) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{38}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RunPatchResponse) GetOperationId() string {
@@ -3160,7 +3275,7 @@ type PatchResultRequest struct {
 
 func (x *PatchResultRequest) Reset() {
 	*x = PatchResultRequest{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[39]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3172,7 +3287,7 @@ func (x *PatchResultRequest) String() string {
 func (*PatchResultRequest) ProtoMessage() {}
 
 func (x *PatchResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[39]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3185,7 +3300,7 @@ func (x *PatchResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PatchResultRequest.ProtoReflect.Descriptor instead.
 func (*PatchResultRequest) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{39}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PatchResultRequest) GetOperationId() string {
@@ -3215,7 +3330,7 @@ type PatchResultResponse struct {
 
 func (x *PatchResultResponse) Reset() {
 	*x = PatchResultResponse{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[40]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3227,7 +3342,7 @@ func (x *PatchResultResponse) String() string {
 func (*PatchResultResponse) ProtoMessage() {}
 
 func (x *PatchResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[40]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3240,7 +3355,7 @@ func (x *PatchResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PatchResultResponse.ProtoReflect.Descriptor instead.
 func (*PatchResultResponse) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{40}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PatchResultResponse) GetOperationId() string {
@@ -3333,7 +3448,7 @@ type RebootRequest struct {
 
 func (x *RebootRequest) Reset() {
 	*x = RebootRequest{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[41]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3345,7 +3460,7 @@ func (x *RebootRequest) String() string {
 func (*RebootRequest) ProtoMessage() {}
 
 func (x *RebootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[41]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3358,7 +3473,7 @@ func (x *RebootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootRequest.ProtoReflect.Descriptor instead.
 func (*RebootRequest) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{41}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RebootRequest) GetRebootId() string {
@@ -3395,7 +3510,7 @@ type RebootResponse struct {
 
 func (x *RebootResponse) Reset() {
 	*x = RebootResponse{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[42]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3407,7 +3522,7 @@ func (x *RebootResponse) String() string {
 func (*RebootResponse) ProtoMessage() {}
 
 func (x *RebootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[42]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3420,7 +3535,7 @@ func (x *RebootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootResponse.ProtoReflect.Descriptor instead.
 func (*RebootResponse) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{42}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RebootResponse) GetAllowed() bool {
@@ -3572,7 +3687,7 @@ const file_nannyagent_broker_v1_broker_proto_rawDesc = "" +
 	"\x04comm\x18\x02 \x01(\tR\x04comm\x12\x15\n" +
 	"\x03uid\x18\x03 \x01(\rH\x01R\x03uid\x88\x01\x01B\x06\n" +
 	"\x04_pidB\x06\n" +
-	"\x04_uid\"\xd3\x03\n" +
+	"\x04_uid\"\x90\x04\n" +
 	"\x10RunTraceResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1a\n" +
@@ -3589,18 +3704,29 @@ const file_nannyagent_broker_v1_broker_proto_rawDesc = "" +
 	"lostEvents\x12\x1c\n" +
 	"\ttruncated\x18\f \x01(\bR\ttruncated\x12\x18\n" +
 	"\aoverran\x18\r \x01(\bR\aoverran\x12\x1b\n" +
-	"\texit_code\x18\x0e \x01(\x05R\bexitCode\"\xc8\x01\n" +
+	"\texit_code\x18\x0e \x01(\x05R\bexitCode\x12\x18\n" +
+	"\arefused\x18\x0f \x01(\bR\arefused\x12!\n" +
+	"\foutput_bytes\x18\x10 \x01(\x03R\voutputBytes\"\x9a\x02\n" +
 	"\bTraceMap\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12=\n" +
 	"\aentries\x18\x02 \x03(\v2#.nannyagent.broker.v1.TraceMapEntryR\aentries\x12D\n" +
 	"\n" +
 	"histograms\x18\x03 \x03(\v2$.nannyagent.broker.v1.TraceHistogramR\n" +
 	"histograms\x12\x19\n" +
-	"\x05value\x18\x04 \x01(\x03H\x00R\x05value\x88\x01\x01B\b\n" +
-	"\x06_value\"7\n" +
+	"\x05value\x18\x04 \x01(\x03H\x00R\x05value\x88\x01\x01\x126\n" +
+	"\x05stats\x18\x05 \x03(\v2 .nannyagent.broker.v1.TraceStatsR\x05stats\x12\x18\n" +
+	"\adropped\x18\x06 \x01(\x03R\adroppedB\b\n" +
+	"\x06_value\"K\n" +
 	"\rTraceMapEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value\"c\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\"d\n" +
+	"\n" +
+	"TraceStats\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x18\n" +
+	"\aaverage\x18\x03 \x01(\x03R\aaverage\x12\x14\n" +
+	"\x05total\x18\x04 \x01(\x03R\x05total\"c\n" +
 	"\x0eTraceHistogram\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12?\n" +
 	"\abuckets\x18\x02 \x03(\v2%.nannyagent.broker.v1.HistogramBucketR\abuckets\"e\n" +
@@ -3780,7 +3906,7 @@ func file_nannyagent_broker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_nannyagent_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_nannyagent_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_nannyagent_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_nannyagent_broker_v1_broker_proto_goTypes = []any{
 	(TraceKind)(0),                 // 0: nannyagent.broker.v1.TraceKind
 	(TraceMeasure)(0),              // 1: nannyagent.broker.v1.TraceMeasure
@@ -3808,30 +3934,31 @@ var file_nannyagent_broker_v1_broker_proto_goTypes = []any{
 	(*RunTraceResponse)(nil),       // 23: nannyagent.broker.v1.RunTraceResponse
 	(*TraceMap)(nil),               // 24: nannyagent.broker.v1.TraceMap
 	(*TraceMapEntry)(nil),          // 25: nannyagent.broker.v1.TraceMapEntry
-	(*TraceHistogram)(nil),         // 26: nannyagent.broker.v1.TraceHistogram
-	(*HistogramBucket)(nil),        // 27: nannyagent.broker.v1.HistogramBucket
-	(*CollectMetricsRequest)(nil),  // 28: nannyagent.broker.v1.CollectMetricsRequest
-	(*CollectMetricsResponse)(nil), // 29: nannyagent.broker.v1.CollectMetricsResponse
-	(*CpuTimes)(nil),               // 30: nannyagent.broker.v1.CpuTimes
-	(*Memory)(nil),                 // 31: nannyagent.broker.v1.Memory
-	(*Swap)(nil),                   // 32: nannyagent.broker.v1.Swap
-	(*Filesystem)(nil),             // 33: nannyagent.broker.v1.Filesystem
-	(*LoadAverage)(nil),            // 34: nannyagent.broker.v1.LoadAverage
-	(*NetCounters)(nil),            // 35: nannyagent.broker.v1.NetCounters
-	(*BlockDevice)(nil),            // 36: nannyagent.broker.v1.BlockDevice
-	(*HostFacts)(nil),              // 37: nannyagent.broker.v1.HostFacts
-	(*SourceError)(nil),            // 38: nannyagent.broker.v1.SourceError
-	(*ProxmoxGetRequest)(nil),      // 39: nannyagent.broker.v1.ProxmoxGetRequest
-	(*ProxmoxGetResponse)(nil),     // 40: nannyagent.broker.v1.ProxmoxGetResponse
-	(*RunPatchRequest)(nil),        // 41: nannyagent.broker.v1.RunPatchRequest
-	(*RunPatchResponse)(nil),       // 42: nannyagent.broker.v1.RunPatchResponse
-	(*PatchResultRequest)(nil),     // 43: nannyagent.broker.v1.PatchResultRequest
-	(*PatchResultResponse)(nil),    // 44: nannyagent.broker.v1.PatchResultResponse
-	(*RebootRequest)(nil),          // 45: nannyagent.broker.v1.RebootRequest
-	(*RebootResponse)(nil),         // 46: nannyagent.broker.v1.RebootResponse
-	nil,                            // 47: nannyagent.broker.v1.PolicyInfo.RuleCountsEntry
-	(*timestamppb.Timestamp)(nil),  // 48: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 49: google.protobuf.Duration
+	(*TraceStats)(nil),             // 26: nannyagent.broker.v1.TraceStats
+	(*TraceHistogram)(nil),         // 27: nannyagent.broker.v1.TraceHistogram
+	(*HistogramBucket)(nil),        // 28: nannyagent.broker.v1.HistogramBucket
+	(*CollectMetricsRequest)(nil),  // 29: nannyagent.broker.v1.CollectMetricsRequest
+	(*CollectMetricsResponse)(nil), // 30: nannyagent.broker.v1.CollectMetricsResponse
+	(*CpuTimes)(nil),               // 31: nannyagent.broker.v1.CpuTimes
+	(*Memory)(nil),                 // 32: nannyagent.broker.v1.Memory
+	(*Swap)(nil),                   // 33: nannyagent.broker.v1.Swap
+	(*Filesystem)(nil),             // 34: nannyagent.broker.v1.Filesystem
+	(*LoadAverage)(nil),            // 35: nannyagent.broker.v1.LoadAverage
+	(*NetCounters)(nil),            // 36: nannyagent.broker.v1.NetCounters
+	(*BlockDevice)(nil),            // 37: nannyagent.broker.v1.BlockDevice
+	(*HostFacts)(nil),              // 38: nannyagent.broker.v1.HostFacts
+	(*SourceError)(nil),            // 39: nannyagent.broker.v1.SourceError
+	(*ProxmoxGetRequest)(nil),      // 40: nannyagent.broker.v1.ProxmoxGetRequest
+	(*ProxmoxGetResponse)(nil),     // 41: nannyagent.broker.v1.ProxmoxGetResponse
+	(*RunPatchRequest)(nil),        // 42: nannyagent.broker.v1.RunPatchRequest
+	(*RunPatchResponse)(nil),       // 43: nannyagent.broker.v1.RunPatchResponse
+	(*PatchResultRequest)(nil),     // 44: nannyagent.broker.v1.PatchResultRequest
+	(*PatchResultResponse)(nil),    // 45: nannyagent.broker.v1.PatchResultResponse
+	(*RebootRequest)(nil),          // 46: nannyagent.broker.v1.RebootRequest
+	(*RebootResponse)(nil),         // 47: nannyagent.broker.v1.RebootResponse
+	nil,                            // 48: nannyagent.broker.v1.PolicyInfo.RuleCountsEntry
+	(*timestamppb.Timestamp)(nil),  // 49: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 50: google.protobuf.Duration
 }
 var file_nannyagent_broker_v1_broker_proto_depIdxs = []int32{
 	6,  // 0: nannyagent.broker.v1.ProbeResponse.bpftrace:type_name -> nannyagent.broker.v1.BpftraceInfo
@@ -3840,65 +3967,66 @@ var file_nannyagent_broker_v1_broker_proto_depIdxs = []int32{
 	10, // 3: nannyagent.broker.v1.ProbeResponse.proxmox:type_name -> nannyagent.broker.v1.ProxmoxInfo
 	11, // 4: nannyagent.broker.v1.ProbeResponse.policy:type_name -> nannyagent.broker.v1.PolicyInfo
 	13, // 5: nannyagent.broker.v1.ProbeResponse.cgroups:type_name -> nannyagent.broker.v1.CgroupInfo
-	48, // 6: nannyagent.broker.v1.ProbeResponse.probed_at:type_name -> google.protobuf.Timestamp
+	49, // 6: nannyagent.broker.v1.ProbeResponse.probed_at:type_name -> google.protobuf.Timestamp
 	8,  // 7: nannyagent.broker.v1.ProbeKinds.tracepoint:type_name -> nannyagent.broker.v1.KindSupport
 	8,  // 8: nannyagent.broker.v1.ProbeKinds.kprobe:type_name -> nannyagent.broker.v1.KindSupport
 	8,  // 9: nannyagent.broker.v1.ProbeKinds.kfunc:type_name -> nannyagent.broker.v1.KindSupport
 	12, // 10: nannyagent.broker.v1.PolicyInfo.files:type_name -> nannyagent.broker.v1.PolicyFile
-	47, // 11: nannyagent.broker.v1.PolicyInfo.rule_counts:type_name -> nannyagent.broker.v1.PolicyInfo.RuleCountsEntry
-	48, // 12: nannyagent.broker.v1.PolicyInfo.loaded_at:type_name -> google.protobuf.Timestamp
+	48, // 11: nannyagent.broker.v1.PolicyInfo.rule_counts:type_name -> nannyagent.broker.v1.PolicyInfo.RuleCountsEntry
+	49, // 12: nannyagent.broker.v1.PolicyInfo.loaded_at:type_name -> google.protobuf.Timestamp
 	15, // 13: nannyagent.broker.v1.RunCommandRequest.stages:type_name -> nannyagent.broker.v1.Stage
 	17, // 14: nannyagent.broker.v1.RunCommandResponse.decision:type_name -> nannyagent.broker.v1.Decision
 	19, // 15: nannyagent.broker.v1.RunCommandResponse.stages:type_name -> nannyagent.broker.v1.StageResult
-	49, // 16: nannyagent.broker.v1.RunCommandResponse.duration:type_name -> google.protobuf.Duration
+	50, // 16: nannyagent.broker.v1.RunCommandResponse.duration:type_name -> google.protobuf.Duration
 	18, // 17: nannyagent.broker.v1.Decision.stages:type_name -> nannyagent.broker.v1.StageDecision
-	49, // 18: nannyagent.broker.v1.StageResult.duration:type_name -> google.protobuf.Duration
+	50, // 18: nannyagent.broker.v1.StageResult.duration:type_name -> google.protobuf.Duration
 	21, // 19: nannyagent.broker.v1.RunTraceRequest.spec:type_name -> nannyagent.broker.v1.TraceSpec
 	0,  // 20: nannyagent.broker.v1.TraceSpec.kind:type_name -> nannyagent.broker.v1.TraceKind
 	1,  // 21: nannyagent.broker.v1.TraceSpec.measure:type_name -> nannyagent.broker.v1.TraceMeasure
 	22, // 22: nannyagent.broker.v1.TraceSpec.filter:type_name -> nannyagent.broker.v1.TraceFilter
-	49, // 23: nannyagent.broker.v1.TraceSpec.duration:type_name -> google.protobuf.Duration
+	50, // 23: nannyagent.broker.v1.TraceSpec.duration:type_name -> google.protobuf.Duration
 	24, // 24: nannyagent.broker.v1.RunTraceResponse.maps:type_name -> nannyagent.broker.v1.TraceMap
-	49, // 25: nannyagent.broker.v1.RunTraceResponse.duration:type_name -> google.protobuf.Duration
+	50, // 25: nannyagent.broker.v1.RunTraceResponse.duration:type_name -> google.protobuf.Duration
 	25, // 26: nannyagent.broker.v1.TraceMap.entries:type_name -> nannyagent.broker.v1.TraceMapEntry
-	26, // 27: nannyagent.broker.v1.TraceMap.histograms:type_name -> nannyagent.broker.v1.TraceHistogram
-	27, // 28: nannyagent.broker.v1.TraceHistogram.buckets:type_name -> nannyagent.broker.v1.HistogramBucket
-	48, // 29: nannyagent.broker.v1.CollectMetricsResponse.collected_at:type_name -> google.protobuf.Timestamp
-	30, // 30: nannyagent.broker.v1.CollectMetricsResponse.cpu:type_name -> nannyagent.broker.v1.CpuTimes
-	31, // 31: nannyagent.broker.v1.CollectMetricsResponse.memory:type_name -> nannyagent.broker.v1.Memory
-	32, // 32: nannyagent.broker.v1.CollectMetricsResponse.swap:type_name -> nannyagent.broker.v1.Swap
-	33, // 33: nannyagent.broker.v1.CollectMetricsResponse.filesystems:type_name -> nannyagent.broker.v1.Filesystem
-	34, // 34: nannyagent.broker.v1.CollectMetricsResponse.load:type_name -> nannyagent.broker.v1.LoadAverage
-	35, // 35: nannyagent.broker.v1.CollectMetricsResponse.network:type_name -> nannyagent.broker.v1.NetCounters
-	36, // 36: nannyagent.broker.v1.CollectMetricsResponse.block_devices:type_name -> nannyagent.broker.v1.BlockDevice
-	37, // 37: nannyagent.broker.v1.CollectMetricsResponse.host:type_name -> nannyagent.broker.v1.HostFacts
-	38, // 38: nannyagent.broker.v1.CollectMetricsResponse.errors:type_name -> nannyagent.broker.v1.SourceError
-	2,  // 39: nannyagent.broker.v1.RunPatchRequest.mode:type_name -> nannyagent.broker.v1.PatchMode
-	3,  // 40: nannyagent.broker.v1.RunPatchResponse.state:type_name -> nannyagent.broker.v1.PatchState
-	3,  // 41: nannyagent.broker.v1.PatchResultResponse.state:type_name -> nannyagent.broker.v1.PatchState
-	48, // 42: nannyagent.broker.v1.PatchResultResponse.started_at:type_name -> google.protobuf.Timestamp
-	48, // 43: nannyagent.broker.v1.PatchResultResponse.finished_at:type_name -> google.protobuf.Timestamp
-	4,  // 44: nannyagent.broker.v1.BrokerService.Probe:input_type -> nannyagent.broker.v1.ProbeRequest
-	14, // 45: nannyagent.broker.v1.BrokerService.RunCommand:input_type -> nannyagent.broker.v1.RunCommandRequest
-	20, // 46: nannyagent.broker.v1.BrokerService.RunTrace:input_type -> nannyagent.broker.v1.RunTraceRequest
-	28, // 47: nannyagent.broker.v1.BrokerService.CollectMetrics:input_type -> nannyagent.broker.v1.CollectMetricsRequest
-	39, // 48: nannyagent.broker.v1.BrokerService.ProxmoxGet:input_type -> nannyagent.broker.v1.ProxmoxGetRequest
-	41, // 49: nannyagent.broker.v1.BrokerService.RunPatch:input_type -> nannyagent.broker.v1.RunPatchRequest
-	43, // 50: nannyagent.broker.v1.BrokerService.PatchResult:input_type -> nannyagent.broker.v1.PatchResultRequest
-	45, // 51: nannyagent.broker.v1.BrokerService.Reboot:input_type -> nannyagent.broker.v1.RebootRequest
-	5,  // 52: nannyagent.broker.v1.BrokerService.Probe:output_type -> nannyagent.broker.v1.ProbeResponse
-	16, // 53: nannyagent.broker.v1.BrokerService.RunCommand:output_type -> nannyagent.broker.v1.RunCommandResponse
-	23, // 54: nannyagent.broker.v1.BrokerService.RunTrace:output_type -> nannyagent.broker.v1.RunTraceResponse
-	29, // 55: nannyagent.broker.v1.BrokerService.CollectMetrics:output_type -> nannyagent.broker.v1.CollectMetricsResponse
-	40, // 56: nannyagent.broker.v1.BrokerService.ProxmoxGet:output_type -> nannyagent.broker.v1.ProxmoxGetResponse
-	42, // 57: nannyagent.broker.v1.BrokerService.RunPatch:output_type -> nannyagent.broker.v1.RunPatchResponse
-	44, // 58: nannyagent.broker.v1.BrokerService.PatchResult:output_type -> nannyagent.broker.v1.PatchResultResponse
-	46, // 59: nannyagent.broker.v1.BrokerService.Reboot:output_type -> nannyagent.broker.v1.RebootResponse
-	52, // [52:60] is the sub-list for method output_type
-	44, // [44:52] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	27, // 27: nannyagent.broker.v1.TraceMap.histograms:type_name -> nannyagent.broker.v1.TraceHistogram
+	26, // 28: nannyagent.broker.v1.TraceMap.stats:type_name -> nannyagent.broker.v1.TraceStats
+	28, // 29: nannyagent.broker.v1.TraceHistogram.buckets:type_name -> nannyagent.broker.v1.HistogramBucket
+	49, // 30: nannyagent.broker.v1.CollectMetricsResponse.collected_at:type_name -> google.protobuf.Timestamp
+	31, // 31: nannyagent.broker.v1.CollectMetricsResponse.cpu:type_name -> nannyagent.broker.v1.CpuTimes
+	32, // 32: nannyagent.broker.v1.CollectMetricsResponse.memory:type_name -> nannyagent.broker.v1.Memory
+	33, // 33: nannyagent.broker.v1.CollectMetricsResponse.swap:type_name -> nannyagent.broker.v1.Swap
+	34, // 34: nannyagent.broker.v1.CollectMetricsResponse.filesystems:type_name -> nannyagent.broker.v1.Filesystem
+	35, // 35: nannyagent.broker.v1.CollectMetricsResponse.load:type_name -> nannyagent.broker.v1.LoadAverage
+	36, // 36: nannyagent.broker.v1.CollectMetricsResponse.network:type_name -> nannyagent.broker.v1.NetCounters
+	37, // 37: nannyagent.broker.v1.CollectMetricsResponse.block_devices:type_name -> nannyagent.broker.v1.BlockDevice
+	38, // 38: nannyagent.broker.v1.CollectMetricsResponse.host:type_name -> nannyagent.broker.v1.HostFacts
+	39, // 39: nannyagent.broker.v1.CollectMetricsResponse.errors:type_name -> nannyagent.broker.v1.SourceError
+	2,  // 40: nannyagent.broker.v1.RunPatchRequest.mode:type_name -> nannyagent.broker.v1.PatchMode
+	3,  // 41: nannyagent.broker.v1.RunPatchResponse.state:type_name -> nannyagent.broker.v1.PatchState
+	3,  // 42: nannyagent.broker.v1.PatchResultResponse.state:type_name -> nannyagent.broker.v1.PatchState
+	49, // 43: nannyagent.broker.v1.PatchResultResponse.started_at:type_name -> google.protobuf.Timestamp
+	49, // 44: nannyagent.broker.v1.PatchResultResponse.finished_at:type_name -> google.protobuf.Timestamp
+	4,  // 45: nannyagent.broker.v1.BrokerService.Probe:input_type -> nannyagent.broker.v1.ProbeRequest
+	14, // 46: nannyagent.broker.v1.BrokerService.RunCommand:input_type -> nannyagent.broker.v1.RunCommandRequest
+	20, // 47: nannyagent.broker.v1.BrokerService.RunTrace:input_type -> nannyagent.broker.v1.RunTraceRequest
+	29, // 48: nannyagent.broker.v1.BrokerService.CollectMetrics:input_type -> nannyagent.broker.v1.CollectMetricsRequest
+	40, // 49: nannyagent.broker.v1.BrokerService.ProxmoxGet:input_type -> nannyagent.broker.v1.ProxmoxGetRequest
+	42, // 50: nannyagent.broker.v1.BrokerService.RunPatch:input_type -> nannyagent.broker.v1.RunPatchRequest
+	44, // 51: nannyagent.broker.v1.BrokerService.PatchResult:input_type -> nannyagent.broker.v1.PatchResultRequest
+	46, // 52: nannyagent.broker.v1.BrokerService.Reboot:input_type -> nannyagent.broker.v1.RebootRequest
+	5,  // 53: nannyagent.broker.v1.BrokerService.Probe:output_type -> nannyagent.broker.v1.ProbeResponse
+	16, // 54: nannyagent.broker.v1.BrokerService.RunCommand:output_type -> nannyagent.broker.v1.RunCommandResponse
+	23, // 55: nannyagent.broker.v1.BrokerService.RunTrace:output_type -> nannyagent.broker.v1.RunTraceResponse
+	30, // 56: nannyagent.broker.v1.BrokerService.CollectMetrics:output_type -> nannyagent.broker.v1.CollectMetricsResponse
+	41, // 57: nannyagent.broker.v1.BrokerService.ProxmoxGet:output_type -> nannyagent.broker.v1.ProxmoxGetResponse
+	43, // 58: nannyagent.broker.v1.BrokerService.RunPatch:output_type -> nannyagent.broker.v1.RunPatchResponse
+	45, // 59: nannyagent.broker.v1.BrokerService.PatchResult:output_type -> nannyagent.broker.v1.PatchResultResponse
+	47, // 60: nannyagent.broker.v1.BrokerService.Reboot:output_type -> nannyagent.broker.v1.RebootResponse
+	53, // [53:61] is the sub-list for method output_type
+	45, // [45:53] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_nannyagent_broker_v1_broker_proto_init() }
@@ -3908,14 +4036,14 @@ func file_nannyagent_broker_v1_broker_proto_init() {
 	}
 	file_nannyagent_broker_v1_broker_proto_msgTypes[18].OneofWrappers = []any{}
 	file_nannyagent_broker_v1_broker_proto_msgTypes[20].OneofWrappers = []any{}
-	file_nannyagent_broker_v1_broker_proto_msgTypes[23].OneofWrappers = []any{}
+	file_nannyagent_broker_v1_broker_proto_msgTypes[24].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nannyagent_broker_v1_broker_proto_rawDesc), len(file_nannyagent_broker_v1_broker_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   44,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
