@@ -35,6 +35,14 @@ type audit struct {
 
 type auditKey struct{}
 
+// auditFrom returns the request's audit record; handlers fill it in.
+func auditFrom(ctx context.Context) *audit {
+	if a, ok := ctx.Value(auditKey{}).(*audit); ok {
+		return a
+	}
+	return &audit{}
+}
+
 func withAudit(ctx context.Context) (context.Context, *audit) {
 	a := &audit{}
 	return context.WithValue(ctx, auditKey{}, a), a

@@ -18,12 +18,17 @@ type loadedPolicy struct {
 	policy   *policy.Policy
 	loadedAt time.Time
 	info     *brokerv1.PolicyInfo
+	caps     *capabilities
 }
 
-func newLoaded(p *policy.Policy) *loadedPolicy {
-	lp := &loadedPolicy{policy: p, loadedAt: time.Now()}
+func newLoaded(p *policy.Policy, log *slog.Logger) (*loadedPolicy, error) {
+	caps, err := newCapabilities(p, log)
+	if err != nil {
+		return nil, err
+	}
+	lp := &loadedPolicy{policy: p, loadedAt: time.Now(), caps: caps}
 	lp.info = policyInfo(lp)
-	return lp
+	return lp, nil
 }
 
 // policyStore holds the policy in force. A reload that fails keeps the old
@@ -40,7 +45,11 @@ func newPolicyStore(load PolicyLoader, log *slog.Logger) (*policyStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.cur.Store(newLoaded(p))
+	lp, err := newLoaded(p, log)
+	if err != nil {
+		return nil, err
+	}
+	s.cur.Store(lp)
 	log.Info("policy loaded", "policy_sha256", p.SHA256(), "files", len(p.Files()))
 	return s, nil
 }
@@ -55,11 +64,15 @@ func (s *policyStore) sha256() string { return s.cur.Load().policy.SHA256() }
 func (s *policyStore) reload() error {
 	old := s.cur.Load().policy.SHA256()
 	p, err := s.load()
+	var lp *loadedPolicy
+	if err == nil {
+		lp, err = newLoaded(p, s.log)
+	}
 	if err != nil {
 		s.log.Error("policy reload failed; keeping the policy in force", "policy_sha256", old, "error", err.Error())
 		return fmt.Errorf("reload policy: %w", err)
 	}
-	s.cur.Store(newLoaded(p))
+	s.cur.Store(lp)
 	s.log.Info("policy reloaded", "old_sha256", old, "policy_sha256", p.SHA256())
 	return nil
 }

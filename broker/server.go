@@ -209,9 +209,13 @@ func (s *Server) Probe(ctx context.Context, _ *brokerv1.ProbeRequest) (*brokerv1
 func policyInfo(lp *loadedPolicy) *brokerv1.PolicyInfo {
 	p := lp.policy
 	info := &brokerv1.PolicyInfo{
-		Sha256:     p.SHA256(),
-		RuleCounts: map[string]int32{},
-		LoadedAt:   timestamppb.New(lp.loadedAt),
+		Sha256:           p.SHA256(),
+		RuleCounts:       map[string]int32{},
+		LoadedAt:         timestamppb.New(lp.loadedAt),
+		DisabledRules:    p.DisabledRules(),
+		RawTracesAllowed: p.Traces().AllowRawPrograms,
+		PatchesEnabled:   p.Patches().Enabled,
+		RebootsEnabled:   p.Reboots().Enabled,
 	}
 	for _, f := range p.Files() {
 		info.Files = append(info.Files, &brokerv1.PolicyFile{Path: f.Path, Sha256: f.SHA256, Origin: string(f.Origin)})

@@ -65,10 +65,14 @@ func fakeProbeConfig(t testing.TB) probe.Config {
 }
 
 func startBroker(t testing.TB, idle time.Duration) *testBroker {
+	return startBrokerWith(t, idle, "version: 1\n")
+}
+
+func startBrokerWith(t testing.TB, idle time.Duration, policyYAML string) *testBroker {
 	t.Helper()
 	dir := t.TempDir()
 	policyPath := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policyPath, []byte("version: 1\n"), 0o644); err != nil {
+	if err := os.WriteFile(policyPath, []byte(policyYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	me, err := user.Current()
