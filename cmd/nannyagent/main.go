@@ -17,6 +17,7 @@ const usage = `usage: nannyagent <command> [flags]
 commands:
   status                     the worker, the broker, the registration and the API
   register [--force]         register this host with NannyAPI (root only)
+  diagnose "ISSUE"           investigate an issue and show the root cause
   policy check|explain|test  review policy files
   version                    print the version
 
@@ -46,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runStatus(rest, stdout, stderr)
 	case "register":
 		return runRegister(rest, stdout, stderr)
+	case "diagnose":
+		return runDiagnose(rest, stdout, stderr)
 	case "policy":
 		return runPolicy(rest, stdout, stderr)
 	default:
