@@ -13,13 +13,14 @@ import (
 
 func runDiagnose(args []string, stdout, stderr io.Writer) int {
 	var priority string
-	c, err := parseClientFlags("diagnose", args, stderr, func(fs *flag.FlagSet) {
+	flags, words := splitArgs(args)
+	c, err := parseClientFlags("diagnose", flags, stderr, func(fs *flag.FlagSet) {
 		fs.StringVar(&priority, "priority", "medium", "low, medium or high")
 	})
 	if err != nil {
 		return 2
 	}
-	issue := strings.TrimSpace(strings.Join(positional(args), " "))
+	issue := strings.TrimSpace(strings.Join(words, " "))
 	if issue == "" {
 		fmt.Fprintln(stderr, `usage: nannyagent diagnose [--priority P] "describe the issue"`)
 		return 2
@@ -55,23 +56,25 @@ func runDiagnose(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// positional returns the arguments that are not flags or flag values.
-func positional(args []string) []string {
-	var out []string
+// splitArgs separates flags (with their values) from the issue's words, so
+// flags may come before or after the issue.
+func splitArgs(args []string) (flags, words []string) {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		switch {
 		case a == "--":
-			return append(out, args[i+1:]...)
+			return flags, append(words, args[i+1:]...)
 		case strings.HasPrefix(a, "-"):
-			if !strings.Contains(a, "=") && takesValue(a) {
+			flags = append(flags, a)
+			if !strings.Contains(a, "=") && takesValue(a) && i+1 < len(args) {
 				i++
+				flags = append(flags, args[i])
 			}
 		default:
-			out = append(out, a)
+			words = append(words, a)
 		}
 	}
-	return out
+	return flags, words
 }
 
 func takesValue(flagName string) bool {
