@@ -9,6 +9,7 @@ import (
 	"time"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+	"github.com/nannyai/nannyagent/worker/nannyapi"
 	"google.golang.org/grpc"
 )
 
@@ -28,10 +29,13 @@ type Sampler interface {
 	CollectMetrics(ctx context.Context, in *brokerv1.CollectMetricsRequest, opts ...grpc.CallOption) (*brokerv1.CollectMetricsResponse, error)
 }
 
-// MetricsPoster sends one heartbeat to NannyAPI.
+// MetricsPoster sends one heartbeat to NannyAPI. A *nannyapi.Client with
+// credentials (Client.WithCredentials) satisfies it as is.
 type MetricsPoster interface {
-	IngestMetrics(ctx context.Context, payload *IngestPayload) error
+	IngestMetrics(ctx context.Context, r nannyapi.MetricsReport) error
 }
+
+var _ MetricsPoster = (*nannyapi.Client)(nil)
 
 // LoopConfig configures a Loop. Zero values take the defaults.
 type LoopConfig struct {
@@ -201,11 +205,11 @@ func (l *Loop) attempt(ctx context.Context) error {
 	rates := l.tracker.Update(sample)
 	l.status.Rates = rates
 	l.mu.Unlock()
-	payload, err := BuildPayload(sample, rates.CPUPercent, l.cfg.Version)
+	report, err := BuildPayload(sample, rates.CPUPercent, l.cfg.Version)
 	if err != nil {
 		return err
 	}
-	if err := l.poster.IngestMetrics(ctx, payload); err != nil {
+	if err := l.poster.IngestMetrics(ctx, report); err != nil {
 		return fmt.Errorf("post metrics: %w", err)
 	}
 	return nil

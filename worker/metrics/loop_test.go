@@ -10,6 +10,7 @@ import (
 	"time"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+	"github.com/nannyai/nannyagent/worker/nannyapi"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -88,13 +89,13 @@ func (s *fakeSampler) CollectMetrics(ctx context.Context, _ *brokerv1.CollectMet
 type fakePoster struct {
 	mu    sync.Mutex
 	errs  []error
-	got   chan *IngestPayload
+	got   chan nannyapi.MetricsReport
 	block chan struct{} // when set, posts wait on it or on ctx
 }
 
-func newFakePoster() *fakePoster { return &fakePoster{got: make(chan *IngestPayload, 16)} }
+func newFakePoster() *fakePoster { return &fakePoster{got: make(chan nannyapi.MetricsReport, 16)} }
 
-func (p *fakePoster) IngestMetrics(ctx context.Context, payload *IngestPayload) error {
+func (p *fakePoster) IngestMetrics(ctx context.Context, payload nannyapi.MetricsReport) error {
 	p.mu.Lock()
 	block := p.block
 	var err error
@@ -136,14 +137,28 @@ func startLoop(t *testing.T, cfg LoopConfig, s Sampler, p MetricsPoster) (*Loop,
 	}
 }
 
-func receive(t *testing.T, ch <-chan *IngestPayload) *IngestPayload {
+func receive(t *testing.T, ch <-chan nannyapi.MetricsReport) nannyapi.MetricsReport {
 	t.Helper()
 	select {
 	case p := <-ch:
 		return p
 	case <-time.After(5 * time.Second):
 		t.Fatal("no heartbeat posted")
-		return nil
+		return nannyapi.MetricsReport{}
+	}
+}
+
+// settledStatus waits (up to 5 s) for the loop's status to satisfy done and
+// returns it. The fake poster hands a heartbeat to the test before Once has
+// recorded the outcome, so a status read right after receive races with it.
+func settledStatus(l *Loop, done func(Status) bool) Status {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := l.Status()
+		if done(st) || time.Now().After(deadline) {
+			return st
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -163,7 +178,7 @@ func TestLoopPostsAtOnceThenEveryTick(t *testing.T) {
 	if second.SystemMetrics.CPUPercent != 25 {
 		t.Errorf("second cpu = %v", second.SystemMetrics.CPUPercent)
 	}
-	if st := l.Status(); !st.LastSuccess.Equal(clk.Now()) || st.LastError != "" || st.Rates.SinceBoot {
+	if st := settledStatus(l, func(st Status) bool { return st.LastSuccess.Equal(clk.Now()) }); !st.LastSuccess.Equal(clk.Now()) || st.LastError != "" || st.Rates.SinceBoot {
 		t.Errorf("status = %+v", st)
 	}
 }
@@ -199,7 +214,7 @@ func TestLoopRetriesWithBackoffThenGivesUp(t *testing.T) {
 	if s.calls != 5 {
 		t.Errorf("sampler calls = %d, want 5", s.calls)
 	}
-	if st := l.Status(); st.LastError != "" || st.LastSuccess.IsZero() {
+	if st := settledStatus(l, func(st Status) bool { return !st.LastSuccess.IsZero() }); st.LastError != "" || st.LastSuccess.IsZero() {
 		t.Errorf("status = %+v", st)
 	}
 }
@@ -218,8 +233,8 @@ func TestLoopRetriesNeverRunIntoNextInterval(t *testing.T) {
 	// Gave up after two attempts; the next tick posts.
 	clk.tick <- clk.Now()
 	receive(t, p.got)
-	if l.Status().LastError != "" {
-		t.Errorf("status after success = %+v", l.Status())
+	if st := settledStatus(l, func(st Status) bool { return !st.LastSuccess.IsZero() }); st.LastError != "" {
+		t.Errorf("status after success = %+v", st)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+	"github.com/nannyai/nannyagent/worker/nannyapi"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -33,37 +34,45 @@ func sampleFixture() *brokerv1.CollectMetricsResponse {
 	}
 }
 
-// TestPayloadWireShape pins the exact JSON: field names, nesting, rounding.
+// TestPayloadWireShape pins the exact JSON on the wire (field names,
+// nesting, rounding): the report goes through the real nannyapi.Client,
+// which adds "action", to the fake backend on loopback, and the bytes it
+// received are compared.
 func TestPayloadWireShape(t *testing.T) {
 	p, err := BuildPayload(sampleFixture(), 45.678, "0.2.0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := json.Marshal(p)
-	if err != nil {
-		t.Fatal(err)
+	srv, client := loopbackAPI(t)
+	if err := client.IngestMetrics(testCtx(t), p); err != nil {
+		t.Fatalf("the fake backend refused the heartbeat: %v", err)
+	}
+	got := ingestBodies(srv)
+	if len(got) != 1 {
+		t.Fatalf("%d ingest-metrics requests, want 1", len(got))
 	}
 	want := `{"action":"ingest-metrics","system_metrics":{"cpu_percent":45.68,"cpu_cores":8,` +
 		`"memory_used_gb":12.5,"memory_total_gb":16,"memory_percent":78.13,` +
 		`"disk_used_gb":250,"disk_total_gb":500,"disk_usage_percent":50,` +
+		`"load_average":{"one_min":2.15,"five_min":1.98,"fifteen_min":1.75},` +
+		`"network_stats":{"in_gb":125.5,"out_gb":89},` +
 		`"filesystems":[{"device":"/dev/sda1","mount_path":"/","used_gb":250,"free_gb":225,"total_gb":500,"usage_percent":52.63},` +
 		`{"device":"rpool/data","mount_path":"/rpool/data","used_gb":1,"free_gb":2,"total_gb":3,"usage_percent":33.33}],` +
-		`"load_average":{"one_min":2.15,"five_min":1.98,"fifteen_min":1.75},` +
-		`"network_stats":{"in_gb":125.5,"out_gb":89},"kernel_version":"5.15.0-91-generic"},` +
-		`"os_info":"Ubuntu 22.04.3 LTS","os_version":"22.04","os_type":"linux","platform_family":"debian",` +
-		`"version":"0.2.0","primary_ip":"192.168.1.100","kernel_version":"5.15.0-91-generic","arch":"x86_64",` +
+		`"kernel_version":"5.15.0-91-generic"},` +
+		`"os_info":"Ubuntu 22.04.3 LTS","os_version":"22.04","os_type":"linux",` +
+		`"version":"0.2.0","primary_ip":"192.168.1.100","kernel_version":"5.15.0-91-generic","platform_family":"debian","arch":"x86_64",` +
 		`"all_ips":["10.0.0.5","192.168.1.100"]}`
-	if string(got) != want {
-		t.Errorf("payload\n got %s\nwant %s", got, want)
+	if string(got[0]) != want {
+		t.Errorf("payload\n got %s\nwant %s", got[0], want)
 	}
-	if err := backendAccepts(got); err != nil {
+	if err := backendAccepts(got[0]); err != nil {
 		t.Error(err)
 	}
 }
 
 // backendAccepts applies NannyAPI's observed ingest-metrics rules
-// (nannyapi-backend.md §4.1): platform_family required, cpu_percent ≤ 100,
-// every other number ≥ 0.
+// (nannyapi-backend.md §4.1) to a request body: action ingest-metrics,
+// platform_family required, cpu_percent ≤ 100, every other number ≥ 0.
 func backendAccepts(body []byte) error {
 	var m map[string]any
 	if err := json.Unmarshal(body, &m); err != nil {
@@ -72,6 +81,29 @@ func backendAccepts(body []byte) error {
 	if m["action"] != "ingest-metrics" {
 		return fmt.Errorf("action = %v", m["action"])
 	}
+	return reportAccepted(m)
+}
+
+// reportAcceptable checks a built report as the client and the backend
+// would: nannyapi's own Check (which IngestMetrics applies before sending)
+// and the backend's rules on its JSON, which carries everything but the
+// action the client adds.
+func reportAcceptable(r nannyapi.MetricsReport) (raw []byte, err error) {
+	if err := r.Check(); err != nil {
+		return nil, fmt.Errorf("nannyapi refuses the report: %w", err)
+	}
+	raw, err = json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	return raw, reportAccepted(m)
+}
+
+func reportAccepted(m map[string]any) error {
 	if pf, _ := m["platform_family"].(string); pf == "" {
 		return fmt.Errorf(`400 {"error":"platform_family required"}`)
 	}
@@ -112,12 +144,12 @@ func TestPayloadEdgeCases(t *testing.T) {
 		name   string
 		sample *brokerv1.CollectMetricsResponse
 		cpu    float64
-		check  func(t *testing.T, p *IngestPayload, raw string)
+		check  func(t *testing.T, p nannyapi.MetricsReport, raw string)
 	}{
 		{
 			name:   "empty sample still a valid heartbeat",
 			sample: &brokerv1.CollectMetricsResponse{},
-			check: func(t *testing.T, p *IngestPayload, raw string) {
+			check: func(t *testing.T, p nannyapi.MetricsReport, raw string) {
 				if p.PlatformFamily != UnknownPlatformFamily {
 					t.Errorf("platform_family = %q", p.PlatformFamily)
 				}
@@ -130,7 +162,7 @@ func TestPayloadEdgeCases(t *testing.T) {
 			name:   "cpu above 100 is clamped",
 			sample: sampleFixture(),
 			cpu:    100.0000001,
-			check: func(t *testing.T, p *IngestPayload, _ string) {
+			check: func(t *testing.T, p nannyapi.MetricsReport, _ string) {
 				if p.SystemMetrics.CPUPercent != 100 {
 					t.Errorf("cpu_percent = %v", p.SystemMetrics.CPUPercent)
 				}
@@ -140,7 +172,7 @@ func TestPayloadEdgeCases(t *testing.T) {
 			name:   "NaN and negative cpu become 0",
 			sample: sampleFixture(),
 			cpu:    math.NaN(),
-			check: func(t *testing.T, p *IngestPayload, _ string) {
+			check: func(t *testing.T, p nannyapi.MetricsReport, _ string) {
 				if p.SystemMetrics.CPUPercent != 0 {
 					t.Errorf("cpu_percent = %v", p.SystemMetrics.CPUPercent)
 				}
@@ -149,7 +181,7 @@ func TestPayloadEdgeCases(t *testing.T) {
 		{
 			name:   "pretty name missing: platform id",
 			sample: &brokerv1.CollectMetricsResponse{Host: &brokerv1.HostFacts{Platform: "alpine", PlatformFamily: "alpine"}},
-			check: func(t *testing.T, p *IngestPayload, _ string) {
+			check: func(t *testing.T, p nannyapi.MetricsReport, _ string) {
 				if p.OSInfo != "alpine" {
 					t.Errorf("os_info = %q", p.OSInfo)
 				}
@@ -160,7 +192,7 @@ func TestPayloadEdgeCases(t *testing.T) {
 			sample: &brokerv1.CollectMetricsResponse{Filesystems: []*brokerv1.Filesystem{
 				{MountPath: "/data", Total: gib, Used: 2 * gib}, // used > total from a broken statfs
 			}},
-			check: func(t *testing.T, p *IngestPayload, _ string) {
+			check: func(t *testing.T, p nannyapi.MetricsReport, _ string) {
 				sm := p.SystemMetrics
 				if sm.DiskTotalGB != 0 || sm.DiskUsedGB != 0 || sm.DiskUsagePercent != 0 {
 					t.Errorf("disk = %v/%v/%v", sm.DiskUsedGB, sm.DiskTotalGB, sm.DiskUsagePercent)
@@ -177,11 +209,8 @@ func TestPayloadEdgeCases(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			raw, err := json.Marshal(p)
+			raw, err := reportAcceptable(p)
 			if err != nil {
-				t.Fatal(err)
-			}
-			if err := backendAccepts(raw); err != nil {
 				t.Errorf("backend would refuse: %v\n%s", err, raw)
 			}
 			tt.check(t, p, string(raw))

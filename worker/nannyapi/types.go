@@ -61,21 +61,28 @@ func redacted(s string) string {
 	return "[redacted]"
 }
 
-// MetricsReport is the body of ingest-metrics (without "action").
+// MetricsReport is the body of ingest-metrics (without "action", which
+// IngestMetrics adds), with the field names the real backend reads
+// (nannyapi-backend.md §4.1). worker/metrics builds it from a broker sample.
 type MetricsReport struct {
-	SystemMetrics  SystemMetrics `json:"system_metrics"`
-	OSInfo         string        `json:"os_info,omitempty"`
-	OSVersion      string        `json:"os_version,omitempty"`
-	OSType         string        `json:"os_type,omitempty"`
-	Version        string        `json:"version,omitempty"`
-	PrimaryIP      string        `json:"primary_ip,omitempty"`
-	KernelVersion  string        `json:"kernel_version,omitempty"`
-	PlatformFamily string        `json:"platform_family"`
-	Arch           string        `json:"arch,omitempty"`
-	AllIPs         []string      `json:"all_ips,omitempty"`
+	SystemMetrics SystemMetrics `json:"system_metrics"`
+	// OSInfo is the OS's pretty name ("Debian GNU/Linux 12 (bookworm)"), as
+	// in the backend's own examples; the reference agent sent the platform ID.
+	OSInfo        string `json:"os_info,omitempty"`
+	OSVersion     string `json:"os_version,omitempty"`
+	OSType        string `json:"os_type,omitempty"`
+	Version       string `json:"version,omitempty"`
+	PrimaryIP     string `json:"primary_ip,omitempty"`
+	KernelVersion string `json:"kernel_version,omitempty"`
+	// PlatformFamily is required on every heartbeat: the backend answers
+	// 400 "platform_family required" without it.
+	PlatformFamily string   `json:"platform_family"`
+	Arch           string   `json:"arch,omitempty"`
+	AllIPs         []string `json:"all_ips,omitempty"`
 }
 
-// SystemMetrics is one sample. Percentages are 0…100; everything is ≥ 0.
+// SystemMetrics is one sample: sizes in GiB, percentages 0…100, everything
+// ≥ 0 (the backend refuses a cpu_percent above 100 and negative numbers).
 type SystemMetrics struct {
 	CPUPercent       float64      `json:"cpu_percent"`
 	CPUCores         int          `json:"cpu_cores"`
@@ -87,8 +94,9 @@ type SystemMetrics struct {
 	DiskUsagePercent float64      `json:"disk_usage_percent"`
 	LoadAverage      LoadAverage  `json:"load_average"`
 	NetworkStats     NetworkStats `json:"network_stats"`
-	Filesystems      []Filesystem `json:"filesystems"`
-	KernelVersion    string       `json:"kernel_version,omitempty"`
+	// Filesystems is sent as [] when empty, never null.
+	Filesystems   []Filesystem `json:"filesystems"`
+	KernelVersion string       `json:"kernel_version,omitempty"`
 }
 
 // LoadAverage is /proc/loadavg's three numbers.
@@ -98,7 +106,9 @@ type LoadAverage struct {
 	FifteenMin float64 `json:"fifteen_min"`
 }
 
-// NetworkStats is network traffic in GB.
+// NetworkStats is network traffic in GiB: cumulative totals received and
+// sent since boot over non-loopback interfaces, not rates, because that is
+// what the reference agent sends and the backend stores under these names.
 type NetworkStats struct {
 	InGB  float64 `json:"in_gb"`
 	OutGB float64 `json:"out_gb"`
@@ -205,53 +215,66 @@ type PatchResult struct {
 	Stderr []byte
 }
 
-// ProxmoxCluster is the body of POST /api/proxmox/cluster. Required
-// (PocketBase "required", so 0 counts as blank): name, nodes, quorate,
-// version, px_cluster_id.
+// The Proxmox bodies below are built by worker/proxmox. Every integer is an
+// int64, as decoded from pvesh. Required fields use PocketBase "required"
+// semantics, where numeric 0 counts as blank (nannyapi-backend.md §4.6);
+// MissingFields lists what a body lacks. Optional numbers are sent even
+// when 0, because 0 is a real value there (a standalone node's nodeid, a
+// stopped guest's uptime).
+
+// ProxmoxCluster is the body of POST /api/proxmox/cluster. Every field is
+// required, so a non-quorate cluster (quorate 0) cannot be stored.
 type ProxmoxCluster struct {
 	Name      string `json:"name"`
-	Nodes     int    `json:"nodes"`
-	Quorate   int    `json:"quorate"`
-	Version   int    `json:"version"`
+	Nodes     int64  `json:"nodes"`
+	Quorate   int64  `json:"quorate"`
+	Version   int64  `json:"version"`
 	ClusterID string `json:"px_cluster_id"`
 }
 
-// ProxmoxNode is the body of POST /api/proxmox/node. Required: ip, name, pveversion.
+// ProxmoxNode is the body of POST /api/proxmox/node. Required: ip, name,
+// pveversion. nodeid, local and online are optional numbers, so a
+// standalone node's nodeid 0 is sent as 0.
 type ProxmoxNode struct {
 	IP         string `json:"ip"`
 	Level      string `json:"level"`
-	Local      int    `json:"local"`
+	Local      int64  `json:"local"`
 	Name       string `json:"name"`
-	NodeID     int    `json:"nodeid"`
-	Online     int    `json:"online"`
+	NodeID     int64  `json:"nodeid"`
+	Online     int64  `json:"online"`
 	PVEVersion string `json:"pveversion"`
 }
 
 // ProxmoxLXC is the body of POST /api/proxmox/lxc. Required: name, lxc_id,
-// status, ostype; node must have been posted first.
+// status, ostype; node must have been posted first. uptime (stored as
+// text) and vmid are optional, so a stopped container's uptime 0 is sent.
 type ProxmoxLXC struct {
 	Name   string `json:"name"`
 	LXCID  string `json:"lxc_id"`
 	Status string `json:"status"`
 	OSType string `json:"ostype"`
 	Uptime int64  `json:"uptime"`
-	VMID   int    `json:"vmid"`
+	VMID   int64  `json:"vmid"`
 	Node   string `json:"node"`
 }
 
 // ProxmoxQEMU is the body of POST /api/proxmox/qemu. Required: name,
-// qemu_id, status, ostype, kvm, boot, cpu; node must have been posted first.
+// qemu_id, status, ostype, kvm, boot and cpu (stored as host_cpu); node
+// must have been posted first. kvm, boot and cpu are always sent, never
+// left out: they are required, and a body that lacks one is a bug for
+// MissingFields to report, not something to hide. uptime, vmid and vmgenid
+// are optional.
 type ProxmoxQEMU struct {
 	Name    string `json:"name"`
 	QemuID  string `json:"qemu_id"`
 	Status  string `json:"status"`
 	OSType  string `json:"ostype"`
 	Uptime  int64  `json:"uptime"`
-	VMID    int    `json:"vmid"`
+	VMID    int64  `json:"vmid"`
 	VMGenID string `json:"vmgenid,omitempty"`
-	KVM     int    `json:"kvm,omitempty"`
-	Boot    string `json:"boot,omitempty"`
-	CPU     string `json:"cpu,omitempty"`
+	KVM     int64  `json:"kvm"`
+	Boot    string `json:"boot"`
+	CPU     string `json:"cpu"`
 	Node    string `json:"node"`
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/nannyai/nannyagent/worker/nannyapi"
 )
 
 // ErrBackendRejects marks a record NannyAPI would refuse with 400 (a
@@ -57,8 +59,8 @@ func ClusterItem(items []StatusItem) (StatusItem, bool) {
 // pve-manager version. fallbackIP (the agent's primary IP) stands in for a
 // missing node address. A standalone node's nodeid 0 is sent as is: the
 // backend stores it in an optional field.
-func BuildNode(it StatusItem, pveVersion, fallbackIP string) (*NodePayload, error) {
-	p := &NodePayload{
+func BuildNode(it StatusItem, pveVersion, fallbackIP string) (nannyapi.ProxmoxNode, error) {
+	p := nannyapi.ProxmoxNode{
 		IP: it.IP, Level: it.Level, Local: it.Local, Name: it.Name,
 		NodeID: it.NodeID, Online: it.Online, PVEVersion: pveVersion,
 	}
@@ -72,15 +74,15 @@ func BuildNode(it StatusItem, pveVersion, fallbackIP string) (*NodePayload, erro
 		}
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("node %q: %w: required %s empty", p.Name, ErrBackendRejects, strings.Join(sorted(missing), ", "))
+		return nannyapi.ProxmoxNode{}, fmt.Errorf("node %q: %w: required %s empty", p.Name, ErrBackendRejects, strings.Join(sorted(missing), ", "))
 	}
 	return p, nil
 }
 
 // BuildCluster builds the cluster record. A cluster that has lost quorum
 // (quorate 0) cannot be stored: the backend treats the 0 as blank.
-func BuildCluster(it StatusItem) (*ClusterPayload, error) {
-	p := &ClusterPayload{Name: it.Name, Nodes: it.Nodes, Quorate: it.Quorate, Version: it.Version, ClusterID: it.ID}
+func BuildCluster(it StatusItem) (nannyapi.ProxmoxCluster, error) {
+	p := nannyapi.ProxmoxCluster{Name: it.Name, Nodes: it.Nodes, Quorate: it.Quorate, Version: it.Version, ClusterID: it.ID}
 	var missing []string
 	if p.Name == "" {
 		missing = append(missing, "name")
@@ -94,7 +96,7 @@ func BuildCluster(it StatusItem) (*ClusterPayload, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("cluster %q: %w: required %s zero or empty", p.Name, ErrBackendRejects, strings.Join(sorted(missing), ", "))
+		return nannyapi.ProxmoxCluster{}, fmt.Errorf("cluster %q: %w: required %s zero or empty", p.Name, ErrBackendRejects, strings.Join(sorted(missing), ", "))
 	}
 	return p, nil
 }
@@ -103,11 +105,11 @@ func BuildCluster(it StatusItem) (*ClusterPayload, error) {
 // Uptime is the resource's (0 when stopped, sent as 0: the field is
 // optional). A missing name falls back to the hostname, then to Proxmox's
 // "CT<vmid>"; a missing ostype to "unmanaged".
-func BuildLXC(r Resource, conf GuestConfig, node string) (*LXCPayload, error) {
+func BuildLXC(r Resource, conf GuestConfig, node string) (nannyapi.ProxmoxLXC, error) {
 	if err := checkGuest(r, "lxc"); err != nil {
-		return nil, err
+		return nannyapi.ProxmoxLXC{}, err
 	}
-	p := &LXCPayload{
+	p := nannyapi.ProxmoxLXC{
 		Name:   firstNonEmpty(r.Name, conf.Str("hostname"), fmt.Sprintf("CT%d", r.VMID)),
 		LXCID:  firstNonEmpty(r.ID, fmt.Sprintf("lxc/%d", r.VMID)),
 		Status: firstNonEmpty(r.Status, UnknownStatus),
@@ -124,18 +126,18 @@ func BuildLXC(r Resource, conf GuestConfig, node string) (*LXCPayload, error) {
 // (cortex-a57 for aarch64), ostype "other", and a boot order derived from
 // the config's disks, CD-ROMs and NICs (legacy "cdn" if it has none). A VM
 // with kvm explicitly 0 cannot be stored (the backend reads 0 as blank).
-func BuildQEMU(r Resource, conf GuestConfig, node string) (*QEMUPayload, error) {
+func BuildQEMU(r Resource, conf GuestConfig, node string) (nannyapi.ProxmoxQEMU, error) {
 	if err := checkGuest(r, "qemu"); err != nil {
-		return nil, err
+		return nannyapi.ProxmoxQEMU{}, err
 	}
 	kvm, ok := conf.Int("kvm")
 	if !ok {
 		kvm = 1
 	}
 	if kvm == 0 {
-		return nil, fmt.Errorf("qemu %d: %w: kvm is 0 (hardware virtualisation off) and kvm is a required number", r.VMID, ErrBackendRejects)
+		return nannyapi.ProxmoxQEMU{}, fmt.Errorf("qemu %d: %w: kvm is 0 (hardware virtualisation off) and kvm is a required number", r.VMID, ErrBackendRejects)
 	}
-	p := &QEMUPayload{
+	p := nannyapi.ProxmoxQEMU{
 		Name:    firstNonEmpty(r.Name, conf.Str("name"), fmt.Sprintf("VM %d", r.VMID)),
 		QemuID:  firstNonEmpty(r.ID, fmt.Sprintf("qemu/%d", r.VMID)),
 		Status:  firstNonEmpty(r.Status, UnknownStatus),

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+	"github.com/nannyai/nannyagent/worker/nannyapi"
 	"google.golang.org/grpc"
 )
 
@@ -19,13 +20,16 @@ type Getter interface {
 }
 
 // Poster sends inventory records to NannyAPI (POST /api/proxmox/{node,
-// cluster,lxc,qemu}).
+// cluster,lxc,qemu}) and returns the backend's record id. A *nannyapi.Client
+// with credentials (Client.WithCredentials) satisfies it as is.
 type Poster interface {
-	PostNode(ctx context.Context, p *NodePayload) error
-	PostCluster(ctx context.Context, p *ClusterPayload) error
-	PostLXC(ctx context.Context, p *LXCPayload) error
-	PostQEMU(ctx context.Context, p *QEMUPayload) error
+	PostProxmoxNode(ctx context.Context, v nannyapi.ProxmoxNode) (string, error)
+	PostProxmoxCluster(ctx context.Context, v nannyapi.ProxmoxCluster) (string, error)
+	PostProxmoxLXC(ctx context.Context, v nannyapi.ProxmoxLXC) (string, error)
+	PostProxmoxQEMU(ctx context.Context, v nannyapi.ProxmoxQEMU) (string, error)
 }
+
+var _ Poster = (*nannyapi.Client)(nil)
 
 // DefaultConcurrency bounds the guest config reads and posts in flight.
 const DefaultConcurrency = 4
@@ -163,9 +167,11 @@ func (c *cycle) postNode(ctx context.Context, local StatusItem) error {
 	if err != nil {
 		return err
 	}
-	if err := c.post.PostNode(ctx, payload); err != nil {
+	id, err := c.post.PostProxmoxNode(ctx, payload)
+	if err != nil {
 		return fmt.Errorf("post node %s: %w", payload.Name, err)
 	}
+	c.log.Debug("proxmox node posted", "node", payload.Name, "record", id)
 	c.res.NodePosted = true
 	return nil
 }
@@ -180,7 +186,7 @@ func (c *cycle) postCluster(ctx context.Context, items []StatusItem) {
 	}
 	payload, err := BuildCluster(it)
 	if err == nil {
-		err = c.post.PostCluster(ctx, payload)
+		_, err = c.post.PostProxmoxCluster(ctx, payload)
 	}
 	if err != nil {
 		c.res.Cluster = err.Error()
@@ -256,7 +262,7 @@ func (c *cycle) guest(ctx context.Context, node string, r Resource) error {
 		if err != nil {
 			return err
 		}
-		if err := c.post.PostLXC(ctx, p); err != nil {
+		if _, err := c.post.PostProxmoxLXC(ctx, p); err != nil {
 			return fmt.Errorf("post lxc %d: %w", r.VMID, err)
 		}
 		return nil
@@ -265,7 +271,7 @@ func (c *cycle) guest(ctx context.Context, node string, r Resource) error {
 	if err != nil {
 		return err
 	}
-	if err := c.post.PostQEMU(ctx, p); err != nil {
+	if _, err := c.post.PostProxmoxQEMU(ctx, p); err != nil {
 		return fmt.Errorf("post qemu %d: %w", r.VMID, err)
 	}
 	return nil

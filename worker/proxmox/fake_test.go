@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+	"github.com/nannyai/nannyagent/worker/nannyapi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -126,7 +127,16 @@ var requiredFields = map[string][]string{
 	"qemu":    {"name", "qemu_id", "status", "ostype", "kvm", "boot", "cpu"},
 }
 
-func (f *fakeBackend) accept(ctx context.Context, endpoint, id string, payload any) error {
+// accept stores payload if the backend would, and returns its record id
+// (the fake uses the upsert key).
+func (f *fakeBackend) accept(ctx context.Context, endpoint, id string, payload any) (string, error) {
+	if err := f.store(ctx, endpoint, id, payload); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+func (f *fakeBackend) store(ctx context.Context, endpoint, id string, payload any) error {
 	raw, err := json.Marshal(payload)
 	if err != nil {
 		return err
@@ -186,20 +196,20 @@ func (f *fakeBackend) accept(ctx context.Context, endpoint, id string, payload a
 	return nil
 }
 
-func (f *fakeBackend) PostNode(ctx context.Context, p *NodePayload) error {
-	return f.accept(ctx, "node", "node/"+p.Name, p)
+func (f *fakeBackend) PostProxmoxNode(ctx context.Context, v nannyapi.ProxmoxNode) (string, error) {
+	return f.accept(ctx, "node", "node/"+v.Name, v)
 }
 
-func (f *fakeBackend) PostCluster(ctx context.Context, p *ClusterPayload) error {
-	return f.accept(ctx, "cluster", "cluster", p)
+func (f *fakeBackend) PostProxmoxCluster(ctx context.Context, v nannyapi.ProxmoxCluster) (string, error) {
+	return f.accept(ctx, "cluster", "cluster", v)
 }
 
-func (f *fakeBackend) PostLXC(ctx context.Context, p *LXCPayload) error {
-	return f.accept(ctx, "lxc", p.LXCID, p)
+func (f *fakeBackend) PostProxmoxLXC(ctx context.Context, v nannyapi.ProxmoxLXC) (string, error) {
+	return f.accept(ctx, "lxc", v.LXCID, v)
 }
 
-func (f *fakeBackend) PostQEMU(ctx context.Context, p *QEMUPayload) error {
-	return f.accept(ctx, "qemu", p.QemuID, p)
+func (f *fakeBackend) PostProxmoxQEMU(ctx context.Context, v nannyapi.ProxmoxQEMU) (string, error) {
+	return f.accept(ctx, "qemu", v.QemuID, v)
 }
 
 func (f *fakeBackend) byEndpoint(endpoint string) []map[string]any {
