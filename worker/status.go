@@ -27,12 +27,12 @@ func (s *successes) record(kind string, at time.Time) {
 	s.last[kind] = at
 }
 
-func (s *successes) snapshot() map[string]*timestamppb.Timestamp {
+func (s *successes) copy() map[string]time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]*timestamppb.Timestamp, len(s.last))
+	out := make(map[string]time.Time, len(s.last)+2)
 	for k, v := range s.last {
-		out[k] = timestamppb.New(v)
+		out[k] = v
 	}
 	return out
 }
@@ -45,8 +45,11 @@ func (w *Worker) Status(ctx context.Context) *workerv1.StatusResponse {
 		Version:      w.version,
 		StartedAt:    timestamppb.New(w.started),
 		Warnings:     append([]string(nil), w.cfg.Warnings...),
-		LastSuccess:  w.health.snapshot(),
+		LastSuccess:  map[string]*timestamppb.Timestamp{},
 		Registration: w.registration(),
+	}
+	for kind, at := range w.lastSuccesses() {
+		resp.LastSuccess[kind] = timestamppb.New(at)
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)

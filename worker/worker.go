@@ -22,6 +22,8 @@ import (
 	"github.com/nannyai/nannyagent/ipc/unixsock"
 	"github.com/nannyai/nannyagent/worker/config"
 	"github.com/nannyai/nannyagent/worker/localapi"
+	"github.com/nannyai/nannyagent/worker/metrics"
+	"github.com/nannyai/nannyagent/worker/proxmox"
 )
 
 // Worker is one running worker process.
@@ -35,6 +37,8 @@ type Worker struct {
 	broker     brokerv1.BrokerServiceClient
 	session    *session
 	health     successes
+	metrics    *metrics.Loop
+	proxmox    *proxmox.Loop
 
 	// own holds ids of investigations this worker created, so the realtime
 	// stream's echo of them is not run a second time.
@@ -59,10 +63,16 @@ func New(cfg *config.Config, version string, log *slog.Logger) (*Worker, error) 
 		sess.close()
 		return nil, err
 	}
-	return &Worker{
+	w := &Worker{
 		cfg: cfg, log: log, version: version, started: time.Now(),
 		brokerConn: conn, broker: brokerv1.NewBrokerServiceClient(conn), session: sess,
-	}, nil
+	}
+	if err := w.newLoops(); err != nil {
+		conn.Close()
+		sess.close()
+		return nil, err
+	}
+	return w, nil
 }
 
 // Run serves the CLI on ln until ctx ends, then stops everything it started.
@@ -140,11 +150,21 @@ func (w *Worker) startAgent() {
 
 // agentLoops are the loops of a registered agent.
 func (w *Worker) agentLoops() []func(context.Context) {
-	var loops []func(context.Context)
+	loops := []func(context.Context){
+		func(ctx context.Context) { w.runLoop(ctx, "metrics", w.metrics.Run) },
+		func(ctx context.Context) { w.runLoop(ctx, "proxmox", w.proxmox.Run) },
+	}
 	if !w.cfg.UseStaticToken() {
 		loops = append(loops, func(ctx context.Context) { w.session.tokens.Run(ctx, w.cfg.TokenRenewal.CheckInterval) })
 	}
 	return loops
+}
+
+// runLoop runs one loop and logs why it ended early.
+func (w *Worker) runLoop(ctx context.Context, name string, run func(context.Context) error) {
+	if err := run(ctx); err != nil && ctx.Err() == nil {
+		w.log.Error("loop stopped", "loop", name, "error", err.Error())
+	}
 }
 
 // Listen takes systemd's socket when activated, or creates worker.sock: its

@@ -130,6 +130,10 @@ type Options struct {
 	ExtraWorkerArgs []string
 	// WorkerEnv is added to the worker's environment.
 	WorkerEnv []string
+	// BeforeWorker runs after the broker is up and before the worker
+	// starts (to plant a token file, mount a small tmpfs on the state
+	// directory, …).
+	BeforeWorker func(*Stack) error
 }
 
 // Stack is a running broker and worker.
@@ -193,13 +197,19 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		s.Stop()
 		return nil, err
 	}
+	if opts.BeforeWorker != nil {
+		if err := opts.BeforeWorker(s); err != nil {
+			s.Stop()
+			return nil, err
+		}
+	}
 	workerArgs := append([]string{
 		"--config", filepath.Join(s.Dir, "no-config.yaml"),
 		"--api-url", opts.APIURL, "--worker-socket", s.WorkerSocket, "--broker-socket", s.BrokerSocket,
 		"--admin-group", s.AdminGroup, "--state-dir", s.StateDir,
 		"--token-path", filepath.Join(s.StateDir, "token.json"), "--log-format", "json",
 	}, opts.ExtraWorkerArgs...)
-	s.worker, err = s.start(filepath.Join(opts.BinDir, Worker), workerArgs, s.workerCred(), opts.WorkerEnv, "worker.log")
+	s.worker, err = s.start(filepath.Join(opts.BinDir, Worker), workerArgs, s.WorkerCred(), opts.WorkerEnv, "worker.log")
 	if err != nil {
 		s.Stop()
 		return nil, err
@@ -294,10 +304,10 @@ func ownedDir(path string, mode os.FileMode, id Identity) error {
 	return os.Chmod(path, mode)
 }
 
-// workerCred runs the worker as its account with the admin group as a
+// WorkerCred runs the worker as its account with the admin group as a
 // supplementary group, so it may hand worker.sock to that group as a
-// systemd socket unit would.
-func (s *Stack) workerCred() *syscall.Credential {
+// systemd socket unit would. It is nil when the test is not root.
+func (s *Stack) WorkerCred() *syscall.Credential {
 	if os.Geteuid() != 0 {
 		return nil
 	}
@@ -385,6 +395,14 @@ func (s *Stack) Run(ctx context.Context, cred *syscall.Credential, bin string, a
 // CLI runs `nannyagent args… --socket <worker.sock>`.
 func (s *Stack) CLI(ctx context.Context, cred *syscall.Credential, args ...string) Result {
 	return s.Run(ctx, cred, CLI, append(args, "--socket", s.WorkerSocket)...)
+}
+
+// ChownToWorker gives path to the worker's account (as root).
+func (s *Stack) ChownToWorker(path string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	return os.Chown(path, int(s.Worker.UID), int(s.Worker.GID))
 }
 
 // Stop sends SIGTERM to the worker, then the broker, waits up to 10 s for
