@@ -1,0 +1,191 @@
+package redact
+
+import "bytes"
+
+// Tokens that name themselves by a prefix. They are found at the start of a
+// word, whatever labels them.
+
+// tokenFirstLetters are the first letters of the prefixes onWord knows.
+const tokenFirstLetters = "eAngxsrBb"
+
+// b64url holds [A-Za-z0-9_-].
+var b64url = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = alnum[c] || c == '_' || c == '-'
+	}
+	return t
+}()
+
+// tokenSet holds the characters of an HTTP bearer credential (RFC 6750
+// b64token).
+var tokenSet = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = b64url[c] || c == '.' || c == '~' || c == '+' || c == '/' || c == '='
+	}
+	return t
+}()
+
+// prefixToken is a token recognised by its prefix and body.
+type prefixToken struct {
+	prefix string
+	body   *[256]bool
+	min    int // fewest body bytes after the prefix
+	exact  bool
+	marker string
+}
+
+var (
+	alnumOnly = &alnum
+	b64urlSet = &b64url
+)
+
+var prefixTokens = []prefixToken{
+	{prefix: "nsk_", body: b64urlSet, min: 4, marker: "[REDACTED:nannyai-token]"},
+	{prefix: "ghp_", body: alnumOnly, min: 20, marker: "[REDACTED:github-token]"},
+	{prefix: "gho_", body: alnumOnly, min: 20, marker: "[REDACTED:github-token]"},
+	{prefix: "ghu_", body: alnumOnly, min: 20, marker: "[REDACTED:github-token]"},
+	{prefix: "ghs_", body: alnumOnly, min: 20, marker: "[REDACTED:github-token]"},
+	{prefix: "ghr_", body: alnumOnly, min: 20, marker: "[REDACTED:github-token]"},
+	{prefix: "github_pat_", body: b64urlSet, min: 20, marker: "[REDACTED:github-token]"},
+	{prefix: "glpat-", body: b64urlSet, min: 20, marker: "[REDACTED:gitlab-token]"},
+	{prefix: "xoxb-", body: b64urlSet, min: 10, marker: "[REDACTED:slack-token]"},
+	{prefix: "xoxa-", body: b64urlSet, min: 10, marker: "[REDACTED:slack-token]"},
+	{prefix: "xoxp-", body: b64urlSet, min: 10, marker: "[REDACTED:slack-token]"},
+	{prefix: "xoxr-", body: b64urlSet, min: 10, marker: "[REDACTED:slack-token]"},
+	{prefix: "xoxs-", body: b64urlSet, min: 10, marker: "[REDACTED:slack-token]"},
+	{prefix: "AIza", body: b64urlSet, min: 30, marker: "[REDACTED:google-api-key]"},
+	{prefix: "AKIA", body: &upperDigit, min: 16, exact: true, marker: "[REDACTED:aws-access-key-id]"},
+	{prefix: "ASIA", body: &upperDigit, min: 16, exact: true, marker: "[REDACTED:aws-access-key-id]"},
+	{prefix: "sk_live_", body: alnumOnly, min: 10, marker: "[REDACTED:stripe-key]"},
+	{prefix: "sk_test_", body: alnumOnly, min: 10, marker: "[REDACTED:stripe-key]"},
+	{prefix: "rk_live_", body: alnumOnly, min: 10, marker: "[REDACTED:stripe-key]"},
+	{prefix: "rk_test_", body: alnumOnly, min: 10, marker: "[REDACTED:stripe-key]"},
+}
+
+var upperDigit = func() (t [256]bool) {
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	return t
+}()
+
+// onWord checks the word starting at i for a self-naming token.
+func (s *scanner) onWord(i int) int {
+	w := s.in[i:]
+	switch w[0] {
+	case 'e':
+		if end := jwtEnd(w); end > 0 {
+			s.add(i, i+end, "[REDACTED:jwt]")
+			return i + end
+		}
+	case 'B', 'b':
+		return s.bearer(i)
+	case 's':
+		if end := dashKeyEnd(w); end > 0 {
+			s.add(i, i+end, "[REDACTED:api-key]")
+			return i + end
+		}
+	}
+	for k := range prefixTokens {
+		t := &prefixTokens[k]
+		if len(w) <= len(t.prefix) || w[0] != t.prefix[0] || string(w[:len(t.prefix)]) != t.prefix {
+			continue
+		}
+		end := len(t.prefix)
+		for end < len(w) && t.body[w[end]] {
+			end++
+		}
+		n := end - len(t.prefix)
+		if n < t.min || t.exact && (n != t.min || end < len(w) && alnum[w[end]]) {
+			continue
+		}
+		s.add(i, i+end, t.marker)
+		return i + end
+	}
+	return i + 1
+}
+
+// jwtEnd returns the length of the JSON Web Token (or JWE) at the start of w,
+// or 0: eyJ<header>.<payload>.<signature>, further parts included.
+func jwtEnd(w []byte) int {
+	if !bytes.HasPrefix(w, []byte("eyJ")) {
+		return 0
+	}
+	p := runOf(w, 3, &b64url)
+	if p < 10 || p >= len(w) || w[p] != '.' {
+		return 0
+	}
+	q := runOf(w, p+1, &b64url)
+	if q-(p+1) < 4 || q >= len(w) || w[q] != '.' {
+		return 0
+	}
+	p = runOf(w, q+1, &b64url)
+	for p+1 < len(w) && w[p] == '.' && b64url[w[p+1]] {
+		p = runOf(w, p+1, &b64url)
+	}
+	return p
+}
+
+// dashKeyEnd returns the length of an sk-… API key (OpenAI, Anthropic) at the
+// start of w, or 0. It wants a digit in the body, which words never have.
+func dashKeyEnd(w []byte) int {
+	if !bytes.HasPrefix(w, []byte("sk-")) {
+		return 0
+	}
+	end := runOf(w, 3, &b64url)
+	if end-3 < 20 || bytes.IndexAny(w[3:end], "0123456789") < 0 {
+		return 0
+	}
+	return end
+}
+
+func runOf(w []byte, from int, set *[256]bool) int {
+	for from < len(w) && set[w[from]] {
+		from++
+	}
+	return from
+}
+
+// bearer redacts the credential after "Bearer ", wherever it appears.
+func (s *scanner) bearer(i int) int {
+	in := s.in
+	const word = "bearer"
+	if len(in)-i < len(word)+2 || !bytes.EqualFold(in[i:i+len(word)], []byte(word)) {
+		return i + 1
+	}
+	p := i + len(word)
+	if p < len(in) && alnum[in[p]] {
+		return p // Bearers, bearer_token=…: another word
+	}
+	q := p
+	for q < len(in) && (in[q] == ' ' || in[q] == '\t') {
+		q++
+	}
+	if q == p {
+		return p
+	}
+	end := runOf(in, q, &tokenSet)
+	if !looksLikeCredential(in[q:end]) {
+		return p
+	}
+	s.add(q, end, Marker)
+	return end
+}
+
+// looksLikeCredential tells a bearer credential from the next word of prose
+// ("Bearer token expired") or an auth-param ("Bearer realm=…").
+func looksLikeCredential(t []byte) bool {
+	if len(t) < 8 {
+		return false
+	}
+	if eq := bytes.IndexByte(t, '='); eq > 0 && len(bytes.Trim(t[eq:], "=")) > 0 {
+		return false // realm=…, an auth-param; base64 padding only ends the token
+	}
+	if len(t) >= 20 {
+		return true
+	}
+	return bytes.IndexAny(t, "0123456789._~+/=-") >= 0
+}
