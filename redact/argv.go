@@ -213,8 +213,8 @@ func emitPart(args [][]byte, idx, from int, part valuePart, emit emitFunc) {
 		}
 		lo = len("pass:")
 	}
-	if lo >= len(v) {
-		return
+	if lo >= len(v) || isPlaceholderName(v[lo:]) {
+		return // nothing, or a placeholder in usage text: -p<password>
 	}
 	emit(idx, from+lo, from+len(v))
 }

@@ -121,3 +121,38 @@ func BenchmarkArgv(b *testing.B) {
 		Argv(argv)
 	}
 }
+
+// BenchmarkAdversarial feeds inputs built to make a careless scanner
+// quadratic; every case must stay near the clean throughput.
+func BenchmarkAdversarial(b *testing.B) {
+	cases := map[string]string{
+		"jwt-like run":      strings.Repeat("eyJ-", benchSize/4),
+		"sk run":            strings.Repeat("sk-a", benchSize/4),
+		"empty secrets":     strings.Repeat("password=&", benchSize/10),
+		"at signs":          "https://a:" + strings.Repeat("@", benchSize),
+		"colons":            strings.Repeat("token:", benchSize/6),
+		"quoted colons":     strings.Repeat(`"a":`, benchSize/4),
+		"short options":     strings.Repeat("-p ", benchSize/3),
+		"long options":      strings.Repeat("--token ", benchSize/8),
+		"pem begins":        strings.Repeat("-----BEGIN X-----", benchSize/17),
+		"private begins":    strings.Repeat("-----BEGIN PRIVATE KEY-----", benchSize/27),
+		"crypt":             strings.Repeat(":$6$", benchSize/4),
+		"bearer":            strings.Repeat("Bearer ", benchSize/7),
+		"one long line kv":  strings.Repeat("a=b ", benchSize/4),
+		"header mid-line":   strings.Repeat("authorization: ", benchSize/15),
+		"phrase colons":     strings.Repeat("a b: ", benchSize/5),
+		"newlines":          strings.Repeat("\n", benchSize),
+		"dashes":            strings.Repeat("-", benchSize),
+		"escaped quotes":    strings.Repeat(`\"`, benchSize/2),
+		"quoted key values": strings.Repeat(`"token":"`, benchSize/9),
+	}
+	for name, in := range cases {
+		b.Run(name, func(b *testing.B) {
+			data := []byte(in)
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				Bytes(data)
+			}
+		})
+	}
+}

@@ -36,8 +36,8 @@ func (s *scanner) cryptHash(at int) (int, bool) {
 	if end < len(in) && in[end] != ':' && !isBlank(in[end]) && in[end] != '\n' {
 		return 0, false
 	}
-	s.add(start, end, "[REDACTED]")
-	return end, true
+	s.add(start, end, Marker)
+	return start, true
 }
 
 // cryptSet holds the characters of crypt(3) salts and hashes, and the

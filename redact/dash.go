@@ -41,8 +41,10 @@ var tableLongFlags = func() map[string]bool {
 
 func (s *scanner) onDash(i int) int {
 	in := s.in
-	if end, ok := s.privateKeyBlock(i); ok {
-		return end
+	if i+4 < len(in) && in[i+1] == '-' && in[i+2] == '-' && in[i+3] == '-' {
+		if end, ok := s.privateKeyBlock(i); ok {
+			return end
+		}
 	}
 	if i > s.lineStart && !isBlank(in[i-1]) && in[i-1] != '"' && in[i-1] != '\'' {
 		return i + 1 // not an option: x86_64-linux-gnu, 2025-11-21
@@ -89,7 +91,7 @@ func (s *scanner) longOption(i int) int {
 		return p
 	}
 	s.add(v, e, Marker)
-	return e
+	return p
 }
 
 // commandLine applies the command-line rules to the command around the short

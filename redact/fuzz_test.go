@@ -26,6 +26,11 @@ var plantedLabels = []string{
 	"app --token %s",
 	"nsk_%s",
 	"ghp_%s",
+	"<password>%s</password>",
+	"requirepass %s",
+	"machine h login bob password %s",
+	"Client Secret: %s",
+	`{\"token\":\"%s\"}`,
 }
 
 // midLineLabels are planted between two copies of the input on one line.
@@ -36,6 +41,9 @@ var midLineLabels = []string{
 	" https://u:%s@h/ ",
 	" --password=%s ",
 	" eyJhbGciOiJIUzI1NiJ9.eyJ%s.c2ln ",
+	" <secret>%s</secret> ",
+	" 'Authorization: Basic %s' ",
+	" ?x=1&access_token=%s&y=2 ",
 }
 
 // plantable turns fuzz bytes into a secret made of letters and digits, so
@@ -62,6 +70,9 @@ func FuzzString(f *testing.F) {
 	f.Add(`{"token":"\"x`, uint8(7), "secretsecretsecret99")
 	f.Add("Authorization: Digest x\n'Authorization: a", uint8(2), "01234567890123456789ab")
 	f.Add("https://a:b@c/ ghp_0123456789abcdefghijABCDEFGHIJ012345", uint8(12), "q1w2e3r4t5y6u7i8o9p0")
+	for _, text := range cleanCorpus(f) {
+		f.Add(text, uint8(len(text)), "Kx81kQpLmZ0aBcD9eF2gH3")
+	}
 	f.Fuzz(func(t *testing.T, in string, label uint8, seed string) {
 		out := String(in)
 		if string(Bytes([]byte(in))) != out {

@@ -1,5 +1,6 @@
 package redact
 
+import "slices"
 
 // keyClass says whether a key (the label of a value) names a secret, and
 // which values under it are still evidence rather than secrets.
@@ -26,18 +27,22 @@ var secretEndings = []string{
 	"apikey", "accesskey", "secretkey", "privatekey", "privkey",
 	"signingkey", "encryptionkey", "masterkey", "accountkey",
 	"credential", "credentials", "creds", "cookie", "cookies", "psk",
-	"session", "sessionid", "sessid", "sessionkey",
+	"session", "sessionid", "sessid", "sessionkey", "community",
 }
 
 // notSecretEndings are words ending in a secret ending that are not secrets.
 var notSecretEndings = []string{"bypass", "compass", "surpass", "askpass", "nopass", "oldpwd"}
 
-// trailerWords say how a secret is encoded or which one it is, not what it
-// is, so they are skipped before judging: password_hash, session_id,
-// client_secret_value, secret_b64.
-var trailerWords = []string{
-	"value", "val", "string", "str", "data", "b64", "base64", "hash", "hex",
-	"raw", "enc", "encrypted", "plain", "plaintext", "text", "id", "new", "old",
+// isTrailerWord reports words that say how a secret is encoded or which one
+// it is, not what it is; they are skipped before judging: password_hash,
+// session_id, client_secret_value, secret_b64.
+func isTrailerWord(w []byte) bool {
+	switch string(w) {
+	case "value", "val", "string", "str", "data", "b64", "base64", "hash", "hex",
+		"raw", "enc", "encrypted", "plain", "plaintext", "text", "id", "new", "old":
+		return true
+	}
+	return false
 }
 
 // negatingWords at the start of a flag mean it takes no value: --no-password,
@@ -95,7 +100,7 @@ func classifyKey(key []byte) keyClass {
 		return keyPlain
 	}
 	// Drop trailing words that only say how the secret is stored.
-	for n > 1 && isOneOf(norm[words[n-1][0]:words[n-1][1]], trailerWords) {
+	for n > 1 && isTrailerWord(norm[words[n-1][0]:words[n-1][1]]) {
 		n--
 	}
 	norm = norm[:words[n-1][1]]
@@ -128,7 +133,10 @@ func classifyKey(key []byte) keyClass {
 // must lie inside the last word or start at a word boundary: PGPASSWORD and
 // api_key match, but jwt_oken does not match token.
 func secretStem(norm []byte, words [][2]int) string {
-	for _, stem := range secretEndings {
+	if len(norm) == 0 {
+		return ""
+	}
+	for _, stem := range stemsByLastByte[norm[len(norm)-1]] {
 		at := len(norm) - len(stem)
 		if at < 0 || string(norm[at:]) != stem {
 			continue
@@ -144,6 +152,17 @@ func secretStem(norm []byte, words [][2]int) string {
 	}
 	return ""
 }
+
+// stemsByLastByte indexes secretEndings by last byte, longest first.
+var stemsByLastByte = func() (t [256][]string) {
+	for _, s := range secretEndings {
+		t[s[len(s)-1]] = append(t[s[len(s)-1]], s)
+	}
+	for i := range t {
+		slices.SortStableFunc(t[i], func(a, b string) int { return len(b) - len(a) })
+	}
+	return t
+}()
 
 // classifyFlag judges a long option name (without its dashes) that is
 // followed by a separate value: like a key, except that --no-password and

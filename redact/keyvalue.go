@@ -107,6 +107,9 @@ func (s *scanner) onColon(i int) int {
 		s.schemeEnd = i + 3
 		return i + 3
 	}
+	if i > s.lineStart && i+1 < len(in) && isDigit(in[i-1]) && isDigit(in[i+1]) {
+		return i + 1 // 10:15:42, 0:00, 1:9.2p1: times and versions
+	}
 	if i+1 < len(in) {
 		switch in[i+1] {
 		case ':':
@@ -188,16 +191,16 @@ func isAuthHeader(key []byte) bool {
 }
 
 // redactValue finds the value after the separator at sep (the value may
-// start at from), and records it if it is a secret. It returns where to
-// continue.
+// start at from), and records it if it is a secret. Scanning goes on just
+// after the separator, inside the value: a key there may label a secret that
+// runs past the value's end ("--auth x\"token\": \"SECRET\"").
 func (s *scanner) redactValue(sep, from int, f form, class keyClass, k keyRef) int {
-	start, end := s.valueExtent(from, f, k)
-	start, end = skipScheme(s.in, start, end, f == formHeader)
-	if !isSecretValue(s.in[start:end], class) {
-		return sep + 1
+	start, end, delimited := s.valueExtent(from, f, k)
+	start, end = skipScheme(s.in, start, end, f == formHeader && !delimited)
+	if isSecretValue(s.in[start:end], class) {
+		s.add(start, end, Marker)
 	}
-	s.add(start, end, Marker)
-	return end
+	return sep + 1
 }
 
 // inlineStop ends an unquoted key=value value.
@@ -206,8 +209,9 @@ var inlineStop = [256]bool{' ': true, '\t': true, '\r': true, '\n': true, '"': t
 // jsonStop ends an unquoted JSON value.
 var jsonStop = [256]bool{' ': true, '\t': true, '\r': true, '\n': true, ',': true, '}': true, ']': true, '\\': true}
 
-// valueExtent returns the value that begins at v, written in form f.
-func (s *scanner) valueExtent(v int, f form, k keyRef) (int, int) {
+// valueExtent returns the value that begins at v, written in form f, and
+// whether quotes delimit it.
+func (s *scanner) valueExtent(v int, f form, k keyRef) (int, int, bool) {
 	in := s.in
 	eol := s.lineEnd(v)
 	if f != formInline {
@@ -216,17 +220,18 @@ func (s *scanner) valueExtent(v int, f form, k keyRef) (int, int) {
 		}
 	}
 	if v >= eol {
-		return v, v
+		return v, v, false
 	}
 	switch {
 	case in[v] == '"' || in[v] == '\'':
-		return quotedValue(in, v, eol)
+		start, end := quotedValue(in, v, eol)
+		return start, end, true
 	case in[v] == '\\' && v+1 < eol && in[v+1] == '"':
 		start := v + 2
 		if e := bytes.Index(in[start:eol], []byte(`\"`)); e >= 0 {
-			return start, start + e
+			return start, start + e, true
 		}
-		return start, trimRight(in, start, eol)
+		return start, trimRight(in, start, eol), true
 	}
 	switch f {
 	case formInline:
@@ -234,25 +239,25 @@ func (s *scanner) valueExtent(v int, f form, k keyRef) (int, int) {
 		for e < eol && !inlineStop[in[e]] {
 			e++
 		}
-		return v, e
+		return v, e, false
 	case formQuoted:
 		e := v
 		for e < eol && !jsonStop[in[e]] {
 			e++
 		}
-		return v, e
+		return v, e, false
 	case formHeader:
 		// Up to the quote that opened the header ("-H 'Authorization: …'"),
 		// else to the end of the line; skipScheme keeps only one word.
 		if k.start > s.lineStart {
 			if q := in[k.start-1]; q == '"' || q == '\'' {
 				if e := bytes.IndexByte(in[v:eol], q); e >= 0 {
-					return v, v + e
+					return v, v + e, true
 				}
 			}
 		}
 	}
-	return v, trimRight(in, v, eol)
+	return v, trimRight(in, v, eol), false
 }
 
 // quotedValue returns the inside of the string that starts with the quote at
@@ -327,7 +332,12 @@ var placeholders = []string{
 // secret: not empty, not already redacted, not a placeholder, a variable
 // reference or a template, and not evidence the key's class allows.
 func isSecretValue(v []byte, class keyClass) bool {
-	if len(v) == 0 || bytes.HasPrefix(v, []byte(markerPrefix)) || isFoldOneOf(v, placeholders) {
+	if len(v) == 0 || isFoldOneOf(v, placeholders) {
+		return false
+	}
+	if bytes.Contains(v, []byte(markerPrefix)) {
+		// Redacted already, in whole or in part: judging the rest again
+		// could redact differently the second time.
 		return false
 	}
 	if len(bytes.Trim(v, "*")) == 0 {
@@ -340,7 +350,7 @@ func isSecretValue(v []byte, class keyClass) bool {
 			return false
 		}
 	case '<':
-		if v[len(v)-1] == '>' {
+		if isPlaceholderName(v) {
 			return false // <password>
 		}
 	case '{':
@@ -355,6 +365,19 @@ func isSecretValue(v []byte, class keyClass) bool {
 		return v[0] != '/'
 	case keyBare:
 		return looksLikeBase64Key(v)
+	}
+	return true
+}
+
+// isPlaceholderName reports <name> and <some name>, as in usage text.
+func isPlaceholderName(v []byte) bool {
+	if len(v) < 3 || v[0] != '<' || v[len(v)-1] != '>' {
+		return false
+	}
+	for _, c := range v[1 : len(v)-1] {
+		if !ident[c] && c != ' ' {
+			return false
+		}
 	}
 	return true
 }

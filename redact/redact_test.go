@@ -207,6 +207,26 @@ func TestLabelledValues(t *testing.T) {
 	})
 }
 
+func TestConfigForms(t *testing.T) {
+	runCases(t, []redactCase{
+		{"xml element", "<user>bob</user><password>hunter2</password>", "<user>bob</user><password>[REDACTED]</password>"},
+		{"xml attribute", `<user username="tomcat" password="s3cret" roles="admin"/>`, `<user username="tomcat" password="[REDACTED]" roles="admin"/>`},
+		{"maven server", "  <server>\n    <passphrase>abc def</passphrase>\n  </server>", "  <server>\n    <passphrase>[REDACTED]</passphrase>\n  </server>"},
+		{"redis requirepass", "bind 127.0.0.1\nrequirepass foobared\nport 6379", "bind 127.0.0.1\nrequirepass [REDACTED]\nport 6379"},
+		{"redis masterauth", "masterauth s3cret", "masterauth [REDACTED]"},
+		{"snmp community", "rocommunity s3cretcomm 10.0.0.0/24", "rocommunity [REDACTED] 10.0.0.0/24"},
+		{"netrc one line", "machine api.example.com login bob password hunter2", "machine api.example.com login bob password [REDACTED]"},
+		{"netrc lines", "machine api.example.com\n  login bob\n  password hunter2\n", "machine api.example.com\n  login bob\n  password [REDACTED]\n"},
+		// Negatives.
+		{"xml prose", "usage: mysql -p<password> db", "usage: mysql -p<password> db"},
+		{"xml other", "<name>web</name>", "<name>web</name>"},
+		{"pam", "auth    required    pam_unix.so nullok", "auth    required    pam_unix.so nullok"},
+		{"openvpn", "auth SHA256\nauth-user-pass /etc/openvpn/creds", "auth SHA256\nauth-user-pass /etc/openvpn/creds"},
+		{"password prose line", "password required for sudo", "password required for sudo"},
+		{"redis commented", "# requirepass foobared", "# requirepass [REDACTED]"},
+	})
+}
+
 func TestURLUserinfo(t *testing.T) {
 	runCases(t, []redactCase{
 		{"https", "https://bob:pa55@example.com/x", "https://bob:[REDACTED]@example.com/x"},

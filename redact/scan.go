@@ -14,6 +14,7 @@ const (
 	clsColon   // key: value, "key": value, scheme://, user:$6$hash
 	clsAt      // scheme://user:password@host
 	clsDash    // -----BEGIN, --password value, -p value
+	clsLess    // <password>SECRET</password>
 	clsWord    // first letter of a token that names itself (eyJ, ghp_, AKIA, Bearer …)
 )
 
@@ -40,6 +41,7 @@ var class = func() (t [256]uint8) {
 	t[':'] = clsColon
 	t['@'] = clsAt
 	t['-'] = clsDash
+	t['<'] = clsLess
 	for _, b := range []byte(tokenFirstLetters) {
 		t[b] = clsWord
 	}
@@ -47,6 +49,8 @@ var class = func() (t [256]uint8) {
 }()
 
 func isBlank(c byte) bool { return c == ' ' || c == '\t' || c == '\r' }
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 func isLetter(c byte) bool { return 'A' <= c&^0x20 && c&^0x20 <= 'Z' }
 
@@ -64,6 +68,7 @@ type scanner struct {
 	lineStart    int // first byte of the current line
 	contentStart int // first byte of the line after indentation and list, quote or diff marks
 	schemeEnd    int // just after the last "://" on this line, or -1
+	eol          int // the current line's end once looked up, or -1
 	argvDone     int // command-line rules already ran up to here
 }
 
@@ -75,14 +80,19 @@ func (s *scanner) add(start, end int, marker string) {
 }
 
 // scan walks the input once. Each handler returns the index to continue
-// from, always past the byte it was called for.
+// from, always past the byte it was called for. Handlers skip only what
+// cannot hold another secret's label: a key block's body, a token's body.
 func (s *scanner) scan() {
 	in := s.in
 	s.newLine(0)
 	for i := 0; i < len(in); {
-		switch class[in[i]] {
-		case clsPlain:
+		c := class[in[i]]
+		// The common cases first: a plain byte, or a letter inside a word.
+		if c == clsPlain || c == clsWord && i > 0 && alnum[in[i-1]] {
 			i++
+			continue
+		}
+		switch c {
 		case clsNewline:
 			s.newLine(i + 1)
 			i++
@@ -94,11 +104,9 @@ func (s *scanner) scan() {
 			i = s.onAt(i)
 		case clsDash:
 			i = s.onDash(i)
-		default: // clsWord
-			if i > 0 && alnum[in[i-1]] {
-				i++
-				continue
-			}
+		case clsLess:
+			i = s.onLess(i)
+		default: // clsWord at the start of a word
 			i = s.onWord(i)
 		}
 	}
@@ -112,23 +120,31 @@ var linePrefix = [256]bool{' ': true, '\t': true, '-': true, '#': true, '>': tru
 func (s *scanner) newLine(at int) {
 	s.lineStart = at
 	s.schemeEnd = -1
+	s.eol = -1
 	q := at
 	for q < len(s.in) && q-at < 32 && linePrefix[s.in[q]] {
 		q++
 	}
 	s.contentStart = q
+	if q < len(s.in) && directiveFirst[s.in[q]] {
+		s.lineDirective(q)
+	}
 }
 
-// lineEnd returns the index of the newline ending the line that holds at, or
-// the input's length.
+// lineEnd returns the index of the newline that ends the current line, or
+// the input's length. at is a position on the current line; the answer is
+// kept, so long lines with many candidates are searched once.
 func (s *scanner) lineEnd(at int) int {
-	if at >= len(s.in) {
-		return len(s.in)
+	if s.eol >= at {
+		return s.eol
 	}
-	if e := bytes.IndexByte(s.in[at:], '\n'); e >= 0 {
-		return at + e
+	s.eol = len(s.in)
+	if at < len(s.in) {
+		if e := bytes.IndexByte(s.in[at:], '\n'); e >= 0 {
+			s.eol = at + e
+		}
 	}
-	return len(s.in)
+	return s.eol
 }
 
 // rewrite builds the output: the input with every span replaced. Overlapping

@@ -62,6 +62,15 @@ var prefixTokens = []prefixToken{
 	{prefix: "rk_test_", body: alnumOnly, min: 10, marker: "[REDACTED:stripe-key]"},
 }
 
+// tokensByLetter indexes prefixTokens by first letter.
+var tokensByLetter = func() (t [256][]*prefixToken) {
+	for i := range prefixTokens {
+		p := &prefixTokens[i]
+		t[p.prefix[0]] = append(t[p.prefix[0]], p)
+	}
+	return t
+}()
+
 var upperDigit = func() (t [256]bool) {
 	for c := 'A'; c <= 'Z'; c++ {
 		t[c] = true
@@ -77,21 +86,23 @@ func (s *scanner) onWord(i int) int {
 	w := s.in[i:]
 	switch w[0] {
 	case 'e':
-		if end := jwtEnd(w); end > 0 {
+		end, ok := jwtEnd(w)
+		if ok {
 			s.add(i, i+end, "[REDACTED:jwt]")
-			return i + end
 		}
+		return i + end
 	case 'B', 'b':
 		return s.bearer(i)
 	case 's':
-		if end := dashKeyEnd(w); end > 0 {
+		if end, ok := dashKeyEnd(w); ok {
 			s.add(i, i+end, "[REDACTED:api-key]")
+			return i + end
+		} else if end > 0 {
 			return i + end
 		}
 	}
-	for k := range prefixTokens {
-		t := &prefixTokens[k]
-		if len(w) <= len(t.prefix) || w[0] != t.prefix[0] || string(w[:len(t.prefix)]) != t.prefix {
+	for _, t := range tokensByLetter[w[0]] {
+		if len(w) <= len(t.prefix) || string(w[:len(t.prefix)]) != t.prefix {
 			continue
 		}
 		end := len(t.prefix)
@@ -108,38 +119,41 @@ func (s *scanner) onWord(i int) int {
 	return i + 1
 }
 
-// jwtEnd returns the length of the JSON Web Token (or JWE) at the start of w,
-// or 0: eyJ<header>.<payload>.<signature>, further parts included.
-func jwtEnd(w []byte) int {
+// jwtEnd returns the length of the JSON Web Token (or JWE) at the start of w:
+// eyJ<header>.<payload>.<signature>, further parts included. When w holds no
+// token it returns how far it looked (at least 1), so a long run is not
+// searched again from every dash inside it.
+func jwtEnd(w []byte) (int, bool) {
 	if !bytes.HasPrefix(w, []byte("eyJ")) {
-		return 0
+		return 1, false
 	}
 	p := runOf(w, 3, &b64url)
 	if p < 10 || p >= len(w) || w[p] != '.' {
-		return 0
+		return p, false
 	}
 	q := runOf(w, p+1, &b64url)
 	if q-(p+1) < 4 || q >= len(w) || w[q] != '.' {
-		return 0
+		return p, false
 	}
 	p = runOf(w, q+1, &b64url)
 	for p+1 < len(w) && w[p] == '.' && b64url[w[p+1]] {
 		p = runOf(w, p+1, &b64url)
 	}
-	return p
+	return p, true
 }
 
 // dashKeyEnd returns the length of an sk-… API key (OpenAI, Anthropic) at the
-// start of w, or 0. It wants a digit in the body, which words never have.
-func dashKeyEnd(w []byte) int {
+// start of w. It wants a digit in the body, which words never have. Without
+// a key it returns how far it looked, or 0 when w does not start with sk-.
+func dashKeyEnd(w []byte) (int, bool) {
 	if !bytes.HasPrefix(w, []byte("sk-")) {
-		return 0
+		return 0, false
 	}
 	end := runOf(w, 3, &b64url)
 	if end-3 < 20 || bytes.IndexAny(w[3:end], "0123456789") < 0 {
-		return 0
+		return end, false
 	}
-	return end
+	return end, true
 }
 
 func runOf(w []byte, from int, set *[256]bool) int {
@@ -168,12 +182,15 @@ func (s *scanner) bearer(i int) int {
 		return p
 	}
 	end := runOf(in, q, &tokenSet)
-	if !looksLikeCredential(in[q:end]) {
+	if end < len(in) && !credentialEnd[in[end]] || !looksLikeCredential(in[q:end]) {
 		return p
 	}
 	s.add(q, end, Marker)
-	return end
+	return q
 }
+
+// credentialEnd holds what may follow a whole bearer credential.
+var credentialEnd = [256]bool{' ': true, '\t': true, '\r': true, '\n': true, '"': true, '\'': true, ',': true, ';': true, ')': true, ']': true, '}': true, '>': true, '\\': true, '&': true}
 
 // looksLikeCredential tells a bearer credential from the next word of prose
 // ("Bearer token expired") or an auth-param ("Bearer realm=…").

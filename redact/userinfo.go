@@ -4,7 +4,7 @@ import "bytes"
 
 // maxUserinfo bounds how far back from an @ the password of a URL is looked
 // for.
-const maxUserinfo = 512
+const maxUserinfo = 256
 
 // onAt redacts the password of scheme://user:password@host. The user stays:
 // it says which account the URL logs in as.
@@ -13,8 +13,12 @@ func (s *scanner) onAt(i int) int {
 		return i + 1
 	}
 	userinfo := s.in[s.schemeEnd:i]
-	if bytes.ContainsAny(userinfo, " \t\r/\"'<>") || bytes.Contains(userinfo, []byte(markerPrefix)) {
-		return i + 1 // the @ is in a path, the URL ended before it, or it is redacted already
+	if bytes.ContainsAny(userinfo, " \t\r/\"'<>") {
+		s.schemeEnd = -1 // the URL's authority ended before this @, and before any later one
+		return i + 1
+	}
+	if bytes.Contains(userinfo, []byte(markerPrefix)) {
+		return i + 1 // redacted already
 	}
 	colon := bytes.IndexByte(userinfo, ':')
 	if colon < 0 {
