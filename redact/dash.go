@@ -39,6 +39,8 @@ var tableLongFlags = func() map[string]bool {
 	return m
 }()
 
+// onDash handles a dash: the armor of a key block, or an option of a
+// command line.
 func (s *scanner) onDash(i int) int {
 	in := s.in
 	if i+4 < len(in) && in[i+1] == '-' && in[i+2] == '-' && in[i+3] == '-' {

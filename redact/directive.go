@@ -33,12 +33,32 @@ func (s *scanner) lineDirective(at int) {
 		}
 	case string(word) == "password":
 		// netrc spread over lines: "  password SECRET" and nothing after.
-		eol := s.lineEnd(at)
-		rest := bytes.TrimSpace(in[w:eol])
-		if len(rest) > 0 && bytes.IndexAny(rest, " \t") < 0 && w < eol && isBlank(in[w]) {
-			s.redactNextWord(w)
+		if start, end, ok := s.soleWordAfter(w); ok && in[start] != '=' && in[start] != ':' {
+			s.add(start, end, Marker)
 		}
 	}
+}
+
+// soleWordAfter finds the word after the blanks at p, when it is the last
+// word on the line and a secret value.
+func (s *scanner) soleWordAfter(p int) (int, int, bool) {
+	in := s.in
+	eol := s.lineEnd(p)
+	if p >= eol || !isBlank(in[p]) {
+		return 0, 0, false
+	}
+	start := p
+	for start < eol && isBlank(in[start]) {
+		start++
+	}
+	end := start
+	for end < eol && !isBlank(in[end]) {
+		end++
+	}
+	if start == end || trimRight(in, end, eol) != end || !isSecretValue(in[start:end], keySecret) {
+		return 0, 0, false
+	}
+	return start, end, true
 }
 
 // redactNextWord redacts the word after the blanks at p.

@@ -20,7 +20,6 @@ const (
 type keyRef struct {
 	start, end int  // the key's text (inside its quotes, if quoted)
 	quote      byte // the quote around the key, or 0
-	escaped    bool // the quotes are escaped (\"key\"), as in JSON inside a JSON string
 	spaced     bool // blanks between the key and the separator
 }
 
@@ -49,13 +48,14 @@ func (s *scanner) keyBefore(sep int) (keyRef, bool) {
 // (or a marker sits inside, which must not turn into a key on a second pass).
 var quotedKeyStop = [256]bool{'"': true, '\'': true, '\\': true, ':': true, '[': true, ']': true, '{': true, '}': true, ',': true, '\n': true}
 
-// quotedKeyBefore reads a quoted key whose closing quote is at closing.
+// quotedKeyBefore reads a quoted key whose closing quote is at closing. The
+// quotes may be escaped (\"key\"), as in JSON inside a JSON string.
 func (s *scanner) quotedKeyBefore(closing int, k keyRef) (keyRef, bool) {
 	in, lo := s.in, s.lineStart
 	q := in[closing]
 	end := closing
-	if end > lo && in[end-1] == '\\' {
-		k.escaped = true
+	escaped := end > lo && in[end-1] == '\\'
+	if escaped {
 		end--
 	}
 	start := end
@@ -65,7 +65,7 @@ func (s *scanner) quotedKeyBefore(closing int, k keyRef) (keyRef, bool) {
 	if start == lo || in[start-1] != q || start == end {
 		return k, false
 	}
-	if k.escaped && (start < lo+2 || in[start-2] != '\\') {
+	if escaped && (start < lo+2 || in[start-2] != '\\') {
 		return k, false
 	}
 	k.start, k.end, k.quote = start, end, q

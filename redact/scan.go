@@ -35,6 +35,7 @@ var ident = func() (t [256]bool) {
 	return t
 }()
 
+// class maps each byte to its class in the scan loop.
 var class = func() (t [256]uint8) {
 	t['\n'] = clsNewline
 	t['='] = clsEquals
