@@ -124,3 +124,29 @@ func FuzzArgv(f *testing.F) {
 		}
 	})
 }
+
+// TestPlantedSecretsInCorpus runs the fuzz property over the clean corpus:
+// every label, planted into every file, loses its secret, and the rest of
+// the file is untouched.
+func TestPlantedSecretsInCorpus(t *testing.T) {
+	const secret = "Kx81kQpLmZ0aBcD9eF2gH3"
+	for path, text := range cleanCorpus(t) {
+		for _, label := range plantedLabels {
+			line := fmtLabel(label, secret)
+			out := String(text + "\n" + line + "\n" + text)
+			if strings.Contains(out, secret) {
+				t.Errorf("%s: secret behind %q survived", path, label)
+			}
+			if !strings.HasPrefix(out, text+"\n") || !strings.HasSuffix(out, "\n"+text) {
+				if !strings.HasPrefix(label, "-----BEGIN RSA") { // a BEGIN without END redacts to the end
+					t.Errorf("%s: planting %q changed the surrounding text", path, label)
+				}
+			}
+		}
+		for _, label := range midLineLabels {
+			if out := String(text + fmtLabel(label, secret) + text); strings.Contains(out, secret) {
+				t.Errorf("%s: secret behind %q survived mid-line", path, label)
+			}
+		}
+	}
+}

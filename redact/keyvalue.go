@@ -107,6 +107,10 @@ func (s *scanner) onColon(i int) int {
 		s.schemeEnd = i + 3
 		return i + 3
 	}
+	if bytes.HasPrefix(in[i+1:], []byte(`\/\/`)) {
+		s.schemeEnd = i + 5 // https:\/\/ in JSON written by PHP and others
+		return i + 5
+	}
 	if i > s.lineStart && i+1 < len(in) && isDigit(in[i-1]) && isDigit(in[i+1]) {
 		return i + 1 // 10:15:42, 0:00, 1:9.2p1: times and versions
 	}

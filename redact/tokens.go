@@ -6,7 +6,7 @@ import "bytes"
 // word, whatever labels them.
 
 // tokenFirstLetters are the first letters of the prefixes onWord knows.
-const tokenFirstLetters = "eAngxsrBb"
+const tokenFirstLetters = "eAngxsrBbd"
 
 // b64url holds [A-Za-z0-9_-].
 var b64url = func() (t [256]bool) {
@@ -93,6 +93,8 @@ func (s *scanner) onWord(i int) int {
 		return i + end
 	case 'B', 'b':
 		return s.bearer(i)
+	case 'd':
+		return s.phpDefine(i)
 	case 's':
 		if end, ok := dashKeyEnd(w); ok {
 			s.add(i, i+end, "[REDACTED:api-key]")
@@ -150,7 +152,7 @@ func dashKeyEnd(w []byte) (int, bool) {
 		return 0, false
 	}
 	end := runOf(w, 3, &b64url)
-	if end-3 < 20 || bytes.IndexAny(w[3:end], "0123456789") < 0 {
+	if end-3 < 20 || !bytes.ContainsAny(w[3:end], "0123456789") {
 		return end, false
 	}
 	return end, true
@@ -204,5 +206,5 @@ func looksLikeCredential(t []byte) bool {
 	if len(t) >= 20 {
 		return true
 	}
-	return bytes.IndexAny(t, "0123456789._~+/=-") >= 0
+	return bytes.ContainsAny(t, "0123456789._~+/=-")
 }
