@@ -29,37 +29,32 @@ var tokenSet = func() (t [256]bool) {
 type prefixToken struct {
 	prefix string
 	body   *[256]bool
-	min    int // fewest body bytes after the prefix
-	exact  bool
+	min    int  // fewest body bytes after the prefix
+	exact  bool // the body has exactly min bytes and ends the word
 	marker string
 }
 
-var (
-	alnumOnly = &alnum
-	b64urlSet = &b64url
-)
-
 var prefixTokens = []prefixToken{
-	{prefix: "nsk_", body: b64urlSet, min: 4, marker: "[REDACTED:nannyai-token]"},
-	{prefix: "ghp_", body: alnumOnly, min: 20, marker: "[REDACTED:github-token]"},
-	{prefix: "gho_", body: alnumOnly, min: 20, marker: "[REDACTED:github-token]"},
-	{prefix: "ghu_", body: alnumOnly, min: 20, marker: "[REDACTED:github-token]"},
-	{prefix: "ghs_", body: alnumOnly, min: 20, marker: "[REDACTED:github-token]"},
-	{prefix: "ghr_", body: alnumOnly, min: 20, marker: "[REDACTED:github-token]"},
-	{prefix: "github_pat_", body: b64urlSet, min: 20, marker: "[REDACTED:github-token]"},
-	{prefix: "glpat-", body: b64urlSet, min: 20, marker: "[REDACTED:gitlab-token]"},
-	{prefix: "xoxb-", body: b64urlSet, min: 10, marker: "[REDACTED:slack-token]"},
-	{prefix: "xoxa-", body: b64urlSet, min: 10, marker: "[REDACTED:slack-token]"},
-	{prefix: "xoxp-", body: b64urlSet, min: 10, marker: "[REDACTED:slack-token]"},
-	{prefix: "xoxr-", body: b64urlSet, min: 10, marker: "[REDACTED:slack-token]"},
-	{prefix: "xoxs-", body: b64urlSet, min: 10, marker: "[REDACTED:slack-token]"},
-	{prefix: "AIza", body: b64urlSet, min: 30, marker: "[REDACTED:google-api-key]"},
+	{prefix: "nsk_", body: &b64url, min: 4, marker: "[REDACTED:nannyai-token]"},
+	{prefix: "ghp_", body: &alnum, min: 20, marker: "[REDACTED:github-token]"},
+	{prefix: "gho_", body: &alnum, min: 20, marker: "[REDACTED:github-token]"},
+	{prefix: "ghu_", body: &alnum, min: 20, marker: "[REDACTED:github-token]"},
+	{prefix: "ghs_", body: &alnum, min: 20, marker: "[REDACTED:github-token]"},
+	{prefix: "ghr_", body: &alnum, min: 20, marker: "[REDACTED:github-token]"},
+	{prefix: "github_pat_", body: &b64url, min: 20, marker: "[REDACTED:github-token]"},
+	{prefix: "glpat-", body: &b64url, min: 20, marker: "[REDACTED:gitlab-token]"},
+	{prefix: "xoxb-", body: &b64url, min: 10, marker: "[REDACTED:slack-token]"},
+	{prefix: "xoxa-", body: &b64url, min: 10, marker: "[REDACTED:slack-token]"},
+	{prefix: "xoxp-", body: &b64url, min: 10, marker: "[REDACTED:slack-token]"},
+	{prefix: "xoxr-", body: &b64url, min: 10, marker: "[REDACTED:slack-token]"},
+	{prefix: "xoxs-", body: &b64url, min: 10, marker: "[REDACTED:slack-token]"},
+	{prefix: "AIza", body: &b64url, min: 30, marker: "[REDACTED:google-api-key]"},
 	{prefix: "AKIA", body: &upperDigit, min: 16, exact: true, marker: "[REDACTED:aws-access-key-id]"},
 	{prefix: "ASIA", body: &upperDigit, min: 16, exact: true, marker: "[REDACTED:aws-access-key-id]"},
-	{prefix: "sk_live_", body: alnumOnly, min: 10, marker: "[REDACTED:stripe-key]"},
-	{prefix: "sk_test_", body: alnumOnly, min: 10, marker: "[REDACTED:stripe-key]"},
-	{prefix: "rk_live_", body: alnumOnly, min: 10, marker: "[REDACTED:stripe-key]"},
-	{prefix: "rk_test_", body: alnumOnly, min: 10, marker: "[REDACTED:stripe-key]"},
+	{prefix: "sk_live_", body: &alnum, min: 10, marker: "[REDACTED:stripe-key]"},
+	{prefix: "sk_test_", body: &alnum, min: 10, marker: "[REDACTED:stripe-key]"},
+	{prefix: "rk_live_", body: &alnum, min: 10, marker: "[REDACTED:stripe-key]"},
+	{prefix: "rk_test_", body: &alnum, min: 10, marker: "[REDACTED:stripe-key]"},
 }
 
 // tokensByLetter indexes prefixTokens by first letter.
