@@ -1,0 +1,68 @@
+package redact
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// cleanCorpus returns ordinary diagnostic output that holds no secrets:
+// testdata/clean and the shared Proxmox fixtures.
+func cleanCorpus(t testing.TB) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	paths, err := filepath.Glob("testdata/clean/*")
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no clean corpus in testdata/clean: %v", err)
+	}
+	shared, err := filepath.Glob(filepath.Join(repoRoot(t), "..", "shared", "fixtures", "proxmox", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range append(paths, shared...) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("read corpus file: %v", err)
+		}
+		files[p] = string(b)
+	}
+	return files
+}
+
+// repoRoot walks up from the test's directory to the one holding go.mod.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// TestCleanCorpusUnchanged pins the false-positive policy: ordinary output
+// (ps, journalctl, ip, df, digests, systemctl, dmesg, os-release, dpkg, apt,
+// docker, git, Proxmox JSON, bpftrace) passes through byte for byte.
+func TestCleanCorpusUnchanged(t *testing.T) {
+	for path, text := range cleanCorpus(t) {
+		got := String(text)
+		if got == text {
+			continue
+		}
+		gl, wl := strings.Split(got, "\n"), strings.Split(text, "\n")
+		for i := range min(len(gl), len(wl)) {
+			if gl[i] != wl[i] {
+				t.Errorf("%s:%d changed:\n  in:  %q\n  out: %q", path, i+1, wl[i], gl[i])
+			}
+		}
+	}
+}
