@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nannyai/nannyagent/ipc/peercred"
+	"github.com/nannyai/nannyagent/redact"
 )
 
 // Decision values written to the decision log.
@@ -90,11 +91,13 @@ func (d decisionLog) refusedConnection(p peercred.Peer, reason error) {
 		"policy_sha256", d.policy(), "reason", reason.Error())
 }
 
-// truncateArgv keeps log lines bounded whatever the request carried.
+// truncateArgv keeps log lines bounded whatever the request carried, after
+// removing secrets (a password on a command line must not reach the log).
 func truncateArgv(argv []string) []string {
 	n := min(len(argv), maxLoggedArgs)
+	kept := redact.Argv(argv[:n:n])
 	out := make([]string, 0, n+1)
-	for _, arg := range argv[:n] {
+	for _, arg := range kept {
 		if len(arg) > maxLoggedArgLen {
 			arg = strings.ToValidUTF8(arg[:maxLoggedArgLen], "") + truncationMarker
 		}

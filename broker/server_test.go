@@ -277,3 +277,11 @@ func TestCollectMetricsOverTheSocket(t *testing.T) {
 		t.Errorf("sample incomplete: cpu %v memory %v host %v", m.GetCpu(), m.GetMemory(), m.GetHost())
 	}
 }
+
+func TestDecisionLogRedactsArgv(t *testing.T) {
+	got := truncateArgv([]string{"/usr/bin/mysql", "-psecretpass", "--password=hunter2", "-h", "db"})
+	joined := strings.Join(got, " ")
+	if strings.Contains(joined, "secretpass") || strings.Contains(joined, "hunter2") || !strings.Contains(joined, "db") {
+		t.Errorf("argv not redacted: %q", got)
+	}
+}

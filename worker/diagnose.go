@@ -10,6 +10,7 @@ import (
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
 	"github.com/nannyai/nannyagent/policy"
+	"github.com/nannyai/nannyagent/redact"
 	"github.com/nannyai/nannyagent/worker/ebpf"
 	"github.com/nannyai/nannyagent/worker/investigate"
 	"github.com/nannyai/nannyagent/worker/nannyapi"
@@ -58,7 +59,7 @@ func (w *Worker) investigate(ctx context.Context, id, issue string, progress fun
 	loop := &investigate.Loop{
 		Model: model{client},
 		Commands: &investigate.Commands{
-			Broker: w.broker, Parse: parseStages, Redact: redactText, Parallel: commandParallel,
+			Broker: w.broker, Parse: parseStages, Redact: redact.String, Parallel: commandParallel,
 		},
 		Tracer:   tracer{w.broker},
 		Reporter: reporter{client},
@@ -98,13 +99,15 @@ func parseStages(line string) ([]*brokerv1.Stage, error) {
 	return out, nil
 }
 
-// model adapts NannyAPI's proxy to the loop.
+// model adapts NannyAPI's proxy to the loop. It is the one place every
+// message leaves for the model, so it redacts every message there: command
+// output, trace results, the host's facts and the issue text alike.
 type model struct{ c *nannyapi.Client }
 
 func (m model) Turn(ctx context.Context, id string, msgs []investigate.Message) (string, error) {
 	chat := make([]nannyapi.ChatMessage, len(msgs))
 	for i, msg := range msgs {
-		chat[i] = nannyapi.ChatMessage{Role: msg.Role, Content: msg.Content}
+		chat[i] = nannyapi.ChatMessage{Role: msg.Role, Content: redact.String(msg.Content)}
 	}
 	resp, err := m.c.AITurn(ctx, id, chat)
 	if err != nil {
