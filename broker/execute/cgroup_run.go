@@ -33,17 +33,22 @@ type cgroups struct {
 	v1Parent map[string]string
 	v1Home   map[string]string
 	created  []string
-	log      *slog.Logger
+	// prefix names this runner's run cgroups: run-<pid>-<runner>-.
+	prefix string
+	log    *slog.Logger
 }
 
-// runSeq numbers run cgroups within this process.
-var runSeq atomic.Uint64
+// runnerSeq and runSeq number runners and run cgroups in this process.
+var runnerSeq, runSeq atomic.Uint64
 
 // setupCgroups creates the runner's parent cgroups. wantV2 is false when
 // the subreaper path is forced. Missing hierarchies are not errors: the
 // runner reports what it could set up.
 func setupCgroups(l cgroupLayout, name string, wantV2 bool, log *slog.Logger) (*cgroups, error) {
-	c := &cgroups{v2Ctl: map[string]bool{}, v1Parent: map[string]string{}, v1Home: map[string]string{}, log: log}
+	c := &cgroups{
+		v2Ctl: map[string]bool{}, v1Parent: map[string]string{}, v1Home: map[string]string{}, log: log,
+		prefix: fmt.Sprintf("run-%d-%d-", os.Getpid(), runnerSeq.Add(1)),
+	}
 	if wantV2 && l.v2Self != "" {
 		if err := c.setupV2(l, name); err != nil {
 			log.Warn("cgroup v2 kill unavailable, using the subreaper helper", "err", err)
@@ -138,7 +143,7 @@ func (c *cgroups) sweep() {
 	}
 }
 
-// runOwner reads the broker pid from a run cgroup name "run-<pid>-<seq>".
+// runOwner reads the broker pid from a run cgroup name "run-<pid>-...".
 func runOwner(name string) (int, bool) {
 	rest, ok := strings.CutPrefix(name, "run-")
 	if !ok {
@@ -164,26 +169,71 @@ func (c *cgroups) close() {
 
 // runCgroup is one run's cgroups.
 type runCgroup struct {
-	v2Dir string
+	// limits is what the cgroups are set to, so a spare whose limits
+	// already match is used without writes.
+	limits Limits
+	v2Dir  string
 	// v2FD is the v2 directory for CLONE_INTO_CGROUP, -1 without v2.
-	v2FD int
+	v2FD  int
 	v2Ctl map[string]bool
 	v1    []v1Run
+	// Control files read after every run, opened ahead of time and read
+	// with pread: cgroup.events (v2), the OOM and task limit counters,
+	// and the v1 cgroup.procs files where there is no v2 cgroup.
+	events, oom, pidsEvents *os.File
+	v1Procs                 []*os.File
 }
 
 // v1Run is one v1 controller's cgroup for a run, with the tasks files the
 // starter thread writes its thread id into (run) and back out of (home).
 type v1Run struct {
-	ctl, dir   string
-	tasks      *os.File
-	homeTasks  *os.File
+	ctl, dir  string
+	memsw     bool // swap accounting: memory.memsw.limit_in_bytes exists
+	tasks     *os.File
+	homeTasks *os.File
+}
+
+// setLimits writes the run's cap into this controller's cgroup. The task
+// limit has one extra slot for the starter thread (see newRun).
+func (v *v1Run) setLimits(lim Limits) error {
+	switch v.ctl {
+	case "memory":
+		// memory+swap gets the same cap as memory, so the run cannot spill
+		// into swap. The kernel wants memsw >= memory at every step, so
+		// the order depends on whether the cap goes up or down.
+		mem := strconv.FormatInt(lim.ChildMemory, 10)
+		files := []string{"memory.limit_in_bytes"}
+		if v.memsw {
+			files = append(files, "memory.memsw.limit_in_bytes")
+			if cur, err := numberFile(filepath.Join(v.dir, files[1])); err == nil && lim.ChildMemory > cur {
+				files[0], files[1] = files[1], files[0]
+			}
+		}
+		for _, f := range files {
+			if err := writeFile(filepath.Join(v.dir, f), mem); err != nil {
+				return err
+			}
+		}
+	case "pids":
+		return writeFile(filepath.Join(v.dir, "pids.max"), strconv.Itoa(lim.ChildTasks+1))
+	}
+	return nil
+}
+
+// numberFile reads a control file holding one number.
+func numberFile(file string) (int64, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 }
 
 // newRun creates the cgroups of one run and sets its limits. The v1 task
 // limit has one extra slot: the thread that starts the stages sits in the
 // cgroup while it forks them.
 func (c *cgroups) newRun(lim Limits) (_ *runCgroup, err error) {
-	name := fmt.Sprintf("run-%d-%d", os.Getpid(), runSeq.Add(1))
+	name := c.prefix + strconv.FormatUint(runSeq.Add(1), 10)
 	rc := &runCgroup{v2FD: -1, v2Ctl: c.v2Ctl}
 	defer func() {
 		if err != nil {
@@ -203,6 +253,7 @@ func (c *cgroups) newRun(lim Limits) (_ *runCgroup, err error) {
 			return nil, err
 		}
 	}
+	rc.limits = lim
 	return rc, nil
 }
 
@@ -212,21 +263,29 @@ func (rc *runCgroup) createV2(dir string, lim Limits) error {
 	}
 	rc.v2Dir = dir
 	if rc.v2Ctl["memory"] {
-		if err := writeFile(filepath.Join(dir, "memory.max"), strconv.FormatInt(lim.ChildMemory, 10)); err != nil {
-			return err
-		}
 		_ = writeFile(filepath.Join(dir, "memory.swap.max"), "0") // absent without swap accounting
 	}
-	if rc.v2Ctl["pids"] {
-		if err := writeFile(filepath.Join(dir, "pids.max"), strconv.Itoa(lim.ChildTasks)); err != nil {
-			return err
-		}
+	if err := rc.setLimits(lim); err != nil {
+		return err
 	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open run cgroup: %w", err)
 	}
 	rc.v2FD = fd
+	if rc.events, err = os.Open(filepath.Join(dir, "cgroup.events")); err != nil {
+		return fmt.Errorf("open run cgroup events: %w", err)
+	}
+	if rc.v2Ctl["memory"] {
+		if rc.oom, err = os.Open(filepath.Join(dir, "memory.events")); err != nil {
+			return fmt.Errorf("open run cgroup memory events: %w", err)
+		}
+	}
+	if rc.v2Ctl["pids"] {
+		if rc.pidsEvents, err = os.Open(filepath.Join(dir, "pids.events")); err != nil {
+			return fmt.Errorf("open run cgroup pids events: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -234,33 +293,29 @@ func (rc *runCgroup) createV1(ctl, dir, home string, lim Limits) error {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s run cgroup: %w", ctl, err)
 	}
-	run := v1Run{ctl: ctl, dir: dir}
-	rc.v1 = append(rc.v1, run)
+	_, err := os.Stat(filepath.Join(dir, "memory.memsw.limit_in_bytes"))
+	rc.v1 = append(rc.v1, v1Run{ctl: ctl, dir: dir, memsw: err == nil})
 	last := &rc.v1[len(rc.v1)-1]
-	switch ctl {
-	case "memory":
-		mem := strconv.FormatInt(lim.ChildMemory, 10)
-		if err := writeFile(filepath.Join(dir, "memory.limit_in_bytes"), mem); err != nil {
-			return err
-		}
-		// With swap accounting, memory+swap gets the same cap, so the run
-		// cannot spill past the limit into swap.
-		if _, err := os.Stat(filepath.Join(dir, "memory.memsw.limit_in_bytes")); err == nil {
-			if err := writeFile(filepath.Join(dir, "memory.memsw.limit_in_bytes"), mem); err != nil {
-				return err
-			}
-		}
-	case "pids":
-		if err := writeFile(filepath.Join(dir, "pids.max"), strconv.Itoa(lim.ChildTasks+1)); err != nil {
-			return err
-		}
+	if err := last.setLimits(lim); err != nil {
+		return err
 	}
-	var err error
 	if last.tasks, err = os.OpenFile(filepath.Join(dir, "tasks"), os.O_WRONLY, 0); err != nil {
 		return fmt.Errorf("open %s run cgroup tasks: %w", ctl, err)
 	}
 	if last.homeTasks, err = os.OpenFile(filepath.Join(home, "tasks"), os.O_WRONLY, 0); err != nil {
 		return fmt.Errorf("open %s home cgroup tasks: %w", ctl, err)
+	}
+	counter := map[string]**os.File{"memory": &rc.oom, "pids": &rc.pidsEvents}[ctl]
+	file := map[string]string{"memory": "memory.oom_control", "pids": "pids.events"}[ctl]
+	if *counter, err = os.Open(filepath.Join(dir, file)); err != nil {
+		return fmt.Errorf("open %s: %w", file, err)
+	}
+	if rc.v2Dir == "" {
+		procs, err := os.Open(filepath.Join(dir, "cgroup.procs"))
+		if err != nil {
+			return fmt.Errorf("open %s run cgroup procs: %w", ctl, err)
+		}
+		rc.v1Procs = append(rc.v1Procs, procs)
 	}
 	return nil
 }
@@ -327,12 +382,18 @@ func cgroupProcs(dir string) []int {
 
 // populated reports whether any process is left in the run.
 func (rc *runCgroup) populated() bool {
-	if rc.v2Dir != "" {
-		if v, ok := keyedValue(filepath.Join(rc.v2Dir, "cgroup.events"), "populated"); ok {
+	if rc.events != nil {
+		if v, ok := keyedValue(rc.events, "populated"); ok {
 			return v != 0
 		}
 	}
-	return len(rc.members()) > 0
+	var buf [64]byte
+	for _, f := range rc.v1Procs {
+		if n, _ := f.ReadAt(buf[:], 0); n > 0 {
+			return true
+		}
+	}
+	return rc.events == nil && len(rc.v1Procs) == 0 && len(rc.members()) > 0
 }
 
 // waitEmpty polls until the run's cgroups hold no process, for at most
@@ -348,38 +409,17 @@ func (rc *runCgroup) waitEmpty(grace time.Duration) bool {
 	return true
 }
 
-// memoryHit reports an OOM kill inside the run.
+// memoryHit reports an OOM kill inside the run (memory.events in v2,
+// memory.oom_control in v1; both count "oom_kill").
 func (rc *runCgroup) memoryHit() bool {
-	if rc.v2Dir != "" && rc.v2Ctl["memory"] {
-		if v, _ := keyedValue(filepath.Join(rc.v2Dir, "memory.events"), "oom_kill"); v > 0 {
-			return true
-		}
-	}
-	for _, v := range rc.v1 {
-		if v.ctl == "memory" {
-			if n, _ := keyedValue(filepath.Join(v.dir, "memory.oom_control"), "oom_kill"); n > 0 {
-				return true
-			}
-		}
-	}
-	return false
+	v, _ := keyedValue(rc.oom, "oom_kill")
+	return v > 0
 }
 
 // tasksHit reports a fork refused by the task limit.
 func (rc *runCgroup) tasksHit() bool {
-	if rc.v2Dir != "" && rc.v2Ctl["pids"] {
-		if v, _ := keyedValue(filepath.Join(rc.v2Dir, "pids.events"), "max"); v > 0 {
-			return true
-		}
-	}
-	for _, v := range rc.v1 {
-		if v.ctl == "pids" {
-			if n, _ := keyedValue(filepath.Join(v.dir, "pids.events"), "max"); n > 0 {
-				return true
-			}
-		}
-	}
-	return false
+	v, _ := keyedValue(rc.pidsEvents, "max")
+	return v > 0
 }
 
 // remove closes the run's descriptors and deletes its cgroups, waiting up
@@ -389,6 +429,8 @@ func (rc *runCgroup) remove(grace time.Duration) error {
 		unix.Close(rc.v2FD)
 		rc.v2FD = -1
 	}
+	closeFiles(rc.events, rc.oom, rc.pidsEvents)
+	closeFiles(rc.v1Procs...)
 	var errs []error
 	for _, v := range rc.v1 {
 		closeFiles(v.tasks, v.homeTasks)
@@ -414,12 +456,22 @@ func removeCgroup(dir string, grace time.Duration) error {
 	}
 }
 
-// keyedValue reads "key value" from a cgroup flat-keyed file.
-func keyedValue(file, key string) (int64, bool) {
-	b, err := os.ReadFile(file)
-	if err != nil {
+// keyedValue reads "key value" from an open cgroup flat-keyed file; each
+// read from offset 0 regenerates the content.
+func keyedValue(f *os.File, key string) (int64, bool) {
+	if f == nil {
 		return 0, false
 	}
+	var buf [1024]byte
+	n, err := f.ReadAt(buf[:], 0)
+	if n == 0 && err != nil {
+		return 0, false
+	}
+	return parseKeyed(buf[:n], key)
+}
+
+// parseKeyed finds "key value" lines in a cgroup flat-keyed file.
+func parseKeyed(b []byte, key string) (int64, bool) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), " ")

@@ -309,7 +309,7 @@ func TestOversizedRequestsRefused(t *testing.T) {
 	for i := range wide {
 		wide[i] = stage("/usr/bin/echo", strings.Repeat("b", 100<<10))
 	}
-	before := runSeq.Load()
+	before := r.janitor.taken.Load()
 	for name, stages := range map[string][]Stage{
 		"1000 stages":      many,
 		"64 MiB argument":  {huge},
@@ -322,7 +322,7 @@ func TestOversizedRequestsRefused(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if runSeq.Load() != before {
+	if r.janitor.taken.Load() != before {
 		t.Error("a run cgroup was created for a refused request")
 	}
 	// The limits can be raised up to the hard caps, not beyond.
@@ -419,7 +419,7 @@ func TestStaleRunsSwept(t *testing.T) {
 	waited := make(chan error, 1)
 	go func() { waited <- sleeper.Wait() }()
 	stale := fmt.Sprintf("run-%d-1", dead)
-	live := fmt.Sprintf("run-%d-999999", os.Getpid())
+	live := fmt.Sprintf("run-%d-999999-1", os.Getpid())
 	var dirs []string
 	for _, p := range first.cg.parents() {
 		for _, name := range []string{stale, live} {

@@ -253,7 +253,7 @@ type helperProc struct {
 // startHelper starts the helper with the run's file table and sends it the
 // spec. The caller's thread must be tainted (taintThread): the helper and
 // thus every stage inherit no_new_privs from it.
-func startHelper(path string, table []*os.File, spec helperSpec) (*helperProc, error) {
+func startHelper(path string, nul *os.File, table []*os.File, spec helperSpec) (*helperProc, error) {
 	ctlR, ctlW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("helper pipe: %w", err)
@@ -263,17 +263,12 @@ func startHelper(path string, table []*os.File, spec helperSpec) (*helperProc, e
 		closeFiles(ctlR, ctlW)
 		return nil, fmt.Errorf("helper pipe: %w", err)
 	}
-	nul, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
-	if err != nil {
-		closeFiles(ctlR, ctlW, resR, resW)
-		return nil, fmt.Errorf("open /dev/null: %w", err)
-	}
 	files := append([]*os.File{nul, nul, os.Stderr, ctlR, resW}, table...)
 	p, err := os.StartProcess(path, []string{helperArg0}, &os.ProcAttr{
 		Dir: "/", Env: fixedEnv, Files: files,
 		Sys: &syscall.SysProcAttr{Setsid: true},
 	})
-	closeFiles(ctlR, resW, nul)
+	closeFiles(ctlR, resW)
 	if err != nil {
 		closeFiles(ctlW, resR)
 		return nil, fmt.Errorf("%w: start helper %s: %w", ErrStart, path, err)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -53,7 +54,7 @@ type startedProc struct {
 // Go's os/exec has no hook between fork and exec (SysProcAttr has no such
 // field). Re-executing a small helper that sets it and then execs would
 // cost a Go runtime start per stage, about doubling the cost of a short
-// command. So every stage is forked from a dedicated thread that set the
+// command. So every stage is forked from a starter thread that set the
 // flag first. The same thread is what the v1 cgroup placement moves (cgroup
 // v1 files take thread ids), and it is the "parent" that Pdeathsig watches.
 //
@@ -131,4 +132,61 @@ func procAttr(table []*os.File, ps procSpec, cgroupFD int) (*os.ProcAttr, error)
 		sys.UseCgroupFD, sys.CgroupFD = true, cgroupFD
 	}
 	return &os.ProcAttr{Dir: "/", Env: fixedEnv, Files: files, Sys: sys}, nil
+}
+
+// starters is a small pool of goroutines, each locked for good to an OS
+// thread that set no_new_privs (taintThread). Every process the runner
+// starts is forked by one of them. They live as long as the runner, so a
+// run pays no thread creation, and Pdeathsig (which fires when the forking
+// thread ends) kills the stages only when the runner itself goes away.
+type starters struct {
+	jobs chan starterJob
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+type starterJob struct {
+	fn   func()
+	done chan error
+}
+
+func newStarters(n int) *starters {
+	s := &starters{jobs: make(chan starterJob), stop: make(chan struct{})}
+	for range n {
+		s.wg.Go(s.loop)
+	}
+	return s
+}
+
+func (s *starters) loop() {
+	err := taintThread()
+	for {
+		select {
+		case j := <-s.jobs:
+			if err == nil {
+				j.fn()
+			}
+			j.done <- err
+		case <-s.stop:
+			return // still locked: Go ends the thread with the goroutine
+		}
+	}
+}
+
+// do runs fn on a starter thread and waits for it.
+func (s *starters) do(fn func()) error {
+	j := starterJob{fn: fn, done: make(chan error, 1)}
+	select {
+	case s.jobs <- j:
+	case <-s.stop:
+		return ErrClosed
+	}
+	return <-j.done
+}
+
+// close ends the starters. Processes they forked with Pdeathsig die with
+// the threads, so call it only when no run is in progress.
+func (s *starters) close() {
+	close(s.stop)
+	s.wg.Wait()
 }

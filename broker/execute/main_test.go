@@ -153,16 +153,17 @@ func newTestRunner(t testing.TB, cfg Config) *Runner {
 	}
 	parents := r.cg.parents()
 	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		prefix := r.cg.prefix
 		for _, p := range parents {
 			entries, _ := os.ReadDir(p)
 			for _, e := range entries {
-				if strings.HasPrefix(e.Name(), "run-") {
+				if strings.HasPrefix(e.Name(), prefix) {
 					t.Errorf("run cgroup left behind: %s", filepath.Join(p, e.Name()))
 				}
 			}
-		}
-		if err := r.Close(); err != nil {
-			t.Errorf("Close: %v", err)
 		}
 		for _, p := range r.cg.created {
 			if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {

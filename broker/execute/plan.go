@@ -18,7 +18,9 @@ type preparedStage struct {
 // plan is a pipeline ready to start: the child-side descriptors (the file
 // table), one procSpec per stage, and the parent's read ends.
 type plan struct {
-	table    []*os.File
+	table []*os.File
+	// shared is in the table but belongs to the runner (its /dev/null).
+	shared   *os.File
 	procs    []procSpec
 	programs []string
 	stdout   *os.File
@@ -29,17 +31,14 @@ type plan struct {
 // stdout feeds the next stage's stdin, the last stdout and every
 // non-redirected stderr are captured. A stage whose stdout goes to
 // /dev/null gives the next stage an empty stdin, as a shell pipe would.
-func buildPlan(stages []preparedStage) (_ *plan, err error) {
-	p := &plan{}
+func buildPlan(stages []preparedStage, devNull *os.File) (_ *plan, err error) {
+	p := &plan{shared: devNull}
 	defer func() {
 		if err != nil {
 			p.closeAll()
 		}
 	}()
-	nul, err := p.open("/dev/null")
-	if err != nil {
-		return nil, err
-	}
+	nul := p.add(devNull)
 	last := stages[len(stages)-1]
 	outW, errW := -1, -1
 	if !last.StdoutToNull {
@@ -97,14 +96,6 @@ func (p *plan) add(f *os.File) int {
 	return len(p.table) - 1
 }
 
-func (p *plan) open(name string) (int, error) {
-	f, err := os.OpenFile(name, os.O_RDWR, 0)
-	if err != nil {
-		return -1, fmt.Errorf("open %s: %w", name, err)
-	}
-	return p.add(f), nil
-}
-
 // pipe makes a capture pipe: the parent keeps the read end, the write end
 // goes into the table.
 func (p *plan) pipe() (*os.File, int, error) {
@@ -118,7 +109,11 @@ func (p *plan) pipe() (*os.File, int, error) {
 // closeChildSide drops the parent's copies of the children's descriptors,
 // so the capture pipes reach EOF when the children are done.
 func (p *plan) closeChildSide() {
-	closeFiles(p.table...)
+	for _, f := range p.table {
+		if f != p.shared {
+			f.Close()
+		}
+	}
 	p.table = nil
 }
 

@@ -55,6 +55,10 @@ const (
 	defaultMaxQueued     = 16
 	defaultCgroupName    = "nannyagent-exec"
 	defaultKillGrace     = 2 * time.Second
+	// maxSpareCgroups bounds the run cgroups prepared ahead of time.
+	maxSpareCgroups = 2
+	// maxStarters bounds the threads that fork stages.
+	maxStarters = 4
 )
 
 // Info says how runs are contained; it maps onto brokerv1.CgroupInfo.
@@ -76,7 +80,10 @@ type Info struct {
 type Runner struct {
 	cfg       Config
 	log       *slog.Logger
+	devNull   *os.File
 	cg        *cgroups
+	janitor   *cgroupJanitor
+	starters  *starters
 	subreaper bool
 	gate      *gate
 
@@ -101,22 +108,31 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		cfg.Logger.Warn("cgroup layout unknown; runs get no cgroup limits", "err", err)
 	}
+	devNull, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/null: %w", err)
+	}
 	cg, err := setupCgroups(layout, cfg.CgroupName, cfg.Containment != ContainSubreaper, cfg.Logger)
 	if err != nil {
+		devNull.Close()
 		return nil, err
 	}
 	base, cancel := context.WithCancel(context.Background())
 	r := &Runner{
-		cfg: cfg, log: cfg.Logger, cg: cg, subreaper: cg.v2Parent == "",
+		cfg: cfg, log: cfg.Logger, devNull: devNull, cg: cg, subreaper: cg.v2Parent == "",
 		gate: newGate(cfg.MaxConcurrent, cfg.MaxQueued), base: base, cancel: cancel,
+		starters: newStarters(min(cfg.MaxConcurrent, maxStarters)),
 	}
 	if r.subreaper {
 		if err := r.pingHelper(); err != nil {
 			cancel()
+			r.starters.close()
 			cg.close()
+			devNull.Close()
 			return nil, fmt.Errorf("subreaper helper %s does not answer (does main call execute.HelperMain?): %w", cfg.HelperPath, err)
 		}
 	}
+	r.janitor = newJanitor(cg, min(cfg.MaxConcurrent, maxSpareCgroups), cfg.KillGrace, cfg.Logger)
 	return r, nil
 }
 
@@ -167,8 +183,10 @@ func (r *Runner) Close() error {
 	}
 	r.cancel()
 	r.wg.Wait()
+	r.starters.close()
+	r.janitor.close()
 	r.cg.close()
-	return nil
+	return r.devNull.Close()
 }
 
 // Run checks req against the limits, resolves its path operands, runs the
@@ -216,29 +234,18 @@ func (r *Runner) runAdmitted(ctx context.Context, req Request, lim Limits) (*Res
 	if r.beforeLaunch != nil {
 		r.beforeLaunch()
 	}
-	pl, err := buildPlan(stages)
+	pl, err := buildPlan(stages, r.devNull)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	runCtx, stop := context.WithTimeout(ctx, lim.Timeout)
 	defer stop()
-	type outcome struct {
-		res *Result
-		err error
+	res, err := r.execute(runCtx, pl, lim)
+	if res != nil && res.TimedOut {
+		res.Canceled = ctx.Err() != nil
+		res.TimedOut = !res.Canceled
 	}
-	out := make(chan outcome, 1)
-	// A dedicated goroutine: it taints and keeps its OS thread (see
-	// taintThread), so it must end when the run does.
-	go func() {
-		res, err := r.execute(runCtx, pl, lim)
-		out <- outcome{res, err}
-	}()
-	o := <-out
-	if o.res != nil && (o.res.TimedOut || o.res.Canceled) {
-		o.res.Canceled = ctx.Err() != nil
-		o.res.TimedOut = !o.res.Canceled
-	}
-	return o.res, o.err
+	return res, err
 }
 
 // stageEnd is how one stage process ended.
@@ -249,10 +256,10 @@ type stageEnd struct {
 }
 
 // execute runs a plan inside a fresh set of run cgroups and always removes
-// them. It runs on a goroutine of its own, whose thread it taints.
+// them.
 func (r *Runner) execute(ctx context.Context, pl *plan, lim Limits) (*Result, error) {
 	start := time.Now()
-	cg, err := r.cg.newRun(lim)
+	cg, err := r.janitor.take(lim)
 	if err != nil {
 		pl.closeAll()
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
@@ -265,6 +272,7 @@ func (r *Runner) execute(ctx context.Context, pl *plan, lim Limits) (*Result, er
 		run = r.runViaHelper
 	}
 	ends, killed, err := run(ctx, pl, cg)
+	r.reap(cg)
 	stdout.wait(r.cfg.KillGrace)
 	stderr.wait(r.cfg.KillGrace)
 	if err != nil {
@@ -274,6 +282,8 @@ func (r *Runner) execute(ctx context.Context, pl *plan, lim Limits) (*Result, er
 		Stdout: stdout.buf, StdoutTruncated: stdout.truncated,
 		Stderr: stderr.buf, StderrTruncated: stderr.truncated,
 		Duration: time.Since(start), TimedOut: killed,
+		// Read always: the OOM victim or the refused fork may belong to a
+		// descendant, while every stage exits 0.
 		MemoryLimitHit: cg.memoryHit(), TaskLimitHit: cg.tasksHit(),
 	}
 	for i, e := range ends {
@@ -298,11 +308,13 @@ func stageResult(program string, e stageEnd) StageResult {
 // runInProcess is the cgroup v2 path: stages are born in the run cgroup,
 // and cgroup.kill ends everything in it, however it got detached.
 func (r *Runner) runInProcess(ctx context.Context, pl *plan, cg *runCgroup) ([]stageEnd, bool, error) {
-	if err := taintThread(); err != nil {
-		pl.closeChildSide()
-		return nil, false, fmt.Errorf("%w: %w", ErrStart, err)
+	var procs []startedProc
+	var err error
+	if serr := r.starters.do(func() {
+		procs, err = startStages(pl.table, pl.procs, cg.placements(), cg.v2FD)
+	}); serr != nil {
+		err = fmt.Errorf("%w: %w", ErrStart, serr)
 	}
-	procs, err := startStages(pl.table, pl.procs, cg.placements(), cg.v2FD)
 	pl.closeChildSide()
 	if err != nil {
 		r.killAll(cg, procs)
@@ -336,11 +348,6 @@ func (r *Runner) runInProcess(ctx context.Context, pl *plan, cg *runCgroup) ([]s
 		r.killAll(cg, procs)
 	}
 	<-allDone
-	// The stages are gone; whatever they left behind (setsid, double fork)
-	// must not outlive the run.
-	if cg.populated() {
-		r.killAll(cg, nil)
-	}
 	return ends, killed, nil
 }
 
@@ -368,10 +375,6 @@ func (r *Runner) notifyStart(procs []startedProc) {
 // runViaHelper is the subreaper path: a helper process per run starts and
 // supervises the stages (see helper.go).
 func (r *Runner) runViaHelper(ctx context.Context, pl *plan, cg *runCgroup) ([]stageEnd, bool, error) {
-	if err := taintThread(); err != nil {
-		pl.closeChildSide()
-		return nil, false, fmt.Errorf("%w: %w", ErrStart, err)
-	}
 	spec := helperSpec{Procs: pl.procs}
 	table := slices.Clone(pl.table)
 	for _, p := range cg.placements() {
@@ -379,7 +382,13 @@ func (r *Runner) runViaHelper(ctx context.Context, pl *plan, cg *runCgroup) ([]s
 		table = append(table, p.run, p.home)
 	}
 	spec.Files = len(table)
-	h, err := startHelper(r.cfg.HelperPath, table, spec)
+	var h *helperProc
+	var err error
+	if serr := r.starters.do(func() {
+		h, err = startHelper(r.cfg.HelperPath, r.devNull, table, spec)
+	}); serr != nil {
+		err = fmt.Errorf("%w: %w", ErrStart, serr)
+	}
 	pl.closeChildSide()
 	if err != nil {
 		return nil, false, err
@@ -401,40 +410,49 @@ func (r *Runner) runViaHelper(ctx context.Context, pl *plan, cg *runCgroup) ([]s
 
 // pingHelper starts the helper with no stages and expects its report.
 func (r *Runner) pingHelper() error {
-	errc := make(chan error, 1)
-	go func() { // dedicated: taints its thread
-		if err := taintThread(); err != nil {
-			errc <- err
-			return
-		}
-		h, err := startHelper(r.cfg.HelperPath, nil, helperSpec{})
-		if err != nil {
-			errc <- err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		done, err := h.supervise(ctx.Done(), r.cfg.KillGrace, nil, func() {})
-		if err == nil && done.Error != "" {
-			err = errors.New(done.Error)
-		}
-		errc <- err
-	}()
-	return <-errc
+	var h *helperProc
+	var err error
+	if serr := r.starters.do(func() {
+		h, err = startHelper(r.cfg.HelperPath, r.devNull, nil, helperSpec{})
+	}); serr != nil {
+		return serr
+	}
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done, err := h.supervise(ctx.Done(), r.cfg.KillGrace, nil, func() {})
+	if err == nil && done.Error != "" {
+		err = errors.New(done.Error)
+	}
+	return err
 }
 
-// cleanup makes sure nothing of the run is left and removes its cgroups.
-func (r *Runner) cleanup(cg *runCgroup) {
-	if !cg.waitEmpty(r.cfg.KillGrace) {
-		r.killAll(cg, nil)
-		cg.killV1()
-		if !cg.waitEmpty(r.cfg.KillGrace) {
+// reap ends whatever the stages left behind (a setsid grandchild that may
+// still hold the output pipes) and waits until the run's cgroups are
+// empty. On the subreaper path the helper has done this already, and this
+// only confirms it.
+func (r *Runner) reap(cg *runCgroup) {
+	for attempt := 0; cg.populated(); attempt++ {
+		if attempt == 2 {
 			r.log.Error("run cgroup still populated after kill", "members", cg.members())
+			return
+		}
+		if err := cg.kill(); err != nil || cg.v2Dir == "" {
+			cg.killV1()
+		}
+		if cg.waitEmpty(r.cfg.KillGrace) {
+			return
 		}
 	}
-	if err := cg.remove(r.cfg.KillGrace); err != nil {
-		r.log.Warn("run cgroup not removed", "err", err)
-	}
+}
+
+// cleanup makes sure nothing of the run is left (also when it failed to
+// start) and hands its cgroups to the janitor for removal.
+func (r *Runner) cleanup(cg *runCgroup) {
+	r.reap(cg)
+	r.janitor.give(cg)
 }
 
 // prepare resolves and opens every path operand and looks up the accounts.

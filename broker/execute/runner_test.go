@@ -146,11 +146,11 @@ func TestChildStatus(t *testing.T) {
 		}
 		info := r.Info()
 		for ctl, want := range map[string]bool{"memory": info.MemoryController, "pids": info.PidsController} {
-			if want && !regexp.MustCompile(`(?m)^\d+:`+ctl+`:.*/nannyagent-exec/run-\d+-\d+$`).MatchString(cgroup) {
+			if want && !regexp.MustCompile(`(?m)^\d+:`+ctl+`:.*/nannyagent-exec/run-\d+-\d+-\d+$`).MatchString(cgroup) {
 				t.Errorf("child not in a %s run cgroup:\n%s", ctl, cgroup)
 			}
 		}
-		if info.V2Kill && !regexp.MustCompile(`(?m)^0::.*/nannyagent-exec/run-\d+-\d+$`).MatchString(cgroup) {
+		if info.V2Kill && !regexp.MustCompile(`(?m)^0::.*/nannyagent-exec/run-\d+-\d+-\d+$`).MatchString(cgroup) {
 			t.Errorf("child not in the v2 run cgroup:\n%s", cgroup)
 		}
 	})

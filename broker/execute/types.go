@@ -95,7 +95,8 @@ type Result struct {
 	Canceled bool
 	// MemoryLimitHit is set when the kernel OOM-killed a task of the run.
 	MemoryLimitHit bool
-	// TaskLimitHit is set when a fork failed because of the task limit.
+	// TaskLimitHit is set when a fork in the run failed because of the
+	// task limit; the output may then be incomplete even with exit code 0.
 	TaskLimitHit bool
 }
 
