@@ -27,6 +27,19 @@ type cgroupLayout struct {
 	v1Self map[string]string
 }
 
+// kind names the layout for reports.
+func (l cgroupLayout) kind() string {
+	switch {
+	case l.v2Mount != "" && len(l.v1Self) > 0:
+		return "hybrid"
+	case l.v2Mount != "":
+		return "unified"
+	case len(l.v1Self) > 0:
+		return "legacy"
+	}
+	return "none"
+}
+
 // mountEntry is one line of /proc/self/mountinfo, as far as needed here.
 type mountEntry struct {
 	root      string

@@ -30,28 +30,29 @@ func TestLayoutFrom(t *testing.T) {
 	cases := []struct {
 		name, mountinfo, cgroup string
 		want                    cgroupLayout
+		kind                    string
 	}{
 		{"hybrid", hybridMountinfo, hybridCgroup, cgroupLayout{
 			v2Mount: "/sys/fs/cgroup/unified", v2Self: "/sys/fs/cgroup/unified",
 			v1Self: map[string]string{"memory": "/sys/fs/cgroup/memory/process_api/abc", "pids": "/sys/fs/cgroup/pids"},
-		}},
+		}, "hybrid"},
 		{"unified", unifiedMountinfo, unifiedCgroup, cgroupLayout{
 			v2Mount: "/sys/fs/cgroup", v2Self: "/sys/fs/cgroup/system.slice/nannyagent-broker.service",
 			v1Self: map[string]string{},
-		}},
+		}, "unified"},
 		{"v1 only", strings.Replace(hybridMountinfo, "cgroup2 cgroup2", "tmpfs tmpfs", 1), hybridCgroup, cgroupLayout{
 			v1Self: map[string]string{"memory": "/sys/fs/cgroup/memory/process_api/abc", "pids": "/sys/fs/cgroup/pids"},
-		}},
+		}, "legacy"},
 		{"namespaced root", "41 31 0:38 /outer /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", "0::/outer/inner\n", cgroupLayout{
 			v2Mount: "/sys/fs/cgroup", v2Self: "/sys/fs/cgroup/inner", v1Self: map[string]string{},
-		}},
+		}, "unified"},
 		{"cgroup outside the mount", "41 31 0:38 /outer /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", "0::/elsewhere\n", cgroupLayout{
 			v1Self: map[string]string{},
-		}},
+		}, "none"},
 		{"escaped mount point", `41 31 0:38 / /mnt/my\040cgroups rw - cgroup2 cgroup2 rw` + "\n", "0::/a\n", cgroupLayout{
 			v2Mount: "/mnt/my cgroups", v2Self: "/mnt/my cgroups/a", v1Self: map[string]string{},
-		}},
-		{"dot-dot in membership", unifiedMountinfo, "0::/../../etc\n", cgroupLayout{v1Self: map[string]string{}}},
+		}, "unified"},
+		{"dot-dot in membership", unifiedMountinfo, "0::/../../etc\n", cgroupLayout{v1Self: map[string]string{}}, "none"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -64,6 +65,9 @@ func TestLayoutFrom(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := layoutFrom(mounts, member)
+			if got.kind() != tc.kind {
+				t.Errorf("kind %q, want %q", got.kind(), tc.kind)
+			}
 			if got.v2Mount != tc.want.v2Mount || got.v2Self != tc.want.v2Self || len(got.v1Self) != len(tc.want.v1Self) {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}

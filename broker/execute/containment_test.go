@@ -388,6 +388,12 @@ func TestInfo(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			r := newTestRunner(t, m.cfg)
 			info := r.Info()
+			if info.Layout != l.kind() || l.kind() == "none" {
+				t.Errorf("layout %q, detected %q", info.Layout, l.kind())
+			}
+			if p := info.Proto(); p.V2Kill != info.V2Kill || p.V2Path != info.V2Path || p.MemoryController != info.MemoryController || p.PidsController != info.PidsController {
+				t.Errorf("proto %v", p)
+			}
 			if info.Subreaper != (m.cfg.Containment == ContainSubreaper) || info.V2Kill == info.Subreaper {
 				t.Errorf("%+v", info)
 			}

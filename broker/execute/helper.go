@@ -30,7 +30,7 @@ const helperArg0 = "nannyagent-execute-helper"
 
 // Descriptors the helper inherits.
 const (
-	helperFDControl = 3 // spec (JSON), then any byte or EOF means "kill"
+	helperFDControl = 3 // spec (JSON), then killByte or EOF means "kill"
 	helperFDResult  = 4 // JSON messages back to the broker
 	helperFDTable   = 5 // the run's file table, in order
 )
@@ -304,11 +304,10 @@ func startHelper(path string, nul *os.File, table []*os.File, spec helperSpec) (
 }
 
 // supervise waits for the helper's outcome, asks it to kill the run when
-// ctx ends, and kills the helper itself if it does not finish within
-// grace after that (lastResort then cleans up what it can). onStart sees
-// the stage pids.
-func (h *helperProc) supervise(ctxDone <-chan struct{}, grace time.Duration, onStart func([]int), lastResort func()) (*helperDone, error) {
-	var done *helperDone
+// ctx ends (killed reports that), and kills the helper itself if it does
+// not finish within grace after that (lastResort then cleans up what it
+// can). onStart sees the stage pids.
+func (h *helperProc) supervise(ctxDone <-chan struct{}, grace time.Duration, onStart func([]int), lastResort func()) (done *helperDone, killed bool, err error) {
 	var graceC <-chan time.Time
 	for msgs := h.msgs; msgs != nil; {
 		select {
@@ -324,7 +323,7 @@ func (h *helperProc) supervise(ctxDone <-chan struct{}, grace time.Duration, onS
 				done = m.Done
 			}
 		case <-ctxDone:
-			ctxDone = nil
+			ctxDone, killed = nil, true
 			close(h.kill)
 			graceC = time.After(grace)
 		case <-graceC:
@@ -337,9 +336,9 @@ func (h *helperProc) supervise(ctxDone <-chan struct{}, grace time.Duration, onS
 	close(h.finished)
 	<-h.wrote
 	if done == nil {
-		return nil, fmt.Errorf("run supervisor ended without a result (%v): %w", state, errors.Join(werr, errNoResult))
+		return nil, killed, fmt.Errorf("run supervisor ended without a result (%v): %w", state, errors.Join(werr, errNoResult))
 	}
-	return done, nil
+	return done, killed, nil
 }
 
 var errNoResult = errors.New("no result from helper")

@@ -5,6 +5,16 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
+// Proto is the containment as reported by Probe.
+func (i Info) Proto() *brokerv1.CgroupInfo {
+	return &brokerv1.CgroupInfo{
+		V2Kill:           i.V2Kill,
+		V2Path:           i.V2Path,
+		MemoryController: i.MemoryController,
+		PidsController:   i.PidsController,
+	}
+}
+
 // Proto fills the outcome fields of a RunCommandResponse. The caller sets
 // id and decision, and puts a Run error (nothing ran) into Error.
 func (res *Result) Proto() *brokerv1.RunCommandResponse {

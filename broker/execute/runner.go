@@ -61,8 +61,11 @@ const (
 	maxStarters = 4
 )
 
-// Info says how runs are contained; it maps onto brokerv1.CgroupInfo.
+// Info says how runs are contained; see Proto for brokerv1.CgroupInfo.
 type Info struct {
+	// Layout is the host's cgroup layout: "unified" (cgroup v2 only),
+	// "hybrid" (v2 and v1 controllers), "legacy" (v1 only) or "none".
+	Layout string
 	// Subreaper is true when runs are killed through the subreaper helper
 	// rather than cgroup.kill.
 	Subreaper bool
@@ -81,6 +84,7 @@ type Runner struct {
 	cfg       Config
 	log       *slog.Logger
 	devNull   *os.File
+	layout    cgroupLayout
 	cg        *cgroups
 	janitor   *cgroupJanitor
 	starters  *starters
@@ -119,7 +123,7 @@ func New(cfg Config) (*Runner, error) {
 	}
 	base, cancel := context.WithCancel(context.Background())
 	r := &Runner{
-		cfg: cfg, log: cfg.Logger, devNull: devNull, cg: cg, subreaper: cg.v2Parent == "",
+		cfg: cfg, log: cfg.Logger, devNull: devNull, layout: layout, cg: cg, subreaper: cg.v2Parent == "",
 		gate: newGate(cfg.MaxConcurrent, cfg.MaxQueued), base: base, cancel: cancel,
 		starters: newStarters(min(cfg.MaxConcurrent, maxStarters)),
 	}
@@ -163,6 +167,7 @@ func (c Config) withDefaults() Config {
 // Info reports the containment in force.
 func (r *Runner) Info() Info {
 	return Info{
+		Layout:           r.layout.kind(),
 		Subreaper:        r.subreaper,
 		V2Kill:           r.cg.v2Parent != "",
 		V2Path:           r.cg.v2Parent,
@@ -222,6 +227,9 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	defer r.gate.release()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("not started: %w", err)
+	}
 	return r.runAdmitted(ctx, req, lim)
 }
 
@@ -255,8 +263,8 @@ type stageEnd struct {
 	start, end time.Time
 }
 
-// execute runs a plan inside a fresh set of run cgroups and always removes
-// them.
+// execute runs a plan inside a fresh set of run cgroups. When it returns,
+// nothing of the run is alive, and the cgroups are on their way out.
 func (r *Runner) execute(ctx context.Context, pl *plan, lim Limits) (*Result, error) {
 	start := time.Now()
 	cg, err := r.janitor.take(lim)
@@ -264,7 +272,7 @@ func (r *Runner) execute(ctx context.Context, pl *plan, lim Limits) (*Result, er
 		pl.closeAll()
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
-	defer r.cleanup(cg)
+	defer r.janitor.give(cg)
 	stdout := startCapture(pl.stdout, lim.StdoutBytes)
 	stderr := startCapture(pl.stderr, lim.StderrBytes)
 	run := r.runInProcess
@@ -272,7 +280,7 @@ func (r *Runner) execute(ctx context.Context, pl *plan, lim Limits) (*Result, er
 		run = r.runViaHelper
 	}
 	ends, killed, err := run(ctx, pl, cg)
-	r.reap(cg)
+	r.reap(cg) // also after a failed start
 	stdout.wait(r.cfg.KillGrace)
 	stderr.wait(r.cfg.KillGrace)
 	if err != nil {
@@ -393,8 +401,7 @@ func (r *Runner) runViaHelper(ctx context.Context, pl *plan, cg *runCgroup) ([]s
 	if err != nil {
 		return nil, false, err
 	}
-	done, err := h.supervise(ctx.Done(), r.cfg.KillGrace, r.afterStart, cg.killV1)
-	killed := ctx.Err() != nil
+	done, killed, err := h.supervise(ctx.Done(), r.cfg.KillGrace, r.afterStart, cg.killV1)
 	if err != nil {
 		return nil, killed, err
 	}
@@ -403,7 +410,7 @@ func (r *Runner) runViaHelper(ctx context.Context, pl *plan, cg *runCgroup) ([]s
 	}
 	ends := make([]stageEnd, len(done.Stages))
 	for i, s := range done.Stages {
-		ends[i] = stageEnd{pid: s.PID, status: syscall.WaitStatus(s.Status), start: time.Unix(0, s.Start), end: time.Unix(0, s.End)}
+		ends[i] = stageEnd{pid: s.PID, status: syscall.WaitStatus(s.Status), start: time.Unix(0, s.Start), end: time.Unix(0, max(s.End, s.Start))}
 	}
 	return ends, killed, nil
 }
@@ -422,7 +429,7 @@ func (r *Runner) pingHelper() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	done, err := h.supervise(ctx.Done(), r.cfg.KillGrace, nil, func() {})
+	done, _, err := h.supervise(ctx.Done(), r.cfg.KillGrace, nil, func() {})
 	if err == nil && done.Error != "" {
 		err = errors.New(done.Error)
 	}
@@ -446,13 +453,6 @@ func (r *Runner) reap(cg *runCgroup) {
 			return
 		}
 	}
-}
-
-// cleanup makes sure nothing of the run is left (also when it failed to
-// start) and hands its cgroups to the janitor for removal.
-func (r *Runner) cleanup(cg *runCgroup) {
-	r.reap(cg)
-	r.janitor.give(cg)
 }
 
 // prepare resolves and opens every path operand and looks up the accounts.
