@@ -100,9 +100,10 @@ func startStages(table []*os.File, procs []procSpec, places []placement, cgroupF
 	return out, nil
 }
 
-// leave moves the thread back to its own cgroups. A failure leaves the
-// thread in the run cgroup until the run ends and the thread exits; the
-// cgroup removal then waits for it.
+// leave moves the thread back to its own cgroups. A failure (the home
+// cgroup would have to be gone) leaves the starter thread in the run
+// cgroup until its next run moves it; removing that run cgroup then fails
+// and is logged, and the task limit counts the thread meanwhile.
 func leave(places []placement, tid string) {
 	for _, p := range places {
 		_, _ = p.home.WriteString(tid)
