@@ -1,0 +1,562 @@
+package execute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Containment selects how a run's process tree is held and killed.
+type Containment int
+
+const (
+	// ContainAuto uses a cgroup v2 cgroup per run with cgroup.kill where
+	// the kernel offers it, and the subreaper helper otherwise.
+	ContainAuto Containment = iota
+	// ContainSubreaper always uses the per-run subreaper helper (cgroup v1
+	// memory and pids caps still apply where mounted).
+	ContainSubreaper
+)
+
+// Config sets up a Runner. Zero fields take the documented defaults.
+type Config struct {
+	// MaxConcurrent caps runs in progress (default 4, at most 64).
+	MaxConcurrent int
+	// MaxQueued caps runs waiting for a slot (default 16); a run beyond
+	// it is refused at once with ErrBusy. Negative means no queue.
+	MaxQueued int
+	// Containment picks the kill path (default ContainAuto).
+	Containment Containment
+	// CgroupName is the directory, under the broker's own cgroup in each
+	// hierarchy, that holds the run cgroups (default "nannyagent-exec").
+	CgroupName string
+	// KillGrace bounds each wait after a kill: for the tree to vanish, for
+	// output pipes to close, for the helper to report (default 2s).
+	KillGrace time.Duration
+	// HelperPath is the binary re-executed as the subreaper helper
+	// (default /proc/self/exe); its main must call HelperMain.
+	HelperPath string
+	// Logger receives warnings about cleanup; default slog.Default().
+	Logger *slog.Logger
+}
+
+const (
+	defaultMaxConcurrent = 4
+	hardMaxConcurrent    = 64
+	defaultMaxQueued     = 16
+	defaultCgroupName    = "nannyagent-exec"
+	defaultKillGrace     = 2 * time.Second
+	// maxSpareCgroups bounds the run cgroups prepared ahead of time.
+	maxSpareCgroups = 2
+	// maxStarters bounds the threads that fork stages.
+	maxStarters = 4
+)
+
+// Info says how runs are contained; see Proto for brokerv1.CgroupInfo.
+type Info struct {
+	// Layout is the host's cgroup layout: "unified" (cgroup v2 only),
+	// "hybrid" (v2 and v1 controllers), "legacy" (v1 only) or "none".
+	Layout string
+	// Subreaper is true when runs are killed through the subreaper helper
+	// rather than cgroup.kill.
+	Subreaper bool
+	// V2Kill is true when runs are killed with cgroup v2's cgroup.kill;
+	// V2Path is the directory holding the run cgroups.
+	V2Kill bool
+	V2Path string
+	// MemoryController and PidsController say whether the memory and task
+	// caps are enforced (from cgroup v2 or v1, whichever has them).
+	MemoryController bool
+	PidsController   bool
+}
+
+// Runner runs approved pipelines. It is safe for concurrent use.
+type Runner struct {
+	cfg       Config
+	log       *slog.Logger
+	devNull   *os.File
+	layout    cgroupLayout
+	cg        *cgroups
+	janitor   *cgroupJanitor
+	starters  *starters
+	subreaper bool
+	gate      *gate
+
+	base   context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+
+	// Test hooks: after path resolution, before anything starts; and with
+	// the stage pids once they run.
+	beforeLaunch func()
+	afterStart   func(pids []int)
+}
+
+// New detects the cgroup layout, creates the runner's parent cgroups,
+// removes run cgroups a dead broker left behind, and, on the subreaper
+// path, checks that the helper mode answers.
+func New(cfg Config) (*Runner, error) {
+	cfg = cfg.withDefaults()
+	layout, err := detectLayout()
+	if err != nil {
+		cfg.Logger.Warn("cgroup layout unknown; runs get no cgroup limits", "err", err)
+	}
+	devNull, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/null: %w", err)
+	}
+	cg, err := setupCgroups(layout, cfg.CgroupName, cfg.Containment != ContainSubreaper, cfg.Logger)
+	if err != nil {
+		devNull.Close()
+		return nil, err
+	}
+	base, cancel := context.WithCancel(context.Background())
+	r := &Runner{
+		cfg: cfg, log: cfg.Logger, devNull: devNull, layout: layout, cg: cg, subreaper: cg.v2Parent == "",
+		gate: newGate(cfg.MaxConcurrent, cfg.MaxQueued), base: base, cancel: cancel,
+		starters: newStarters(min(cfg.MaxConcurrent, maxStarters)),
+	}
+	if r.subreaper {
+		if err := r.pingHelper(); err != nil {
+			cancel()
+			r.starters.close()
+			cg.close()
+			devNull.Close()
+			return nil, fmt.Errorf("subreaper helper %s does not answer (does main call execute.HelperMain?): %w", cfg.HelperPath, err)
+		}
+	}
+	r.janitor = newJanitor(cg, min(cfg.MaxConcurrent, maxSpareCgroups), cfg.KillGrace, cfg.Logger)
+	return r, nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxConcurrent <= 0 {
+		c.MaxConcurrent = defaultMaxConcurrent
+	}
+	c.MaxConcurrent = min(c.MaxConcurrent, hardMaxConcurrent)
+	if c.MaxQueued == 0 {
+		c.MaxQueued = defaultMaxQueued
+	}
+	c.MaxQueued = max(c.MaxQueued, 0)
+	if c.CgroupName == "" || strings.ContainsAny(c.CgroupName, "/\x00") || c.CgroupName == "." || c.CgroupName == ".." {
+		c.CgroupName = defaultCgroupName
+	}
+	if c.KillGrace <= 0 {
+		c.KillGrace = defaultKillGrace
+	}
+	if c.HelperPath == "" {
+		c.HelperPath = "/proc/self/exe"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Info reports the containment in force.
+func (r *Runner) Info() Info {
+	return Info{
+		Layout:           r.layout.kind(),
+		Subreaper:        r.subreaper,
+		V2Kill:           r.cg.v2Parent != "",
+		V2Path:           r.cg.v2Parent,
+		MemoryController: r.cg.v2Ctl["memory"] || r.cg.v1Parent["memory"] != "",
+		PidsController:   r.cg.v2Ctl["pids"] || r.cg.v1Parent["pids"] != "",
+	}
+}
+
+// Close kills runs in progress, waits for them and removes the runner's
+// parent cgroups.
+func (r *Runner) Close() error {
+	r.mu.Lock()
+	already := r.closed
+	r.closed = true
+	r.mu.Unlock()
+	if already {
+		return nil
+	}
+	r.cancel()
+	r.wg.Wait()
+	r.starters.close()
+	r.janitor.close()
+	r.cg.close()
+	return r.devNull.Close()
+}
+
+// Run checks req against the limits, resolves its path operands, runs the
+// pipeline and returns how it ended. An error means the pipeline did not
+// run (see the Err* values); a run that started always yields a Result,
+// also when it timed out or was canceled.
+func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, ErrClosed
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	defer r.wg.Done()
+
+	lim := req.Limits.effective()
+	if err := checkShape(req.Stages, lim); err != nil {
+		return nil, err
+	}
+	if err := checkStages(req.Stages, req.Judge); err != nil {
+		return nil, err
+	}
+	for i, st := range req.Stages {
+		if err := checkProgram(st.Program); err != nil {
+			return nil, fmt.Errorf("stage %d: %w", i+1, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(r.base, cancel)()
+	if err := r.gate.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer r.gate.release()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("not started: %w", err)
+	}
+	return r.runAdmitted(ctx, req, lim)
+}
+
+func (r *Runner) runAdmitted(ctx context.Context, req Request, lim Limits) (*Result, error) {
+	stages, cleanup, err := prepare(req)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	if r.beforeLaunch != nil {
+		r.beforeLaunch()
+	}
+	pl, err := buildPlan(stages, r.devNull)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	runCtx, stop := context.WithTimeout(ctx, lim.Timeout)
+	defer stop()
+	res, err := r.execute(runCtx, pl, lim)
+	if res != nil && res.TimedOut {
+		res.Canceled = ctx.Err() != nil
+		res.TimedOut = !res.Canceled
+	}
+	return res, err
+}
+
+// stageEnd is how one stage process ended.
+type stageEnd struct {
+	pid        int
+	status     syscall.WaitStatus
+	start, end time.Time
+}
+
+// execute runs a plan inside a fresh set of run cgroups. When it returns,
+// nothing of the run is alive, and the cgroups are on their way out.
+func (r *Runner) execute(ctx context.Context, pl *plan, lim Limits) (*Result, error) {
+	start := time.Now()
+	cg, err := r.janitor.take(lim)
+	if err != nil {
+		pl.closeAll()
+		return nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	defer r.janitor.give(cg)
+	stdout := startCapture(pl.stdout, lim.StdoutBytes)
+	stderr := startCapture(pl.stderr, lim.StderrBytes)
+	run := r.runInProcess
+	if r.subreaper {
+		run = r.runViaHelper
+	}
+	ends, killed, err := run(ctx, pl, cg)
+	r.reap(cg) // also after a failed start
+	stdout.wait(r.cfg.KillGrace)
+	stderr.wait(r.cfg.KillGrace)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{
+		Stdout: stdout.buf, StdoutTruncated: stdout.truncated,
+		Stderr: stderr.buf, StderrTruncated: stderr.truncated,
+		Duration: time.Since(start), TimedOut: killed,
+		// Read always: the OOM victim or the refused fork may belong to a
+		// descendant, while every stage exits 0.
+		MemoryLimitHit: cg.memoryHit(), TaskLimitHit: cg.tasksHit(),
+	}
+	for i, e := range ends {
+		res.Stages = append(res.Stages, stageResult(pl.programs[i], e))
+	}
+	res.ExitCode = res.Stages[len(res.Stages)-1].ExitCode
+	r.log.Debug("command ran", "programs", pl.programs, "exit", res.ExitCode, "duration", res.Duration, "timed_out", killed)
+	return res, nil
+}
+
+func stageResult(program string, e stageEnd) StageResult {
+	sr := StageResult{Program: program, PID: e.pid, Duration: e.end.Sub(e.start)}
+	switch {
+	case e.status.Signaled():
+		sr.ExitCode, sr.Signal = -1, unix.SignalName(e.status.Signal())
+	default:
+		sr.ExitCode = e.status.ExitStatus()
+	}
+	return sr
+}
+
+// runInProcess is the cgroup v2 path: stages are born in the run cgroup,
+// and cgroup.kill ends everything in it, however it got detached.
+func (r *Runner) runInProcess(ctx context.Context, pl *plan, cg *runCgroup) ([]stageEnd, bool, error) {
+	var procs []startedProc
+	var err error
+	if serr := r.starters.do(func() {
+		procs, err = startStages(pl.table, pl.procs, cg.placements(), cg.v2FD)
+	}); serr != nil {
+		err = fmt.Errorf("%w: %w", ErrStart, serr)
+	}
+	pl.closeChildSide()
+	if err != nil {
+		r.killAll(cg, procs)
+		for _, p := range procs {
+			_, _ = p.proc.Wait()
+		}
+		return nil, false, err
+	}
+	r.notifyStart(procs)
+	ends := make([]stageEnd, len(procs))
+	var wg sync.WaitGroup
+	for i, p := range procs {
+		wg.Go(func() {
+			state, _ := p.proc.Wait()
+			ends[i] = stageEnd{pid: p.proc.Pid, start: p.at, end: time.Now()}
+			if state != nil {
+				ends[i].status, _ = state.Sys().(syscall.WaitStatus)
+			}
+		})
+	}
+	allDone := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(allDone)
+	}()
+	killed := false
+	select {
+	case <-allDone:
+	case <-ctx.Done():
+		killed = true
+		r.killAll(cg, procs)
+	}
+	<-allDone
+	return ends, killed, nil
+}
+
+func (r *Runner) killAll(cg *runCgroup, procs []startedProc) {
+	if err := cg.kill(); err != nil {
+		r.log.Error("cgroup.kill failed; killing the stages one by one", "err", err)
+		cg.killV1()
+	}
+	for _, p := range procs {
+		_ = p.proc.Kill()
+	}
+}
+
+func (r *Runner) notifyStart(procs []startedProc) {
+	if r.afterStart == nil {
+		return
+	}
+	pids := make([]int, len(procs))
+	for i, p := range procs {
+		pids[i] = p.proc.Pid
+	}
+	r.afterStart(pids)
+}
+
+// runViaHelper is the subreaper path: a helper process per run starts and
+// supervises the stages (see helper.go).
+func (r *Runner) runViaHelper(ctx context.Context, pl *plan, cg *runCgroup) ([]stageEnd, bool, error) {
+	spec := helperSpec{Procs: pl.procs}
+	table := slices.Clone(pl.table)
+	for _, p := range cg.placements() {
+		spec.Places = append(spec.Places, helperPlace{Run: len(table), Home: len(table) + 1})
+		table = append(table, p.run, p.home)
+	}
+	spec.Files = len(table)
+	var h *helperProc
+	var err error
+	if serr := r.starters.do(func() {
+		h, err = startHelper(r.cfg.HelperPath, r.devNull, table, spec)
+	}); serr != nil {
+		err = fmt.Errorf("%w: %w", ErrStart, serr)
+	}
+	pl.closeChildSide()
+	if err != nil {
+		return nil, false, err
+	}
+	done, killed, err := h.supervise(ctx.Done(), r.cfg.KillGrace, r.afterStart, cg.killV1)
+	if err != nil {
+		return nil, killed, err
+	}
+	if done.Error != "" {
+		return nil, killed, fmt.Errorf("%w: %s", ErrStart, strings.TrimPrefix(done.Error, ErrStart.Error()+": "))
+	}
+	ends := make([]stageEnd, len(done.Stages))
+	for i, s := range done.Stages {
+		ends[i] = stageEnd{pid: s.PID, status: syscall.WaitStatus(s.Status), start: time.Unix(0, s.Start), end: time.Unix(0, max(s.End, s.Start))}
+	}
+	return ends, killed, nil
+}
+
+// pingHelper starts the helper with no stages and expects its report.
+func (r *Runner) pingHelper() error {
+	var h *helperProc
+	var err error
+	if serr := r.starters.do(func() {
+		h, err = startHelper(r.cfg.HelperPath, r.devNull, nil, helperSpec{})
+	}); serr != nil {
+		return serr
+	}
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done, _, err := h.supervise(ctx.Done(), r.cfg.KillGrace, nil, func() {})
+	if err == nil && done.Error != "" {
+		err = errors.New(done.Error)
+	}
+	return err
+}
+
+// reap ends whatever the stages left behind (a setsid grandchild that may
+// still hold the output pipes) and waits until the run's cgroups are
+// empty. On the subreaper path the helper has done this already, and this
+// only confirms it.
+func (r *Runner) reap(cg *runCgroup) {
+	for attempt := 0; cg.populated(); attempt++ {
+		if attempt == 2 {
+			r.log.Error("run cgroup still populated after kill", "members", cg.members())
+			return
+		}
+		if err := cg.kill(); err != nil || cg.v2Dir == "" {
+			cg.killV1()
+		}
+		if cg.waitEmpty(r.cfg.KillGrace) {
+			return
+		}
+	}
+}
+
+// prepare resolves and opens every path operand and looks up the accounts.
+// cleanup closes what prepare opened that the plan did not take.
+func prepare(req Request) (_ []preparedStage, cleanup func(), err error) {
+	var opened []*os.File
+	closeOpened := func() { closeFiles(opened...) }
+	defer func() {
+		if err != nil {
+			closeOpened()
+		}
+	}()
+	accounts := map[string]*credSpec{}
+	out := make([]preparedStage, 0, len(req.Stages))
+	for i, st := range req.Stages {
+		ps := preparedStage{Stage: st, argv: slices.Clone(st.Argv)}
+		if st.RunAs != "" {
+			if ps.cred, err = lookupAccount(st.RunAs, accounts); err != nil {
+				return nil, nil, fmt.Errorf("stage %d: %w", i+1, err)
+			}
+		}
+		for _, op := range st.Paths {
+			f, arg, err := operand(op, req.Judge, 3+len(ps.files))
+			if err != nil {
+				return nil, nil, fmt.Errorf("stage %d: %w", i+1, err)
+			}
+			ps.argv[op.Index] = arg
+			if f != nil {
+				opened = append(opened, f)
+				ps.files = append(ps.files, f)
+			}
+		}
+		out = append(out, ps)
+	}
+	return out, closeOpened, nil
+}
+
+// operand resolves one path operand. OpenFD returns the opened file and
+// its /dev/fd name in the child (child descriptor fd).
+//
+// OpenCheckOnly returns the resolved physical path, and the tool opens it
+// itself: between the check and the tool's open, a directory on that path
+// could be renamed or a file replaced by whoever may write there, so the
+// tool may see a different object than the one judged. That window is
+// accepted for these tools because they print names and metadata (wc
+// counts bytes, stat/ls/du report sizes and modes, find lists names), not
+// contents; none of them follows symbolic links found inside a tree unless
+// asked to (-L, -H, --dereference, which the policy must not allow); and
+// walking tools (find, du) must see the tree as it is while they walk it,
+// so there is no single object to pin anyway. The final object and every
+// link on the way were judged, and the resolved path contains no links.
+func operand(op PathOperand, judge PathJudge, fd int) (*os.File, string, error) {
+	r, err := resolvePath(op.Path, op.Roots, judge)
+	if err != nil {
+		return nil, "", err
+	}
+	defer r.file.Close()
+	if op.Open == OpenCheckOnly {
+		return nil, r.path, nil
+	}
+	f, err := openForRead(r)
+	if err != nil {
+		return nil, "", err
+	}
+	return f, fdArg(fd), nil
+}
+
+// gate bounds concurrent runs, with a short queue in front; beyond the
+// queue a run is refused at once rather than piling up.
+type gate struct {
+	slots chan struct{}
+	mu    sync.Mutex
+	queue int
+	max   int
+}
+
+func newGate(slots, queue int) *gate {
+	return &gate{slots: make(chan struct{}, slots), max: queue}
+}
+
+func (g *gate) acquire(ctx context.Context) error {
+	select {
+	case g.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	g.mu.Lock()
+	if g.queue >= g.max {
+		g.mu.Unlock()
+		return fmt.Errorf("%w: %d running and %d waiting", ErrBusy, cap(g.slots), g.max)
+	}
+	g.queue++
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.queue--
+		g.mu.Unlock()
+	}()
+	select {
+	case g.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting for a run slot: %w", ErrBusy, ctx.Err())
+	}
+}
+
+func (g *gate) release() { <-g.slots }

@@ -1,0 +1,129 @@
+package execute
+
+import (
+	"errors"
+	"time"
+)
+
+// PathJudge decides whether a path may be used: it normalises the path and
+// checks it against deny_paths and the operand's allowed roots. The runner
+// calls it for the path as given, for every symlink hop and for the final
+// resolved path.
+type PathJudge interface {
+	CheckPath(path string, roots []string) error
+}
+
+// OpenMode says how a path operand reaches the program.
+type OpenMode int
+
+const (
+	// OpenFD is for content readers whose output does not name the file
+	// (cat, head, sort, ...): the runner opens the checked file itself and
+	// passes it as an inherited descriptor, replacing the argv element with
+	// /dev/fd/N. A link swapped after the check cannot redirect the read.
+	OpenFD OpenMode = iota + 1
+	// OpenCheckOnly is for tools that print names or metadata (wc, stat,
+	// ls, du, find): the argv element is replaced by the resolved path.
+	OpenCheckOnly
+)
+
+func (m OpenMode) String() string {
+	switch m {
+	case OpenFD:
+		return "fd"
+	case OpenCheckOnly:
+		return "check-only"
+	}
+	return "unset"
+}
+
+// PathOperand is an argv element that names a file. Argv[Index] must equal
+// Path.
+type PathOperand struct {
+	Index int
+	Path  string
+	Roots []string
+	Open  OpenMode
+}
+
+// Stage is one approved process of a pipeline.
+type Stage struct {
+	// Program is the absolute path from the policy rule.
+	Program string
+	// Argv is the approved argv; Argv[0] must equal Program.
+	Argv []string
+	// RunAs is "" for root, otherwise an existing non-root account name.
+	RunAs string
+	// Paths lists the argv elements that are path operands.
+	Paths []PathOperand
+	// StdoutToNull is ">/dev/null".
+	StdoutToNull bool
+	// StderrToNull is "2>/dev/null".
+	StderrToNull bool
+	// StderrToStdout is "2>&1": stderr goes wherever stdout ends up, so
+	// StdoutToNull together with it means ">/dev/null 2>&1". A policy must
+	// not map "2>&1 >/dev/null" onto these flags.
+	StderrToStdout bool
+}
+
+// Request is one pipeline to run.
+type Request struct {
+	Stages []Stage
+	// Limits for this run; zero fields take DefaultLimits, and nothing may
+	// exceed HardLimits.
+	Limits Limits
+	// Judge checks path operands; required when any stage has one.
+	Judge PathJudge
+}
+
+// Result is how a pipeline ended.
+type Result struct {
+	// ExitCode is the last stage's exit code, or -1 when it was signalled.
+	ExitCode int
+	Stages   []StageResult
+	// Stdout is the last stage's standard output, up to the limit.
+	Stdout          []byte
+	StdoutTruncated bool
+	// Stderr is every stage's standard error that was not redirected,
+	// interleaved as written, up to the limit.
+	Stderr          []byte
+	StderrTruncated bool
+	Duration        time.Duration
+	// TimedOut is set when the run's own timeout killed it.
+	TimedOut bool
+	// Canceled is set when the caller's context ended the run.
+	Canceled bool
+	// MemoryLimitHit is set when the kernel OOM-killed a task of the run.
+	MemoryLimitHit bool
+	// TaskLimitHit is set when a fork in the run failed because of the
+	// task limit; the output may then be incomplete even with exit code 0.
+	TaskLimitHit bool
+}
+
+// StageResult is how one stage ended.
+type StageResult struct {
+	Program string
+	PID     int
+	// ExitCode is the exit status, or -1 when the stage was signalled.
+	ExitCode int
+	// Signal is the signal name when the stage was killed, e.g. "SIGKILL".
+	Signal   string
+	Duration time.Duration
+}
+
+// Errors returned by Run. They are wrapped with the specifics; test with
+// errors.Is. Each means nothing was started.
+var (
+	// ErrInvalid is a malformed request.
+	ErrInvalid = errors.New("invalid request")
+	// ErrLimit is a request beyond the run's limits.
+	ErrLimit = errors.New("limit exceeded")
+	// ErrPathRefused is a path operand that failed resolution or judging.
+	ErrPathRefused = errors.New("path refused")
+	// ErrBusy means the concurrent-run limit and its queue are full.
+	ErrBusy = errors.New("too many commands running")
+	// ErrStart means an approved pipeline could not be started.
+	ErrStart = errors.New("start failed")
+	// ErrClosed means the runner was closed.
+	ErrClosed = errors.New("runner closed")
+)
