@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/nannyai/nannyagent/broker/execute"
 	"github.com/nannyai/nannyagent/broker/metrics"
 	"github.com/nannyai/nannyagent/broker/probe"
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
@@ -57,6 +58,7 @@ type Server struct {
 	policies *policyStore
 	prober   *probe.Prober
 	metrics  *metrics.Collector
+	runner   *execute.Runner
 	dlog     decisionLog
 	idle     idleTracker
 	grpc     *grpc.Server
@@ -74,9 +76,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	lim := policies.current().policy.Limits()
+	runner, err := execute.New(execute.Config{MaxConcurrent: lim.ConcurrentCommands, Logger: cfg.Log})
+	if err != nil {
+		return nil, fmt.Errorf("command runner: %w", err)
+	}
 	s := &Server{
 		cfg: cfg, table: requestTable, log: cfg.Log, policies: policies,
-		prober: probe.New(cfg.Probe), metrics: metrics.New(cfg.Metrics),
+		prober: probe.New(cfg.Probe), metrics: metrics.New(cfg.Metrics), runner: runner,
 	}
 	s.dlog = decisionLog{log: cfg.Log, policy: policies.sha256}
 	creds := peercred.NewServerCredentials(s.authorize, s.dlog.refusedConnection, cfg.Log)
@@ -142,6 +149,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	cancel()
 	s.stop()
 	wg.Wait()
+	if cerr := s.runner.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
 	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -203,6 +213,7 @@ func (s *Server) Probe(ctx context.Context, _ *brokerv1.ProbeRequest) (*brokerv1
 	resp := s.prober.Probe(pctx)
 	resp.BrokerVersion = s.cfg.Version
 	resp.Policy = s.policies.current().info
+	resp.Cgroups = s.runner.Info().Proto()
 	return resp, nil
 }
 

@@ -145,8 +145,8 @@ func checkOperand(argv []string, op PathOperand, seen map[int]bool) error {
 		return fmt.Errorf("%w: path operand index %d given twice", ErrInvalid, op.Index)
 	}
 	seen[op.Index] = true
-	if argv[op.Index] != op.Path {
-		return fmt.Errorf("%w: argv[%d] is not the path operand %q", ErrInvalid, op.Index, op.Path)
+	if argv[op.Index] != op.Prefix+op.Path {
+		return fmt.Errorf("%w: argv[%d] is not the path operand %q", ErrInvalid, op.Index, op.Prefix+op.Path)
 	}
 	if op.Path == "" || len(op.Path) > maxPathLen {
 		return fmt.Errorf("%w: path operand of length %d", ErrInvalid, len(op.Path))

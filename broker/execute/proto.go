@@ -26,6 +26,9 @@ func (res *Result) Proto() *brokerv1.RunCommandResponse {
 		StderrTruncated: res.StderrTruncated,
 		Duration:        durationpb.New(res.Duration),
 		TimedOut:        res.TimedOut,
+		Canceled:        res.Canceled,
+		MemoryLimitHit:  res.MemoryLimitHit,
+		TaskLimitHit:    res.TaskLimitHit,
 	}
 	for _, s := range res.Stages {
 		out.Stages = append(out.Stages, &brokerv1.StageResult{

@@ -479,7 +479,7 @@ func prepare(req Request) (_ []preparedStage, cleanup func(), err error) {
 			if err != nil {
 				return nil, nil, fmt.Errorf("stage %d: %w", i+1, err)
 			}
-			ps.argv[op.Index] = arg
+			ps.argv[op.Index] = op.Prefix + arg
 			if f != nil {
 				opened = append(opened, f)
 				ps.files = append(ps.files, f)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -246,3 +247,27 @@ func TestStartFailureCleansUp(t *testing.T) {
 }
 
 func itoa(n int) string { return strconvItoa(n) }
+
+func TestPrefixedPathOperand(t *testing.T) {
+	r := newTestRunner(t, Config{})
+	dir := t.TempDir()
+	file := filepath.Join(dir, "words")
+	if err := os.WriteFile(file, []byte("beta\nalpha\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st := stage("/usr/bin/grep", "--file="+file, file)
+	st.Paths = []PathOperand{
+		{Index: 1, Prefix: "--file=", Path: file, Roots: []string{dir}, Open: OpenFD},
+		{Index: 2, Path: file, Roots: []string{dir}, Open: OpenFD},
+	}
+	res := run(t, r, Limits{}, st)
+	if string(res.Stdout) != "beta\nalpha\n" || res.ExitCode != 0 {
+		t.Errorf("grep --file=<fd> <fd>: exit %d, printed %q %q", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	// The prefix must match the argument exactly.
+	bad := stage("/usr/bin/grep", "--file="+file, file)
+	bad.Paths = []PathOperand{{Index: 1, Prefix: "-f", Path: file, Roots: []string{dir}, Open: OpenFD}}
+	if _, err := r.Run(context.Background(), Request{Stages: []Stage{bad}, Judge: &testJudge{}}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("mismatched prefix accepted: %v", err)
+	}
+}

@@ -38,12 +38,14 @@ func (m OpenMode) String() string {
 }
 
 // PathOperand is an argv element that names a file. Argv[Index] must equal
-// Path.
+// Prefix+Path: Prefix is the text before the path in the same argument
+// ("--file=", "-f"), empty for a plain operand.
 type PathOperand struct {
-	Index int
-	Path  string
-	Roots []string
-	Open  OpenMode
+	Index  int
+	Prefix string
+	Path   string
+	Roots  []string
+	Open   OpenMode
 }
 
 // Stage is one approved process of a pipeline.

@@ -28,8 +28,6 @@ type Config struct {
 	PveversionPath string
 	// PmxcfsRoot is where pmxcfs is mounted (/etc/pve).
 	PmxcfsRoot string
-	// MountinfoPath lists mounts (for cgroup detection).
-	MountinfoPath string
 	// AttachTimeout bounds each bpftrace attach test.
 	AttachTimeout time.Duration
 	// Runner runs the probe's own fixed commands (bpftrace --version and
@@ -47,7 +45,6 @@ func DefaultConfig() Config {
 		TracefsCandidates:  []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"},
 		PveversionPath:     "/usr/bin/pveversion",
 		PmxcfsRoot:         "/etc/pve",
-		MountinfoPath:      "/proc/self/mountinfo",
 		AttachTimeout:      10 * time.Second,
 		Runner:             runFixed,
 	}
@@ -89,9 +86,7 @@ type tracingFacts struct {
 
 // New returns a Prober; Start begins the slow checks.
 func New(cfg Config) *Prober {
-	static := hostFacts()
-	static.Cgroups = detectCgroups(cfg.MountinfoPath)
-	return &Prober{cfg: cfg, static: static, ready: make(chan struct{})}
+	return &Prober{cfg: cfg, static: hostFacts(), ready: make(chan struct{})}
 }
 
 // Start runs the slow checks in the background; they end with ctx or when

@@ -146,35 +146,6 @@ func TestProxmoxDetection(t *testing.T) {
 	}
 }
 
-func TestCgroupDetection(t *testing.T) {
-	dir := t.TempDir()
-	unified := filepath.Join(dir, "unified")
-	if err := os.MkdirAll(unified, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(unified, "cgroup.kill"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(unified, "cgroup.controllers"), []byte("cpu io\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	hybrid := "35 25 0:30 / " + unified + " rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n" +
-		"36 25 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n" +
-		"37 25 0:32 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n" +
-		"garbage line\n"
-	mi := filepath.Join(dir, "mountinfo")
-	if err := os.WriteFile(mi, []byte(hybrid), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c := detectCgroups(mi)
-	if c.GetV2Path() != unified || !c.GetV2Kill() || !c.GetMemoryController() || !c.GetPidsController() {
-		t.Errorf("hybrid layout read as %v", c)
-	}
-	if c := detectCgroups(filepath.Join(dir, "missing")); c.GetV2Path() != "" {
-		t.Errorf("missing mountinfo: %v", c)
-	}
-}
-
 func canceled() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

@@ -20,6 +20,7 @@ import (
 	"github.com/peterbourgon/ff/v3"
 
 	"github.com/nannyai/nannyagent/broker"
+	"github.com/nannyai/nannyagent/broker/execute"
 	"github.com/nannyai/nannyagent/broker/probe"
 	"github.com/nannyai/nannyagent/cmd/internal/service"
 	"github.com/nannyai/nannyagent/ipc/unixsock"
@@ -42,6 +43,11 @@ type options struct {
 }
 
 func main() {
+	// A run's subreaper is this binary re-executed; it must branch off
+	// before anything else starts.
+	if execute.IsHelper() {
+		execute.HelperMain()
+	}
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 

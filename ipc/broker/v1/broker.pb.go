@@ -1094,7 +1094,13 @@ type RunCommandResponse struct {
 	Duration        *durationpb.Duration `protobuf:"bytes,9,opt,name=duration,proto3" json:"duration,omitempty"`
 	TimedOut        bool                 `protobuf:"varint,10,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
 	// Set when an allowed pipeline could not be started.
-	Error         string `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
+	// The caller went away before the run ended.
+	Canceled bool `protobuf:"varint,12,opt,name=canceled,proto3" json:"canceled,omitempty"`
+	// The run's memory cap killed a process.
+	MemoryLimitHit bool `protobuf:"varint,13,opt,name=memory_limit_hit,json=memoryLimitHit,proto3" json:"memory_limit_hit,omitempty"`
+	// The run's task cap refused a fork.
+	TaskLimitHit  bool `protobuf:"varint,14,opt,name=task_limit_hit,json=taskLimitHit,proto3" json:"task_limit_hit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1204,6 +1210,27 @@ func (x *RunCommandResponse) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *RunCommandResponse) GetCanceled() bool {
+	if x != nil {
+		return x.Canceled
+	}
+	return false
+}
+
+func (x *RunCommandResponse) GetMemoryLimitHit() bool {
+	if x != nil {
+		return x.MemoryLimitHit
+	}
+	return false
+}
+
+func (x *RunCommandResponse) GetTaskLimitHit() bool {
+	if x != nil {
+		return x.TaskLimitHit
+	}
+	return false
 }
 
 // Decision is the policy's verdict on a whole pipeline.
@@ -3640,7 +3667,7 @@ const file_nannyagent_broker_v1_broker_proto_rawDesc = "" +
 	"\x04argv\x18\x01 \x03(\tR\x04argv\x12$\n" +
 	"\x0estdout_to_null\x18\x02 \x01(\bR\fstdoutToNull\x12$\n" +
 	"\x0estderr_to_null\x18\x03 \x01(\bR\fstderrToNull\x12(\n" +
-	"\x10stderr_to_stdout\x18\x04 \x01(\bR\x0estderrToStdout\"\xa8\x03\n" +
+	"\x10stderr_to_stdout\x18\x04 \x01(\bR\x0estderrToStdout\"\x94\x04\n" +
 	"\x12RunCommandResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12:\n" +
 	"\bdecision\x18\x02 \x01(\v2\x1e.nannyagent.broker.v1.DecisionR\bdecision\x12\x1b\n" +
@@ -3653,7 +3680,10 @@ const file_nannyagent_broker_v1_broker_proto_rawDesc = "" +
 	"\bduration\x18\t \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1b\n" +
 	"\ttimed_out\x18\n" +
 	" \x01(\bR\btimedOut\x12\x14\n" +
-	"\x05error\x18\v \x01(\tR\x05error\"\x9e\x01\n" +
+	"\x05error\x18\v \x01(\tR\x05error\x12\x1a\n" +
+	"\bcanceled\x18\f \x01(\bR\bcanceled\x12(\n" +
+	"\x10memory_limit_hit\x18\r \x01(\bR\x0ememoryLimitHit\x12$\n" +
+	"\x0etask_limit_hit\x18\x0e \x01(\bR\ftaskLimitHit\"\x9e\x01\n" +
 	"\bDecision\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12;\n" +

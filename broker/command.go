@@ -1,0 +1,133 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nannyai/nannyagent/broker/execute"
+	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+	"github.com/nannyai/nannyagent/policy"
+)
+
+// RunCommand judges a pipeline against the policy and, when every stage is
+// allowed, runs it. A hand-built request is judged exactly like one the
+// worker's parser produced: the broker never trusts the worker's view. A
+// denial, or a run refused before anything started (a path that does not
+// resolve safely, a limit), is a normal response with the reason.
+func (s *Server) RunCommand(ctx context.Context, req *brokerv1.RunCommandRequest) (*brokerv1.RunCommandResponse, error) {
+	lp := s.policies.current()
+	a := auditFrom(ctx)
+	stages := make([]policy.Stage, len(req.GetStages()))
+	for i, st := range req.GetStages() {
+		stages[i] = policy.Stage{Argv: st.GetArgv(), StdoutToNull: st.GetStdoutToNull(), StderrToNull: st.GetStderrToNull(), StderrToStdout: st.GetStderrToStdout()}
+	}
+	a.program, a.argv = pipelineText(stages)
+	decision := lp.policy.Evaluate(stages)
+	out := &brokerv1.RunCommandResponse{Id: req.GetId(), Decision: decisionProto(decision, lp.policy.SHA256())}
+	a.ruleID = ruleIDs(decision)
+	if !decision.Allowed {
+		a.decision, a.reason = decisionDeny, decision.Reason
+		out.ExitCode = -1
+		return out, nil
+	}
+	res, err := s.runner.Run(ctx, execute.Request{Stages: executeStages(decision, stages), Limits: executeLimits(lp.policy.Limits()), Judge: lp.policy})
+	if err != nil {
+		return refusedRun(out, a, err), nil
+	}
+	a.decision = decisionAllow
+	ran := res.Proto()
+	ran.Id, ran.Decision = out.Id, out.Decision
+	return ran, nil
+}
+
+// refusedRun turns a run that never started into a denial when the cause
+// is the request (a path, a limit, too many runs) and into an error result
+// otherwise.
+func refusedRun(out *brokerv1.RunCommandResponse, a *audit, err error) *brokerv1.RunCommandResponse {
+	out.ExitCode = -1
+	switch {
+	case errors.Is(err, execute.ErrPathRefused), errors.Is(err, execute.ErrLimit),
+		errors.Is(err, execute.ErrInvalid), errors.Is(err, execute.ErrBusy):
+		out.Decision.Allowed = false
+		out.Decision.Reason = err.Error()
+		a.decision, a.reason = decisionDeny, err.Error()
+	default:
+		out.Error = err.Error()
+		a.decision, a.reason = decisionError, err.Error()
+	}
+	return out
+}
+
+func executeStages(d policy.Decision, stages []policy.Stage) []execute.Stage {
+	out := make([]execute.Stage, len(d.Stages))
+	for i, sd := range d.Stages {
+		paths := make([]execute.PathOperand, len(sd.Paths))
+		for j, p := range sd.Paths {
+			mode := execute.OpenCheckOnly
+			if p.Open == policy.OpenFD {
+				mode = execute.OpenFD
+			}
+			paths[j] = execute.PathOperand{Index: p.Index, Prefix: p.Prefix, Path: p.Path, Roots: p.Roots, Open: mode}
+		}
+		out[i] = execute.Stage{
+			Program: sd.Program, Argv: sd.Argv, RunAs: sd.RunAs, Paths: paths,
+			StdoutToNull: stages[i].StdoutToNull, StderrToNull: stages[i].StderrToNull, StderrToStdout: stages[i].StderrToStdout,
+		}
+	}
+	return out
+}
+
+func executeLimits(l policy.Limits) execute.Limits {
+	return execute.Limits{
+		Timeout:     l.CommandTimeout,
+		StdoutBytes: int(l.StdoutBytes),
+		StderrBytes: int(l.StderrBytes),
+		MaxStages:   l.PipelineStages,
+		MaxArgs:     l.ArgvCount,
+		MaxArgBytes: l.ArgvBytes,
+		ChildTasks:  l.ChildTasks,
+		ChildMemory: l.ChildMemory,
+	}
+}
+
+func decisionProto(d policy.Decision, sha string) *brokerv1.Decision {
+	out := &brokerv1.Decision{Allowed: d.Allowed, Reason: d.Reason, PolicySha256: sha}
+	for _, sd := range d.Stages {
+		out.Stages = append(out.Stages, &brokerv1.StageDecision{
+			Allowed: sd.Allowed, RuleId: sd.RuleID, Reason: sd.Reason, Program: sd.Program, Argv: sd.Argv, RunAs: sd.RunAs,
+		})
+	}
+	return out
+}
+
+func ruleIDs(d policy.Decision) string {
+	ids := make([]string, 0, len(d.Stages))
+	for _, sd := range d.Stages {
+		if sd.RuleID != "" {
+			ids = append(ids, sd.RuleID)
+		}
+	}
+	return strings.Join(ids, "|")
+}
+
+// pipelineText is the pipeline for the decision log: the programs, and the
+// argv of every stage joined by "|".
+func pipelineText(stages []policy.Stage) (string, []string) {
+	var programs []string
+	var argv []string
+	for i, st := range stages {
+		if i > 0 {
+			argv = append(argv, "|")
+		}
+		if len(st.Argv) > 0 {
+			programs = append(programs, st.Argv[0])
+			argv = append(argv, st.Argv[1:]...)
+		}
+	}
+	if len(stages) > maxLoggedArgs {
+		programs = append(programs[:maxLoggedArgs], fmt.Sprintf("… %d stages", len(stages)))
+	}
+	return strings.Join(programs, "|"), argv
+}
