@@ -84,7 +84,7 @@ var limitFields = []limitField{
 	{"stderr_bytes", limitSize, 256 * kib, 16 * mib,
 		func(l *Limits) int64 { return l.StderrBytes }, func(l *Limits, v int64) { l.StderrBytes = v },
 		"stderr returned from one pipeline"},
-	{"concurrent_commands", limitCount, 4, 32,
+	{"concurrent_commands", limitCount, 8, 32,
 		func(l *Limits) int64 { return int64(l.ConcurrentCommands) }, func(l *Limits, v int64) { l.ConcurrentCommands = int(v) },
 		"pipelines running at once"},
 	{"pipeline_stages", limitCount, 4, 8,

@@ -79,7 +79,7 @@ func (w *Worker) investigate(ctx context.Context, id, issue string, progress fun
 
 // commandParallel bounds one turn's commands in flight; the broker has its
 // own, lower or higher, limit.
-const commandParallel = 4
+const commandParallel = 8
 
 // parseStages is the policy's command-line parser: a refused line comes back
 // to the model with the parser's reason.
