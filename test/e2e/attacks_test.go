@@ -292,3 +292,32 @@ probing:
 		t.Fatal("the broker died")
 	}
 }
+
+func TestRunAsEnvironmentAndOutputCaps(t *testing.T) {
+	requireRoot(t)
+	tr := newAttackTree(t)
+	big := filepath.Join(tr.root, "big.log")
+	if err := os.WriteFile(big, []byte(strings.Repeat("0123456789abcdef\n", 1024)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startStack(t, stack.Options{Policy: fmt.Sprintf(`version: 1
+limits: {stdout_bytes: 1KiB}
+commands:
+  - {id: id-nobody, program: /usr/bin/id, run_as: nobody}
+  - {id: env, program: /usr/bin/env}
+  - id: cat
+    program: /usr/bin/cat
+    operands: [{name: file, type: path, roots: [%q], open: fd}]
+`, tr.root)})
+	c, _ := brokerClient(t, s)
+	if out := string(run(t, c, []string{"id"}).GetStdout()); out != "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n" {
+		t.Errorf("run_as nobody: id printed %q", out)
+	}
+	if out := string(run(t, c, []string{"env"}).GetStdout()); out != "PATH=/usr/sbin:/usr/bin:/sbin:/bin\nLANG=C.UTF-8\n" {
+		t.Errorf("environment not scrubbed: %q", out)
+	}
+	resp := run(t, c, []string{"cat", big})
+	if len(resp.GetStdout()) != 1024 || !resp.GetStdoutTruncated() || resp.GetExitCode() != 0 {
+		t.Errorf("output cap: %d bytes, truncated %v, exit %d", len(resp.GetStdout()), resp.GetStdoutTruncated(), resp.GetExitCode())
+	}
+}

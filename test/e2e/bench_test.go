@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"sync"
@@ -10,7 +11,9 @@ import (
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	"github.com/nannyai/nannyagent/ipc/unixsock"
+	"github.com/nannyai/nannyagent/policy"
 	"github.com/nannyai/nannyagent/test/stack"
+	"github.com/nannyai/nannyagent/worker/investigate"
 )
 
 func benchStack(b *testing.B, policy string) (*stack.Stack, brokerv1.BrokerServiceClient) {
@@ -114,4 +117,34 @@ func BenchmarkExecTrueDirectSpaced(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkTurnOfFiveSleeps is one AI turn of five `sleep 1` commands, run
+// the way the worker runs a turn (in parallel, through the broker).
+func BenchmarkTurnOfFiveSleeps(b *testing.B) {
+	_, c := benchStack(b, "version: 1\ncommands:\n  - {id: sleep, program: /usr/bin/sleep, operands: [{name: s, type: number, min: 1, max: 5}]}\n")
+	cmds := &investigate.Commands{Broker: c, Parse: parseForBench, Parallel: 8}
+	turn := make([]investigate.Command, 5)
+	for i := range turn {
+		turn[i] = investigate.Command{ID: fmt.Sprintf("cmd_%d", i+1), Text: "sleep 1"}
+	}
+	for b.Loop() {
+		for _, r := range cmds.Run(context.Background(), turn) {
+			if r.ExitCode != 0 || r.Error != "" {
+				b.Fatalf("%+v", r)
+			}
+		}
+	}
+}
+
+func parseForBench(line string) ([]*brokerv1.Stage, error) {
+	stages, err := policy.ParseCommandLine(line)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*brokerv1.Stage, len(stages))
+	for i, s := range stages {
+		out[i] = &brokerv1.Stage{Argv: s.Argv}
+	}
+	return out, nil
 }
