@@ -7,11 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 
 	"github.com/nannyai/nannyagent/worker/opstate"
 )
@@ -441,10 +441,10 @@ func TestClaimFailsOnFullDisk(t *testing.T) {
 		t.Skip("needs root: mounts a small tmpfs")
 	}
 	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=12k,mode=0700"); err != nil {
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=12k,mode=0700"); err != nil {
 		t.Skipf("cannot mount tmpfs: %v", err)
 	}
-	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
 	s, err := opstate.Open(opstate.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -454,7 +454,7 @@ func TestClaimFailsOnFullDisk(t *testing.T) {
 	for i := range 1000 {
 		id := "id" + strings.Repeat("x", 40) + string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i/676))
 		if _, _, err := s.Claim(opstate.Investigation, id, opstate.ClaimInfo{}); err != nil {
-			if !errors.Is(err, unix.ENOSPC) {
+			if !errors.Is(err, syscall.ENOSPC) {
 				t.Fatalf("claim error %v, want ENOSPC", err)
 			}
 			if _, ok := s.Get(opstate.Investigation, id); ok {
