@@ -34,16 +34,17 @@ const maxEntries = 1 << 20
 
 // Snapshot is the decoded content of a state file.
 type Snapshot struct {
-	// LastCatchUp is when the last complete catch-up started (zero: never).
-	LastCatchUp time.Time
+	// LastCatchUp is, per kind, when the last complete catch-up of that
+	// kind started (absent: never).
+	LastCatchUp map[Kind]time.Time
 	// Entries in file order.
 	Entries []Entry
 }
 
 type fileData struct {
-	Version     int       `json:"version"`
-	LastCatchUp time.Time `json:"last_catch_up,omitzero"`
-	Entries     []Entry   `json:"entries"`
+	Version     int                `json:"version"`
+	LastCatchUp map[Kind]time.Time `json:"last_catch_up,omitempty"`
+	Entries     []Entry            `json:"entries"`
 }
 
 // Decode parses a state file strictly: one JSON object of the current
@@ -77,6 +78,14 @@ func Decode(data []byte) (Snapshot, error) {
 	}
 	if len(f.Entries) > maxEntries {
 		return Snapshot{}, fmt.Errorf("state file has more than %d entries", maxEntries)
+	}
+	for k, t := range f.LastCatchUp {
+		if !k.valid() {
+			return Snapshot{}, fmt.Errorf("state file: last_catch_up of unknown kind %q", clip(string(k)))
+		}
+		if t.IsZero() {
+			return Snapshot{}, fmt.Errorf("state file: last_catch_up of %s is zero", k)
+		}
 	}
 	seen := make(map[key]bool, len(f.Entries))
 	for i := range f.Entries {

@@ -3,6 +3,7 @@ package opstate
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -57,7 +58,7 @@ type Store struct {
 	gen         uint64
 	entries     map[key]*Entry
 	held        map[key]bool
-	lastCatchUp time.Time
+	lastCatchUp map[Kind]time.Time
 	corrupt     *CorruptError
 	closed      bool
 }
@@ -83,7 +84,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: opts.Dir, path: filepath.Join(opts.Dir, FileName), maxAge: opts.MaxAge, now: opts.Now,
-		lock: lock, entries: map[key]*Entry{}, held: map[key]bool{}}
+		lock: lock, entries: map[key]*Entry{}, held: map[key]bool{}, lastCatchUp: map[Kind]time.Time{}}
 	if err := s.load(); err != nil {
 		_ = lock.Close()
 		return nil, err
@@ -128,7 +129,9 @@ func (s *Store) load() error {
 		s.corrupt = &CorruptError{Path: aside, Err: derr}
 		return nil
 	}
-	s.lastCatchUp = snap.LastCatchUp
+	for k, t := range snap.LastCatchUp {
+		s.lastCatchUp[k] = t
+	}
 	for i := range snap.Entries {
 		e := snap.Entries[i]
 		s.entries[key{e.Kind, e.ID}] = &e
@@ -194,7 +197,7 @@ func (s *Store) commit(gen uint64) error {
 		return ErrClosed
 	}
 	cur := s.gen
-	snap := Snapshot{LastCatchUp: s.lastCatchUp, Entries: make([]Entry, 0, len(s.entries))}
+	snap := Snapshot{LastCatchUp: maps.Clone(s.lastCatchUp), Entries: make([]Entry, 0, len(s.entries))}
 	for _, e := range s.entries {
 		snap.Entries = append(snap.Entries, *e)
 	}
@@ -555,33 +558,42 @@ func (s *Store) Touch(kind Kind, ids []string) error {
 	return s.commit(gen)
 }
 
-// LastCatchUp returns when the last complete catch-up started (zero: never
-// on this state).
-func (s *Store) LastCatchUp() time.Time {
+// LastCatchUp returns when the last complete catch-up of kind started
+// (zero: never on this state).
+func (s *Store) LastCatchUp(kind Kind) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.lastCatchUp
+	return s.lastCatchUp[kind]
 }
 
-// SetLastCatchUp records that a complete catch-up started at t.
-func (s *Store) SetLastCatchUp(t time.Time) error {
+// SetLastCatchUp records that a complete catch-up of kind started at t.
+// Kinds are separate because a kind the worker did not list (no handler
+// yet) must not look caught up once it gets one.
+func (s *Store) SetLastCatchUp(kind Kind, t time.Time) error {
+	if !kind.valid() || t.IsZero() {
+		return fmt.Errorf("opstate: catch-up mark %q at %v", clip(string(kind)), t)
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	if !t.After(s.lastCatchUp) {
+	prev, had := s.lastCatchUp[kind]
+	if !t.After(prev) {
 		s.mu.Unlock()
 		return nil
 	}
-	prev := s.lastCatchUp
-	s.lastCatchUp = t
+	s.lastCatchUp[kind] = t
 	gen := s.changedLocked()
 	s.mu.Unlock()
 	if err := s.commit(gen); err != nil {
 		s.mu.Lock()
-		if s.lastCatchUp.Equal(t) {
-			s.lastCatchUp = prev
+		if s.lastCatchUp[kind].Equal(t) {
+			if had {
+				s.lastCatchUp[kind] = prev
+			} else {
+				delete(s.lastCatchUp, kind)
+			}
 			s.changedLocked()
 		}
 		s.mu.Unlock()

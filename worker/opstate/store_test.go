@@ -312,21 +312,29 @@ func TestTouchWritesRarely(t *testing.T) {
 	}
 }
 
-func TestLastCatchUpPersists(t *testing.T) {
+func TestLastCatchUpPersistsPerKind(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, nil)
-	if !s.LastCatchUp().IsZero() {
+	if !s.LastCatchUp(opstate.Patch).IsZero() {
 		t.Fatal("fresh store has a catch-up time")
 	}
-	if err := s.SetLastCatchUp(t0); err != nil {
+	if err := s.SetLastCatchUp(opstate.Patch, t0); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetLastCatchUp(t0.Add(-time.Hour)); err != nil || !s.LastCatchUp().Equal(t0) {
-		t.Fatalf("went backwards: %v %v", s.LastCatchUp(), err)
+	if err := s.SetLastCatchUp(opstate.Patch, t0.Add(-time.Hour)); err != nil || !s.LastCatchUp(opstate.Patch).Equal(t0) {
+		t.Fatalf("went backwards: %v %v", s.LastCatchUp(opstate.Patch), err)
+	}
+	if err := s.SetLastCatchUp("sbom", t0); err == nil {
+		t.Fatal("unknown kind accepted")
 	}
 	_ = s.Close()
-	if got := open(t, dir, nil).LastCatchUp(); !got.Equal(t0) {
+	s2 := open(t, dir, nil)
+	if got := s2.LastCatchUp(opstate.Patch); !got.Equal(t0) {
 		t.Fatalf("after reopen %v", got)
+	}
+	// A kind never caught up stays unknown: its backlog's age is unknown.
+	if got := s2.LastCatchUp(opstate.Reboot); !got.IsZero() {
+		t.Fatalf("reboot mark %v", got)
 	}
 }
 
@@ -392,6 +400,8 @@ func TestCorruptFileIsKeptAside(t *testing.T) {
 		{"duplicate", strings.Replace(valid, `]}`, `,{"kind":"patch","id":"p1","state":"done","first_seen":"2026-11-25T21:40:00Z"}]}`, 1), "twice"},
 		{"trailing", valid + "{}", "trailing"},
 		{"no entries", `{"version":1}`, "no entries"},
+		{"catch-up mark of unknown kind", strings.Replace(valid, `"entries"`, `"last_catch_up":{"sbom":"2026-11-25T21:40:00Z"},"entries"`, 1), "unknown kind"},
+		{"catch-up mark as a string", strings.Replace(valid, `"entries"`, `"last_catch_up":"2026-11-25T21:40:00Z","entries"`, 1), "cannot unmarshal"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

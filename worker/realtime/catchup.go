@@ -73,12 +73,12 @@ func (r *Realtime) maintain(ctx context.Context) {
 // delivered: a disconnect, or a subscribe answered 204 that delivers
 // nothing.
 //
-// Each record first seen here existed no earlier than the previous
-// complete catch-up started (it would have been listed then), so that time
-// is its NotBefore; on a fresh install there is none (zero: unknown age).
+// A record first seen here existed no earlier than the previous complete
+// catch-up of its kind started (that one would have listed it), so that
+// time is its NotBefore; when its kind was never caught up on this state
+// (a fresh install, or a kind that just got a handler) its age is unknown.
 func (r *Realtime) catchUp(ctx context.Context) error {
 	began := r.cfg.Now()
-	prev := r.store.LastCatchUp()
 	var ops []op
 	var errs []error
 	listed := map[opstate.Kind][]string{}
@@ -88,31 +88,31 @@ func (r *Realtime) catchUp(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		for _, o := range got {
-			listed[k] = append(listed[k], o.id)
+		prev := r.store.LastCatchUp(k)
+		listed[k] = []string{}
+		for i := range got {
+			got[i].notBefore = prev
+			listed[k] = append(listed[k], got[i].id)
 		}
 		ops = append(ops, got...)
 	}
 	deferrals := r.deferrals.Load()
-	r.offer(sourceCatchUp, prev, ops)
+	r.offer(sourceCatchUp, ops)
+	r.stats.catchUps.Add(1)
 	for k, ids := range listed {
 		if err := r.store.Touch(k, ids); err != nil {
 			r.log.Error("cannot note listed operations", "error", err.Error())
 		}
+		if k == opstate.Investigation && r.deferrals.Load() != deferrals {
+			// A deferred record was not claimed: this catch-up does not
+			// bound its age, so it must not move the mark.
+			continue
+		}
+		if err := r.store.SetLastCatchUp(k, began); err != nil {
+			errs = append(errs, fmt.Errorf("record catch-up time: %w", err))
+		}
 	}
-	r.stats.catchUps.Add(1)
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	if r.deferrals.Load() != deferrals {
-		// A deferred record was not claimed: this catch-up does not bound
-		// its age, so it must not move the mark.
-		return nil
-	}
-	if err := r.store.SetLastCatchUp(began); err != nil {
-		return fmt.Errorf("record catch-up time: %w", err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // list fetches one kind's open records of this agent.

@@ -17,6 +17,9 @@ type op struct {
 	inv    *nannyapi.Investigation
 	patch  *nannyapi.PatchOperation
 	reboot *nannyapi.RebootOperation
+	// notBefore bounds the record's creation time from below (zero:
+	// unknown); see the package documentation.
+	notBefore time.Time
 }
 
 func investigationOp(i nannyapi.Investigation) op {
@@ -114,7 +117,8 @@ func (r *Realtime) handleFrame(name, data string) {
 	}
 	if ev.Action == "create" {
 		// A create event is sent when the record is created: it is new.
-		r.offer(sourceStream, r.cfg.Now(), []op{o})
+		o.notBefore = r.cfg.Now()
+		r.offer(sourceStream, []op{o})
 		return
 	}
 	r.changed(o, ev.Action)
@@ -137,9 +141,8 @@ func (s source) String() string {
 
 // offer is the one path from a record to a worker, for the stream and the
 // catch-up alike: admit filters, the store's claim de-duplicates, schedule
-// judges staleness and queues. notBefore bounds the records' creation
-// time from below (zero: unknown).
-func (r *Realtime) offer(src source, notBefore time.Time, ops []op) {
+// judges staleness and queues.
+func (r *Realtime) offer(src source, ops []op) {
 	var cands []op
 	var reqs []opstate.ClaimRequest
 	for _, o := range ops {
@@ -148,7 +151,7 @@ func (r *Realtime) offer(src source, notBefore time.Time, ops []op) {
 		}
 		cands = append(cands, o)
 		reqs = append(reqs, opstate.ClaimRequest{Kind: o.kind, ID: o.id,
-			Info: opstate.ClaimInfo{NotBefore: notBefore, Mode: o.mode(), LXCID: o.lxcID()}})
+			Info: opstate.ClaimInfo{NotBefore: o.notBefore, Mode: o.mode(), LXCID: o.lxcID()}})
 	}
 	if len(reqs) == 0 {
 		return

@@ -48,9 +48,9 @@
 //     /fail route): it is logged, and the backend times the reboot out.
 //   - Every record gets NotBefore when first seen: a stream "create" is
 //     new (now); a record first seen by a catch-up existed no earlier than
-//     the previous complete catch-up started, since that one would have
-//     listed it; on a fresh install (no catch-up recorded) its age is
-//     unknown. NotBefore is kept in opstate, so a restart does not make a
+//     the previous complete catch-up of its kind started, since that one
+//     would have listed it; on a fresh install, or for a kind that just got
+//     a handler (no catch-up of it recorded), its age is unknown. NotBefore is kept in opstate, so a restart does not make a
 //     waiting record look new.
 //   - A patch in "apply" mode runs only if its NotBefore is known and
 //     within MaxApplyAge (default 24h). So the initial backlog of a fresh
@@ -62,8 +62,9 @@
 //
 // # Restarts and recovery
 //
-// Run first resolves what a previous process left running (see
-// opstate.Store.Orphans), never re-running it: an investigation is
+// Run starts by resolving what a previous process left running (see
+// opstate.Store.Orphans; until resolved, the claim refuses those ids), never
+// re-running it: an investigation is
 // reported failed ("worker restarted during the investigation"); a patch
 // is looked up through PatchRecovery (the broker's detached run: finished
 // → its result is uploaded; never started → reported failed; still

@@ -111,18 +111,23 @@ func TestApplyFromAFreshInstallBacklogIsNotRun(t *testing.T) {
 func TestApplyAfterALongOutageIsNotRun(t *testing.T) {
 	tests := []struct {
 		name        string
+		markKind    opstate.Kind
 		maxApplyAge time.Duration
 		run         bool
+		why         string
 	}{
-		{"default 24h", 0, false},
-		{"allowed 4 days", 96 * time.Hour, true},
+		{"default 24h", opstate.Patch, 0, false, "longer than the 24h0m0s allowed"},
+		{"allowed 4 days", opstate.Patch, 96 * time.Hour, true, ""},
+		// Patches were never listed (no handler before an upgrade): the
+		// investigations' mark says nothing about them.
+		{"patches never caught up", opstate.Investigation, 96 * time.Hour, false, "age is unknown"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, fakeapi.Options{})
 			dir := t.TempDir()
 			s := e.openStore(dir)
-			if err := s.SetLastCatchUp(time.Now().Add(-72 * time.Hour)); err != nil {
+			if err := s.SetLastCatchUp(tc.markKind, time.Now().Add(-72*time.Hour)); err != nil {
 				t.Fatal(err)
 			}
 			apply := e.createPatch("apply")
@@ -142,7 +147,7 @@ func TestApplyAfterALongOutageIsNotRun(t *testing.T) {
 				}
 				return
 			}
-			if rec.total() != 0 || got.State != opstate.Skipped || !strings.Contains(got.Note, "longer than the 24h0m0s allowed") {
+			if rec.total() != 0 || got.State != opstate.Skipped || !strings.Contains(got.Note, tc.why) {
 				t.Errorf("entry %+v, calls %v", got, rec.snapshot())
 			}
 		})

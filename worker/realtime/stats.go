@@ -29,7 +29,8 @@ type Stats struct {
 	// its PocketBase client id.
 	Subscribed bool
 	ClientID   string
-	// LastCatchUp is when the last complete catch-up started.
+	// LastCatchUp is when the last complete catch-up of every handled
+	// kind started (the oldest of their marks; zero: some kind never).
 	LastCatchUp time.Time
 }
 
@@ -53,10 +54,25 @@ func (r *Realtime) Stats() Stats {
 		Started: c.started.Load(), Done: c.done.Load(), Failed: c.failed.Load(), Skipped: c.skipped.Load(),
 		QueueFull: c.queueFull.Load(), CatchUps: c.catchUps.Load(), CatchUpErrors: c.catchUpErrors.Load(),
 		Recovered: c.recovered.Load(), Reports: c.reports.Load(),
-		Subscribed: c.subscribed.Load(), LastCatchUp: r.store.LastCatchUp(),
+		Subscribed: c.subscribed.Load(), LastCatchUp: r.lastCatchUp(),
 	}
 	if id := c.clientID.Load(); id != nil {
 		s.ClientID = *id
 	}
 	return s
+}
+
+// lastCatchUp is the oldest catch-up mark of the handled kinds.
+func (r *Realtime) lastCatchUp() time.Time {
+	var oldest time.Time
+	for i, k := range r.kinds() {
+		t := r.store.LastCatchUp(k)
+		if t.IsZero() {
+			return time.Time{}
+		}
+		if i == 0 || t.Before(oldest) {
+			oldest = t
+		}
+	}
+	return oldest
 }
