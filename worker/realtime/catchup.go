@@ -57,12 +57,7 @@ func (r *Realtime) maintain(ctx context.Context) {
 				r.log.Info("pruned old operation entries", "count", n)
 			}
 		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
+		// Since Go 1.23 a Reset timer never delivers a stale tick.
 		timer.Reset(wait)
 	}
 }
