@@ -33,11 +33,18 @@ func (w *Worker) Diagnose(ctx context.Context, req *workerv1.DiagnoseRequest, se
 	if priority == "" {
 		priority = "medium"
 	}
+	done, err := w.beginOwnInvestigation()
+	if err != nil {
+		return err
+	}
 	created, err := w.session.client().CreateInvestigation(ctx, w.session.agentID(), issue, priority)
 	if err != nil {
+		_ = done("")
 		return fmt.Errorf("create investigation: %w", err)
 	}
-	w.ownInvestigation(created.ID)
+	if err := done(created.ID); err != nil {
+		w.log.Warn("could not record the investigation as ours", "investigation", created.ID, "error", err.Error())
+	}
 	if err := send(&workerv1.DiagnoseResponse{Event: &workerv1.DiagnoseResponse_Started{Started: &workerv1.DiagnoseStarted{InvestigationId: created.ID}}}); err != nil {
 		return err
 	}

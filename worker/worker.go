@@ -23,7 +23,9 @@ import (
 	"github.com/nannyai/nannyagent/worker/config"
 	"github.com/nannyai/nannyagent/worker/localapi"
 	"github.com/nannyai/nannyagent/worker/metrics"
+	"github.com/nannyai/nannyagent/worker/opstate"
 	"github.com/nannyai/nannyagent/worker/proxmox"
+	"github.com/nannyai/nannyagent/worker/realtime"
 )
 
 // Worker is one running worker process.
@@ -40,16 +42,23 @@ type Worker struct {
 	metrics    *metrics.Loop
 	proxmox    *proxmox.Loop
 
-	// own holds ids of investigations this worker created, so the realtime
-	// stream's echo of them is not run a second time.
-	ownMu sync.Mutex
-	own   map[string]bool
+	// ops records handled operations (exactly once across restarts).
+	ops *opstate.Store
 
-	// The agent's loops run under runCtx once the host is registered.
-	runMu      sync.Mutex
-	runCtx     context.Context
-	loops      sync.WaitGroup
-	agentStart sync.Once
+	// The agent's loops run under runCtx once the host is registered; a
+	// forced re-registration restarts them for the new agent id.
+	runMu       sync.Mutex
+	runCtx      context.Context
+	loops       sync.WaitGroup
+	agent       *agentRun
+	realtimeNow *realtime.Realtime
+}
+
+// agentRun is one start of the agent's loops.
+type agentRun struct {
+	agentID string
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
 }
 
 // New connects (lazily) to the broker and opens the token store.
@@ -63,23 +72,38 @@ func New(cfg *config.Config, version string, log *slog.Logger) (*Worker, error) 
 		sess.close()
 		return nil, err
 	}
-	w := &Worker{
-		cfg: cfg, log: log, version: version, started: time.Now(),
-		brokerConn: conn, broker: brokerv1.NewBrokerServiceClient(conn), session: sess,
-	}
-	if err := w.newLoops(); err != nil {
+	ops, err := opstate.Open(opstate.Options{Dir: cfg.StateDir})
+	if err != nil {
 		conn.Close()
 		sess.close()
+		return nil, &config.Error{Key: "state_dir", Reason: err.Error()}
+	}
+	w := &Worker{
+		cfg: cfg, log: log, version: version, started: time.Now(),
+		brokerConn: conn, broker: brokerv1.NewBrokerServiceClient(conn), session: sess, ops: ops,
+	}
+	if err := w.newLoops(); err != nil {
+		w.close()
 		return nil, err
 	}
 	return w, nil
 }
 
+func (w *Worker) close() {
+	w.brokerConn.Close()
+	w.session.close()
+	if err := w.ops.Close(); err != nil {
+		w.log.Error("closing the operations record", "error", err.Error())
+	}
+}
+
 // Run serves the CLI on ln until ctx ends, then stops everything it started.
 // ready is called once the worker serves.
 func (w *Worker) Run(ctx context.Context, ln net.Listener, ready func()) error {
-	defer w.brokerConn.Close()
-	defer w.session.close()
+	defer w.close()
+	if err := w.ops.Degraded(); err != nil {
+		w.log.Error("the record of handled operations was corrupt and is kept aside; patches in apply mode and reboots are refused until an operator removes it", "error", err.Error())
+	}
 	for _, warning := range w.cfg.Warnings {
 		w.log.Warn(warning)
 	}
@@ -128,28 +152,39 @@ func (w *Worker) Run(ctx context.Context, ln net.Listener, ready func()) error {
 	}
 }
 
-// startAgent starts the loops that need a registration, once, under Run's
-// context.
+// startAgent starts the loops that need a registration under Run's
+// context, or restarts them when the agent id changed.
 func (w *Worker) startAgent() {
-	w.agentStart.Do(func() {
-		w.runMu.Lock()
-		ctx := w.runCtx
-		w.runMu.Unlock()
-		if ctx == nil {
+	w.runMu.Lock()
+	defer w.runMu.Unlock()
+	if w.runCtx == nil || w.runCtx.Err() != nil {
+		return
+	}
+	id := w.session.agentID()
+	if w.agent != nil {
+		if w.agent.agentID == id {
 			return
 		}
-		for _, loop := range w.agentLoops() {
-			w.loops.Add(1)
-			go func() {
-				defer w.loops.Done()
-				loop(ctx)
-			}()
-		}
-	})
+		w.agent.cancel()
+		w.agent.done.Wait()
+	}
+	ctx, cancel := context.WithCancel(w.runCtx)
+	run := &agentRun{agentID: id, cancel: cancel}
+	loops, rt := w.agentLoops(id)
+	w.agent, w.realtimeNow = run, rt
+	for _, loop := range loops {
+		run.done.Add(1)
+		w.loops.Add(1)
+		go func() {
+			defer w.loops.Done()
+			defer run.done.Done()
+			loop(ctx)
+		}()
+	}
 }
 
 // agentLoops are the loops of a registered agent.
-func (w *Worker) agentLoops() []func(context.Context) {
+func (w *Worker) agentLoops(agentID string) ([]func(context.Context), *realtime.Realtime) {
 	loops := []func(context.Context){
 		func(ctx context.Context) { w.runLoop(ctx, "metrics", w.metrics.Run) },
 		func(ctx context.Context) { w.runLoop(ctx, "proxmox", w.proxmox.Run) },
@@ -157,7 +192,12 @@ func (w *Worker) agentLoops() []func(context.Context) {
 	if !w.cfg.UseStaticToken() {
 		loops = append(loops, func(ctx context.Context) { w.session.tokens.Run(ctx, w.cfg.TokenRenewal.CheckInterval) })
 	}
-	return loops
+	rt, err := w.newRealtime(agentID)
+	if err != nil {
+		w.log.Error("realtime disabled", "error", err.Error())
+		return loops, nil
+	}
+	return append(loops, func(ctx context.Context) { w.runLoop(ctx, "realtime", rt.Run) }), rt
 }
 
 // runLoop runs one loop and logs why it ended early.
@@ -201,16 +241,6 @@ func adminGID(name string, log *slog.Logger) int {
 	}
 	log.Warn("the worker is not in the admin group; only root can use the CLI", "group", name)
 	return -1
-}
-
-// ownInvestigation records an investigation this worker created.
-func (w *Worker) ownInvestigation(id string) {
-	w.ownMu.Lock()
-	defer w.ownMu.Unlock()
-	if w.own == nil {
-		w.own = map[string]bool{}
-	}
-	w.own[id] = true
 }
 
 func (w *Worker) now() time.Time { return time.Now() }

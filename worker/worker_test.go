@@ -30,6 +30,7 @@ func testConfig(t *testing.T) *config.Config {
 		"--worker-socket", filepath.Join(dir, "w", "worker.sock"),
 		"--broker-socket", filepath.Join(dir, "absent.sock"),
 		"--admin-group", g.Name, "--broker-timeout", "300ms",
+		"--state-dir", filepath.Join(dir, "state"), "--token-path", filepath.Join(dir, "state", "token.json"),
 	}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)

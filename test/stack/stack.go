@@ -151,6 +151,9 @@ type Stack struct {
 	broker *Process
 	worker *Process
 
+	workerArgs []string
+	workerEnv  []string
+
 	stopMu  sync.Mutex
 	stopped bool
 }
@@ -209,16 +212,30 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		"--admin-group", s.AdminGroup, "--state-dir", s.StateDir,
 		"--token-path", filepath.Join(s.StateDir, "token.json"), "--log-format", "json",
 	}, opts.ExtraWorkerArgs...)
-	s.worker, err = s.start(filepath.Join(opts.BinDir, Worker), workerArgs, s.WorkerCred(), opts.WorkerEnv, "worker.log")
-	if err != nil {
-		s.Stop()
-		return nil, err
-	}
-	if err := waitSocket(ctx, s.WorkerSocket, s.worker); err != nil {
+	s.workerArgs, s.workerEnv = workerArgs, opts.WorkerEnv
+	if err := s.StartWorker(ctx); err != nil {
 		s.Stop()
 		return nil, err
 	}
 	return s, nil
+}
+
+// StartWorker starts the worker (again, after KillWorker) with the same
+// arguments and waits for worker.sock.
+func (s *Stack) StartWorker(ctx context.Context) error {
+	p, err := s.start(filepath.Join(s.BinDir, Worker), s.workerArgs, s.WorkerCred(), s.workerEnv, "worker.log")
+	if err != nil {
+		return err
+	}
+	s.worker = p
+	return waitSocket(ctx, s.WorkerSocket, p)
+}
+
+// KillWorker kills the worker with SIGKILL, as a crash or the OOM killer
+// would, and waits for it to be gone.
+func (s *Stack) KillWorker() {
+	_ = s.worker.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.worker.done
 }
 
 func prepare(opts Options) (*Stack, error) {
@@ -316,7 +333,7 @@ func (s *Stack) WorkerCred() *syscall.Credential {
 
 func (s *Stack) start(bin string, args []string, cred *syscall.Credential, env []string, logName string) (*Process, error) {
 	logPath := filepath.Join(s.Dir, logName)
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -417,7 +434,7 @@ func (s *Stack) Stop() error {
 	defer s.cleanup()
 	var errs []string
 	for _, p := range []*Process{s.worker, s.broker} {
-		if p == nil {
+		if p == nil || p.killed() {
 			continue
 		}
 		if err := p.stop(); err != nil {
@@ -443,6 +460,15 @@ func (p *Process) stop() error {
 		return fmt.Errorf("%s exited uncleanly: %v\n%s", filepath.Base(p.cmd.Path), p.waitErr, p.Log())
 	}
 	return nil
+}
+
+// killed reports a process ended by SIGKILL on purpose (KillWorker).
+func (p *Process) killed() bool {
+	if !p.Exited() {
+		return false
+	}
+	st, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return ok && st.Signaled() && st.Signal() == syscall.SIGKILL
 }
 
 // Exited reports whether the process has ended.

@@ -1,0 +1,47 @@
+package worker
+
+import (
+	"context"
+	"errors"
+
+	"github.com/nannyai/nannyagent/worker/nannyapi"
+	"github.com/nannyai/nannyagent/worker/realtime"
+)
+
+// newRealtime builds the stream for agentID; investigations that arrive on
+// it run like the CLI's, without a CLI to stream to.
+func (w *Worker) newRealtime(agentID string) (*realtime.Realtime, error) {
+	client := w.session.client()
+	return realtime.New(realtime.Config{
+		AgentID:        agentID,
+		API:            client,
+		Store:          w.ops,
+		Investigations: investigationHandler{w},
+		Reporter:       realtime.APIReporter{API: client},
+		Logger:         w.log,
+	})
+}
+
+// investigationHandler runs an investigation the portal started.
+type investigationHandler struct{ w *Worker }
+
+func (h investigationHandler) HandleInvestigation(ctx context.Context, inv nannyapi.Investigation) error {
+	h.w.log.Info("investigation from NannyAPI", "investigation", inv.ID)
+	_, err := h.w.investigate(ctx, inv.ID, inv.UserPrompt, nil)
+	return err
+}
+
+// errNoStream: the realtime stream is not running (not registered yet).
+var errNoStream = errors.New("this host is not registered: run `nannyagent register` as root first")
+
+// beginOwnInvestigation marks an investigation this worker is about to
+// create, so the stream's echo of it is not run a second time.
+func (w *Worker) beginOwnInvestigation() (func(id string) error, error) {
+	w.runMu.Lock()
+	rt := w.realtimeNow
+	w.runMu.Unlock()
+	if rt == nil {
+		return nil, errNoStream
+	}
+	return rt.BeginOwnInvestigation(), nil
+}
