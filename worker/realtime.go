@@ -3,8 +3,10 @@ package worker
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/nannyai/nannyagent/worker/nannyapi"
+	"github.com/nannyai/nannyagent/worker/patching"
 	"github.com/nannyai/nannyagent/worker/realtime"
 )
 
@@ -17,10 +19,18 @@ func (w *Worker) newRealtime(agentID string) (*realtime.Realtime, error) {
 		API:            client,
 		Store:          w.ops,
 		Investigations: investigationHandler{w},
+		Patches:        &patching.Handler{API: client, Broker: w.broker, Poll: patchPoll, MaxWait: patchMaxWait},
 		Reporter:       realtime.APIReporter{API: client},
 		Logger:         w.log,
 	})
 }
+
+// patchPoll and patchMaxWait pace the wait for a detached patch run; the
+// broker bounds the run itself.
+const (
+	patchPoll    = 2 * time.Second
+	patchMaxWait = 2 * time.Hour
+)
 
 // investigationHandler runs an investigation the portal started.
 type investigationHandler struct{ w *Worker }
