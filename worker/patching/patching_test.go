@@ -94,7 +94,7 @@ func TestHandlePatch(t *testing.T) {
 		{"hash mismatch", &fakeAPI{hash: strings.Repeat("0", 64)}, &fakeBroker{}, op("apply"), 1, "does not match"},
 		{"broker refuses", &fakeAPI{hash: scriptHash()}, &fakeBroker{start: brokerv1.PatchState_PATCH_STATE_FAILED_TO_START}, op("apply"), 1, "disabled by policy"},
 		{"broker cannot", &fakeAPI{hash: scriptHash()}, &fakeBroker{runErr: status.Error(codes.Unimplemented, "no patch runs here")}, op("apply"), 1, "no patch runs here"},
-		{"foreign url", &fakeAPI{hash: scriptHash(), download: nannyapi.ErrForeignOrigin}, &fakeBroker{}, op("dry-run"), 1, "foreign"},
+		{"foreign url", &fakeAPI{hash: scriptHash(), download: nannyapi.ErrForeignOrigin}, &fakeBroker{}, op("dry-run"), 1, "not on the nannyapi origin"},
 		{"bad mode", &fakeAPI{hash: scriptHash()}, &fakeBroker{}, op("yolo"), 1, "unknown patch mode"},
 	}
 	for _, tc := range tests {
