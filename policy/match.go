@@ -144,7 +144,9 @@ func (m *matcher) requiredGiven() bool {
 		case o.value != nil:
 			what = " (" + o.value.describe() + ")"
 		}
-		return m.deny(len(m.argv), "option %s is required by rule %s%s", strings.Join(o.names, " or "), m.r.id, what)
+		// A rule whose required option is missing does not describe this
+		// line at all, so its denial ranks below every other rule's.
+		return m.deny(0, "option %s is required by rule %s%s", strings.Join(o.names, " or "), m.r.id, what)
 	}
 	return true
 }
@@ -511,6 +513,29 @@ func cutAny(s, seps string) (string, string, bool) {
 	return s, "", false
 }
 
+// missingOperand names the operand a line with too few operands lacks.
+// Operands fill the slots in order, so the first slots' minimums are met
+// first: the missing one is the first slot whose minimum, added to those
+// before it, exceeds what was given ("vmstat 1" lacks the count, not the
+// interval).
+func (m *matcher) missingOperand(given int) bool {
+	sum := 0
+	for si, s := range m.r.slots {
+		if m.filled&(1<<uint(si)) != 0 {
+			continue
+		}
+		sum += s.min
+		if sum > given {
+			name := s.name
+			if name == "" {
+				name = s.value.typeName
+			}
+			return m.deny(len(m.argv), "missing operand: %s (%s)", name, s.value.describe())
+		}
+	}
+	return m.deny(len(m.argv), "missing operand")
+}
+
 // finish assigns the positional operands to the rule's slots, in order,
 // each slot taking as many as it can while leaving enough for the slots
 // after it, and judges each operand.
@@ -530,6 +555,9 @@ func (m *matcher) finish() bool {
 		if m.filled&(1<<uint(si)) == 0 {
 			need += s.min
 		}
+	}
+	if nops < need {
+		return m.missingOperand(nops)
 	}
 	at := 0
 	for si, s := range r.slots {

@@ -155,3 +155,70 @@ func TestRequiredExplained(t *testing.T) {
 		t.Errorf("explain text does not mark the required option:\n%s", b.String())
 	}
 }
+
+// TestRequiredRanksLast: when every rule for a program denies a line, the
+// reason comes from a rule that describes it, not from one whose required
+// option the line leaves out (which would otherwise rank first, having
+// read the whole line). Rules that fail at the same argument keep their
+// order, so the file rule comes first here.
+func TestRequiredRanksLast(t *testing.T) {
+	p := mustLoadYAML(t, `
+version: 1
+deny_paths:
+  - {id: deny-shadow, paths: [/etc/shadow], reason: password hashes}
+commands:
+  - id: grep-file
+    program: /usr/bin/grep
+    permute: true
+    deny_options: [{opt: -R, reason: follows links}]
+    operands:
+      - {name: pattern, type: regex}
+      - {name: file, type: path, roots: [/etc, /var/log], open: fd}
+  - id: grep-recursive
+    program: /usr/bin/grep
+    permute: true
+    options: [{opt: -r, required: true}]
+    operands:
+      - {name: pattern, type: regex}
+      - {name: directory, type: path, roots: [/var/log], open: check}
+`)
+	runDecisionCases(t, p, []decisionCase{
+		{"grep root /etc/shadow", false, "deny_paths rule deny-shadow"},
+		{"grep -r root /etc", false, "not under the allowed roots (/var/log)"},
+		{"grep -R root /var/log", false, "follows links"},
+		{"grep root /etc/hosts", true, "grep-file"},
+		{"grep -r root /var/log", true, "grep-recursive"},
+	})
+}
+
+// TestMissingOperandNamed: with too few operands the denial names the slot
+// that is short, which is the later one (operands fill slots in order).
+func TestMissingOperandNamed(t *testing.T) {
+	p := mustLoadYAML(t, `
+version: 1
+commands:
+  - id: iostat
+    program: /usr/bin/iostat
+    operands:
+      - {name: device, type: string, pattern: '[a-z]+', count: 0-8}
+      - {name: interval, type: enum, values: ["1"]}
+      - {name: count, type: number, min: 1, max: 9}
+  - id: grep
+    program: /usr/bin/grep
+    options: [{opt: -e, value: {type: regex}, fills: pattern}]
+    operands:
+      - {name: pattern, type: regex}
+      - {name: file, type: path, roots: [/var/log], open: fd, count: 1-2}
+`)
+	runDecisionCases(t, p, []decisionCase{
+		{"iostat 1", false, "missing operand: count (a whole number from 1 to 9)"},
+		{"iostat", false, "missing operand: interval"},
+		// Enough operands: they fill the slots in order (no type guessing).
+		{"iostat sda 1", false, `interval: "sda" is not one of: 1`},
+		{"iostat sda 1 3", true, "iostat"},
+		{"grep x", false, "missing operand: file"},
+		{"grep -e x", false, "missing operand: file"},
+		{"grep", false, "missing operand: pattern"},
+		{"grep -e x /var/log/syslog", true, "grep"},
+	})
+}
