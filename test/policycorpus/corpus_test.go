@@ -93,11 +93,11 @@ type entry struct {
 // readCorpus reads one command per line, skipping blank lines and lines
 // starting with #. \uXXXX sequences are decoded so the corpus can hold
 // invisible and look-alike characters in a reviewable form.
-func readCorpus(t *testing.T, name string) []entry {
-	t.Helper()
+func readCorpus(tb testing.TB, name string) []entry {
+	tb.Helper()
 	f, err := os.Open(name)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer f.Close()
 	var out []entry
@@ -109,21 +109,17 @@ func readCorpus(t *testing.T, name string) []entry {
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
-		cmd, err := decodeEscapes(text)
-		if err != nil {
-			t.Fatalf("%s:%d: %v", name, n, err)
-		}
-		out = append(out, entry{line: n, cmd: cmd})
+		out = append(out, entry{line: n, cmd: decodeEscapes(text)})
 	}
 	if err := sc.Err(); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return out
 }
 
 // decodeEscapes replaces \uXXXX (four hex digits) with the character; any
 // other backslash is left for the command-line parser.
-func decodeEscapes(s string) (string, error) {
+func decodeEscapes(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		if s[i] == '\\' && i+6 <= len(s) && s[i+1] == 'u' {
@@ -135,7 +131,7 @@ func decodeEscapes(s string) (string, error) {
 		}
 		b.WriteByte(s[i])
 	}
-	return b.String(), nil
+	return b.String()
 }
 
 // verdict is what `nannyagent policy test --json` said about one line.
@@ -240,7 +236,18 @@ func TestDangerousCorpus(t *testing.T) {
 			denied++
 		}
 	}
-	crossCheck(t, loadPolicy(t), vs)
+	p := loadPolicy(t)
+	crossCheck(t, p, vs)
+	// Every deny_paths rule is exercised by at least one line.
+	for _, d := range p.DenyPaths() {
+		hit := false
+		for _, v := range vs {
+			hit = hit || strings.Contains(v.result.Reason, "deny_paths rule "+d.ID+" ")
+		}
+		if !hit {
+			t.Errorf("no dangerous command is denied by deny_paths rule %s; add one per rule", d.ID)
+		}
+	}
 	summary := fmt.Sprintf("dangerous corpus: %d commands, %d denied with a reason, %d allowed", len(vs), denied, len(vs)-denied)
 	fmt.Println(summary)
 	t.Log(summary)
