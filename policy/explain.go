@@ -46,6 +46,7 @@ type OptionExplanation struct {
 	Value         string   `json:"value,omitempty"`
 	OptionalValue bool     `json:"optional_value,omitempty"`
 	Fills         string   `json:"fills,omitempty"`
+	Required      bool     `json:"required,omitempty"`
 	Description   string   `json:"description,omitempty"`
 }
 
@@ -121,7 +122,7 @@ func (r *cmdRule) explain() CommandExplanation {
 		c.LeadingNum = "-NUM as the first argument: " + r.leading.describe()
 	}
 	for _, o := range r.opts {
-		oe := OptionExplanation{Spellings: o.names, OptionalValue: o.optionalValue, Fills: o.fills, Description: o.description}
+		oe := OptionExplanation{Spellings: o.names, OptionalValue: o.optionalValue, Fills: o.fills, Required: o.required, Description: o.description}
 		if o.value != nil {
 			oe.Value = o.value.describe()
 		}
@@ -229,6 +230,9 @@ func (e Explanation) writeCommands(ew *errWriter) {
 			}
 			if o.Fills != "" {
 				line += " (supplies " + o.Fills + ")"
+			}
+			if o.Required {
+				line += " (REQUIRED)"
 			}
 			if o.Description != "" {
 				line += " — " + o.Description

@@ -151,7 +151,8 @@ func FuzzLoad(f *testing.F) {
 		"version: 1\ndeny_paths:\n  - {id: d, paths: [\"/proc/*/{environ,mem}\"], reason: r}\n",
 		"version: 1\nlimits: {command_timeout: 5min, stdout_bytes: 1M}\n",
 		"version: 1\ntraces: {allow_raw_programs: true, rules: [{id: t, kind: tracepoint, target: \"sched:*\"}]}\n",
-		"version: 1\nx: &a [*a]\n", "version: 1\ncommands: [{id: p, program: /bin/ps, grammar: ps, options: [{opt: [a, -A]}], deny_options: [{opt: e, reason: env}]}]\n",
+		"version: 1\nx: &a [*a]\n",
+		"version: 1\ncommands: [{id: t, program: /usr/bin/top, options: [{opt: [-b, --batch-mode], required: true}, {opt: -n, value: {type: number, max: 3}, required: true}]}]\n", "version: 1\ncommands: [{id: p, program: /bin/ps, grammar: ps, options: [{opt: [a, -A]}], deny_options: [{opt: e, reason: env}]}]\n",
 	} {
 		f.Add([]byte(s))
 	}

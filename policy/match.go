@@ -17,7 +17,9 @@ type matcher struct {
 	opsMore  []int
 	nops     int
 	filled   uint64
-	paths    []PathOperand
+	// used records the rule's required options seen (bit reqBit).
+	used  uint32
+	paths []PathOperand
 	// fail is the argv index where matching stopped; it ranks denials when
 	// several rules name the same program.
 	fail   int
@@ -30,7 +32,7 @@ type matcher struct {
 func (m *matcher) reset(p *Policy, r *cmdRule, argv []string) {
 	m.p, m.r, m.argv = p, r, argv
 	m.nops, m.opsMore = 0, m.opsMore[:0]
-	m.filled = 0
+	m.filled, m.used = 0, 0
 	m.paths = nil
 	m.fail, m.reason, m.subFail, m.subMissing = 0, "", false, false
 }
@@ -56,7 +58,7 @@ func (m *matcher) run() bool {
 	default:
 		ok = m.scanGetopt()
 	}
-	return ok && m.finish()
+	return ok && m.requiredGiven() && m.finish()
 }
 
 // value judges an option value or operand; prefix is the text before it in
@@ -117,11 +119,36 @@ func (m *matcher) unknownOption(i int, lit string) bool {
 	return m.deny(i, "option %s is not allowed by rule %s", lit, m.r.id)
 }
 
-// useOption records an option: it marks the operand it fills.
+// useOption records an option: it marks the operand it fills and, if the
+// rule requires it, that it was given.
 func (m *matcher) useOption(o *optSpec) {
 	if o.fillSlot >= 0 {
 		m.filled |= 1 << uint(o.fillSlot)
 	}
+	if o.required {
+		m.used |= 1 << uint(o.reqBit)
+	}
+}
+
+// requiredGiven refuses a command line that leaves out an option the rule
+// requires, naming the option and what it is for.
+func (m *matcher) requiredGiven() bool {
+	for _, o := range m.r.required {
+		if m.used&(1<<uint(o.reqBit)) != 0 {
+			continue
+		}
+		what := ""
+		switch {
+		case o.description != "":
+			what = ": " + o.description
+		case o.value != nil:
+			what = " (" + o.value.describe() + ")"
+		}
+		// A rule whose required option is missing does not describe this
+		// line at all, so its denial ranks below every other rule's.
+		return m.deny(0, "option %s is required by rule %s%s", strings.Join(o.names, " or "), m.r.id, what)
+	}
+	return true
 }
 
 // long handles "--name", "--name=value" and "--name value".
@@ -307,6 +334,7 @@ func (m *matcher) scanDig() bool {
 			if r.atServer == nil {
 				return m.unknownOption(i, "@")
 			}
+			m.useOption(r.atServer)
 			if !m.value(r.atServer.value, i, "@", a[1:], "@server") {
 				return false
 			}
@@ -316,6 +344,7 @@ func (m *matcher) scanDig() bool {
 			if o == nil {
 				return m.unknownOption(i, name)
 			}
+			m.useOption(o)
 			switch {
 			case o.value == nil && hasEq:
 				return m.deny(i, "query option %s takes no value", name)
@@ -484,6 +513,29 @@ func cutAny(s, seps string) (string, string, bool) {
 	return s, "", false
 }
 
+// missingOperand names the operand a line with too few operands lacks.
+// Operands fill the slots in order, so the first slots' minimums are met
+// first: the missing one is the first slot whose minimum, added to those
+// before it, exceeds what was given ("vmstat 1" lacks the count, not the
+// interval).
+func (m *matcher) missingOperand(given int) bool {
+	sum := 0
+	for si, s := range m.r.slots {
+		if m.filled&(1<<uint(si)) != 0 {
+			continue
+		}
+		sum += s.min
+		if sum > given {
+			name := s.name
+			if name == "" {
+				name = s.value.typeName
+			}
+			return m.deny(len(m.argv), "missing operand: %s (%s)", name, s.value.describe())
+		}
+	}
+	return m.deny(len(m.argv), "missing operand")
+}
+
 // finish assigns the positional operands to the rule's slots, in order,
 // each slot taking as many as it can while leaving enough for the slots
 // after it, and judges each operand.
@@ -503,6 +555,9 @@ func (m *matcher) finish() bool {
 		if m.filled&(1<<uint(si)) == 0 {
 			need += s.min
 		}
+	}
+	if nops < need {
+		return m.missingOperand(nops)
 	}
 	at := 0
 	for si, s := range r.slots {

@@ -76,7 +76,11 @@ type optSpec struct {
 	optionalValue bool
 	fills         string
 	fillSlot      int
-	description   string
+	// required: the command line must use this option (any spelling);
+	// reqBit is its bit in the matcher's record of required options seen.
+	required    bool
+	reqBit      int
+	description string
 }
 
 type denyOpt struct {
@@ -120,6 +124,9 @@ type cmdRule struct {
 	leading     *valueSpec
 	runAs       string
 	disabled    bool
+	// required lists the options the command line must use, in the order
+	// the rule lists them (bit i of the matcher's record is required[i]).
+	required []*optSpec
 }
 
 var ruleKeys = []string{"id", "program", "description", "grammar", "permute", "subcommand",
@@ -467,7 +474,10 @@ func parseCount(d *decoder, n *yaml.Node, what string) (int, int, error) {
 	return l, h, nil
 }
 
-var optionKeys = []string{"opt", "value", "optional_value", "fills", "description"}
+var optionKeys = []string{"opt", "value", "optional_value", "fills", "required", "description"}
+
+// maxRequired bounds the required options of one rule (one bit each).
+const maxRequired = 16
 
 func (d *decoder) options(r *cmdRule, n *yaml.Node, what string) bool {
 	items, ok := d.seq(n, what+".options")
@@ -524,6 +534,13 @@ func (d *decoder) options(r *cmdRule, n *yaml.Node, what string) bool {
 				ok = false
 			}
 		}
+		if rn, has := m["required"]; has {
+			b, ok3 := d.boolean(rn, w+".required")
+			ok = ok && ok3
+			if b && !d.requireOption(r, o, rn, w) {
+				ok = false
+			}
+		}
 		for _, lit := range o.names {
 			if !d.placeOption(r, o, lit, it, w) {
 				ok = false
@@ -532,6 +549,19 @@ func (d *decoder) options(r *cmdRule, n *yaml.Node, what string) bool {
 		r.opts = append(r.opts, o)
 	}
 	return ok
+}
+
+// requireOption marks o as an option every allowed command line must use
+// (top -b, ping -c: what keeps a command bounded). A required option is
+// written by the model, never assumed: the broker runs the argv as given.
+func (d *decoder) requireOption(r *cmdRule, o *optSpec, n *yaml.Node, what string) bool {
+	if len(r.required) >= maxRequired {
+		d.errorf(n, "%s.required: at most %d options of one rule can be required", what, maxRequired)
+		return false
+	}
+	o.required, o.reqBit = true, len(r.required)
+	r.required = append(r.required, o)
+	return true
 }
 
 func (d *decoder) placeOption(r *cmdRule, o *optSpec, lit string, n *yaml.Node, what string) bool {

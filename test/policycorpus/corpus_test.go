@@ -1,0 +1,391 @@
+package policycorpus
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nannyai/nannyagent/policy"
+)
+
+// Thresholds the issue sets for the default policy.
+const (
+	minDangerous     = 150
+	minLegitimate    = 150
+	minAllowedShare  = 0.97
+	policyRel        = "packaging/policy.yaml"
+	execTimeout      = 30 * time.Second
+	exitAllowed      = 0
+	exitDenied       = 3
+	corpusDangerous  = "testdata/dangerous.txt"
+	corpusLegitimate = "testdata/legitimate.txt"
+)
+
+var (
+	// repoRoot is the module root; cli is the nannyagent binary TestMain
+	// builds from it.
+	repoRoot, cli string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	root, err := findRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "policycorpus:", err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "policycorpus-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "policycorpus:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "nannyagent")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/nannyagent")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "policycorpus: go build ./cmd/nannyagent: %v\n%s", err, out)
+		return 1
+	}
+	repoRoot, cli = root, bin
+	return m.Run()
+}
+
+// findRoot walks up from the working directory to go.mod.
+func findRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// entry is one corpus line.
+type entry struct {
+	line int
+	cmd  string
+}
+
+// readCorpus reads one command per line, skipping blank lines and lines
+// starting with #. \uXXXX sequences are decoded so the corpus can hold
+// invisible and look-alike characters in a reviewable form.
+func readCorpus(tb testing.TB, name string) []entry {
+	tb.Helper()
+	f, err := os.Open(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	var out []entry
+	sc := bufio.NewScanner(f)
+	n := 0
+	for sc.Scan() {
+		n++
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		out = append(out, entry{line: n, cmd: decodeEscapes(text)})
+	}
+	if err := sc.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// decodeEscapes replaces \uXXXX (four hex digits) with the character; any
+// other backslash is left for the command-line parser.
+func decodeEscapes(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+6 <= len(s) && s[i+1] == 'u' {
+			if v, err := strconv.ParseUint(s[i+2:i+6], 16, 32); err == nil {
+				b.WriteRune(rune(v))
+				i += 5
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// verdict is what `nannyagent policy test --json` said about one line.
+type verdict struct {
+	entry
+	exit   int
+	result policy.TestResult
+}
+
+// judgeAll runs the CLI once per line, in parallel, and returns the
+// verdicts in corpus order.
+func judgeAll(t *testing.T, entries []entry) []verdict {
+	t.Helper()
+	out := make([]verdict, len(entries))
+	errs := make([]error, len(entries))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, e := range entries {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[i], errs[i] = judge(e)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("line %d %q: %v", entries[i].line, entries[i].cmd, err)
+		}
+	}
+	return out
+}
+
+func judge(e entry) (verdict, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), execTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cli, "policy", "test", "--json", filepath.Join(repoRoot, policyRel), "--command", e.cmd)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	v := verdict{entry: e}
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+		v.exit = 0
+	case errors.As(err, &exitErr):
+		v.exit = exitErr.ExitCode()
+	default:
+		return v, err
+	}
+	if v.exit != exitAllowed && v.exit != exitDenied {
+		return v, fmt.Errorf("nannyagent policy test exited %d: %s", v.exit, stderr.String())
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &v.result); err != nil {
+		return v, fmt.Errorf("decode the JSON report: %v\n%s", err, stdout.String())
+	}
+	if v.result.Allowed != (v.exit == exitAllowed) {
+		return v, fmt.Errorf("exit code %d disagrees with allowed=%v", v.exit, v.result.Allowed)
+	}
+	return v, nil
+}
+
+// loadPolicy loads the default policy in process, as the broker would
+// (ownership aside), to cross-check the CLI.
+func loadPolicy(t *testing.T) *policy.Policy {
+	t.Helper()
+	p, err := policy.Load(policy.LoadOptions{WorkerAccount: policy.DefaultWorkerAccount}, filepath.Join(repoRoot, policyRel))
+	if err != nil {
+		t.Fatalf("load %s: %v", policyRel, err)
+	}
+	return p
+}
+
+// crossCheck requires the in-process decision to match the CLI's.
+func crossCheck(t *testing.T, p *policy.Policy, vs []verdict) {
+	t.Helper()
+	for _, v := range vs {
+		got := p.Test(v.cmd)
+		if got.Allowed != v.result.Allowed || got.Reason != v.result.Reason {
+			t.Errorf("line %d %q: in-process allowed=%v reason %q; CLI allowed=%v reason %q",
+				v.line, v.cmd, got.Allowed, got.Reason, v.result.Allowed, v.result.Reason)
+		}
+	}
+}
+
+func TestDangerousCorpus(t *testing.T) {
+	entries := readCorpus(t, corpusDangerous)
+	if len(entries) < minDangerous {
+		t.Fatalf("%s has %d commands; the issue asks for at least %d", corpusDangerous, len(entries), minDangerous)
+	}
+	vs := judgeAll(t, entries)
+	denied := 0
+	for _, v := range vs {
+		switch {
+		case v.result.Allowed:
+			t.Errorf("%s:%d: ALLOWED: %s", corpusDangerous, v.line, v.cmd)
+		case strings.TrimSpace(v.result.Reason) == "":
+			t.Errorf("%s:%d: denied without a reason: %s", corpusDangerous, v.line, v.cmd)
+		default:
+			denied++
+		}
+	}
+	p := loadPolicy(t)
+	crossCheck(t, p, vs)
+	// Every deny_paths rule is exercised by at least one line.
+	for _, d := range p.DenyPaths() {
+		hit := false
+		for _, v := range vs {
+			hit = hit || strings.Contains(v.result.Reason, "deny_paths rule "+d.ID+" ")
+		}
+		if !hit {
+			t.Errorf("no dangerous command is denied by deny_paths rule %s; add one per rule", d.ID)
+		}
+	}
+	summary := fmt.Sprintf("dangerous corpus: %d commands, %d denied with a reason, %d allowed", len(vs), denied, len(vs)-denied)
+	fmt.Println(summary)
+	t.Log(summary)
+}
+
+func TestLegitimateCorpus(t *testing.T) {
+	entries := readCorpus(t, corpusLegitimate)
+	if len(entries) < minLegitimate {
+		t.Fatalf("%s has %d commands; the issue asks for at least %d", corpusLegitimate, len(entries), minLegitimate)
+	}
+	vs := judgeAll(t, entries)
+	allowed := 0
+	var denied []verdict
+	for _, v := range vs {
+		if v.result.Allowed {
+			allowed++
+			continue
+		}
+		denied = append(denied, v)
+	}
+	crossCheck(t, loadPolicy(t), vs)
+	share := float64(allowed) / float64(len(vs))
+	summary := fmt.Sprintf("legitimate corpus: %d commands, %d allowed (%.1f%%), %d denied", len(vs), allowed, 100*share, len(denied))
+	fmt.Println(summary)
+	t.Log(summary)
+	for _, v := range denied {
+		line := fmt.Sprintf("  denied %s:%d: %s\n    reason: %s", corpusLegitimate, v.line, v.cmd, v.result.Reason)
+		fmt.Println(line)
+		t.Log(line)
+	}
+	if share < minAllowedShare {
+		t.Errorf("only %.1f%% of legitimate commands are allowed; the issue asks for at least %.0f%%", 100*share, 100*minAllowedShare)
+	}
+}
+
+// cliRun runs the CLI with args and returns its exit code and output.
+func cliRun(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), execTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput()
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, string(out)
+	case errors.As(err, &exitErr):
+		return exitErr.ExitCode(), string(out)
+	}
+	t.Fatalf("nannyagent %s: %v", strings.Join(args, " "), err)
+	return 0, ""
+}
+
+// TestCheck: the working copy is valid (ownership only warned about), and
+// a root-owned 0644 copy passes the strict check the broker applies, while
+// a group-writable copy fails it.
+func TestCheck(t *testing.T) {
+	src := filepath.Join(repoRoot, policyRel)
+	if code, out := cliRun(t, "policy", "check", src); code != 0 {
+		t.Fatalf("policy check %s: exit %d\n%s", policyRel, code, out)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the strict check requires a root-owned copy")
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	installed := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(installed, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(installed, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(installed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := cliRun(t, "policy", "check", "--strict", installed)
+	if code != 0 || !strings.Contains(out, "policy OK") {
+		t.Fatalf("policy check --strict on a root-owned 0644 copy: exit %d\n%s", code, out)
+	}
+	if err := os.Chmod(installed, 0o664); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := cliRun(t, "policy", "check", "--strict", installed); code != 1 {
+		t.Errorf("policy check --strict on a group-writable copy: exit %d, want 1\n%s", code, out)
+	}
+}
+
+// TestExplain: the reviewer's summary states the closed sections and every
+// deny rule, runs filters as nobody, and warns only about the tree walkers
+// that may start anywhere.
+func TestExplain(t *testing.T) {
+	code, out := cliRun(t, "policy", "explain", filepath.Join(repoRoot, policyRel))
+	if code != 0 {
+		t.Fatalf("policy explain: exit %d\n%s", code, out)
+	}
+	for _, want := range []string{
+		"What this policy lets nannyagent-broker do as root.",
+		"raw programs: refused",
+		"probe kinds: tracepoint, syscall",
+		"Patch scripts:\n  disabled",
+		"Reboots:\n  disabled",
+		"GET /nodes/{local}/qemu/{vmid}/config",
+		"/usr/bin/ps  [rule ps,",
+		"as nobody]",
+		"option -b, --batch-mode (REQUIRED)",
+		"refused -e: procps re-reads -e as BSD e",
+		"refused --compress-program: runs a program",
+		"refused -f, -F, --follow",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("explain does not say %q", want)
+		}
+	}
+	p := loadPolicy(t)
+	for _, d := range p.DenyPaths() {
+		if !strings.Contains(out, "  "+d.ID+": ") {
+			t.Errorf("explain does not list deny_paths rule %s", d.ID)
+		}
+	}
+	var warnings []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "WARNING: ") {
+			warnings = append(warnings, line)
+		}
+	}
+	for _, w := range warnings {
+		ok := false
+		for _, id := range []string{"rule du ", "rule ls ", "rule find "} {
+			ok = ok || strings.Contains(w, id) && strings.Contains(w, "allows paths anywhere under /")
+		}
+		if !ok {
+			t.Errorf("unexpected warning in the default policy: %s", w)
+		}
+	}
+	if len(warnings) != 3 {
+		t.Errorf("want exactly the 3 tree-walker warnings, got %d: %q", len(warnings), warnings)
+	}
+}
