@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 
 	"github.com/nannyai/nannyagent/broker/execute"
@@ -48,6 +49,14 @@ func (s *Server) RunCommand(ctx context.Context, req *brokerv1.RunCommandRequest
 func refusedRun(out *brokerv1.RunCommandResponse, a *audit, err error) *brokerv1.RunCommandResponse {
 	out.ExitCode = -1
 	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// A missing operand is the tool's ordinary failure, not a denial:
+		// answer as the tool would (exit 1, the reason on stderr). The
+		// path was judged before it was looked up, so this reveals
+		// nothing about denied paths.
+		out.ExitCode = 1
+		out.Stderr = []byte(strings.TrimPrefix(err.Error(), execute.ErrPathRefused.Error()+": ") + "\n")
+		a.decision, a.reason = decisionAllow, err.Error()
 	case errors.Is(err, execute.ErrPathRefused), errors.Is(err, execute.ErrLimit),
 		errors.Is(err, execute.ErrInvalid), errors.Is(err, execute.ErrBusy):
 		out.Decision.Allowed = false

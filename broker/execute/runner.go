@@ -493,17 +493,21 @@ func prepare(req Request) (_ []preparedStage, cleanup func(), err error) {
 // operand resolves one path operand. OpenFD returns the opened file and
 // its /dev/fd name in the child (child descriptor fd).
 //
-// OpenCheckOnly returns the resolved physical path, and the tool opens it
-// itself: between the check and the tool's open, a directory on that path
-// could be renamed or a file replaced by whoever may write there, so the
-// tool may see a different object than the one judged. That window is
-// accepted for these tools because they print names and metadata (wc
-// counts bytes, stat/ls/du report sizes and modes, find lists names), not
-// contents; none of them follows symbolic links found inside a tree unless
-// asked to (-L, -H, --dereference, which the policy must not allow); and
-// walking tools (find, du) must see the tree as it is while they walk it,
-// so there is no single object to pin anyway. The final object and every
-// link on the way were judged, and the resolved path contains no links.
+// OpenCheckOnly returns the path as written, and the tool walks it itself.
+// It must be the written path: these tools print what they are given (ls -l
+// of /etc/localtime shows the link, not its target). Every link on the way
+// was judged and sits in a directory only root may write, so only root
+// could swap it. What remains is the window between the check and the
+// tool's own walk, in which whoever may write a directory on the path could
+// replace a file with a link: the tool would then report the other
+// object's names or metadata. That is accepted for these tools because they
+// print names and metadata (wc counts bytes, stat/ls/du report sizes and
+// modes, find lists names), never contents; none of them follows links
+// found inside a tree unless asked to (-L, -H, --dereference, which the
+// policy does not allow); and walking tools (find, du) must see the tree as
+// it is while they walk it, so there is no single object to pin anyway.
+// Passing the resolved path instead would not close that window, only
+// change the output.
 func operand(op PathOperand, judge PathJudge, fd int) (*os.File, string, error) {
 	r, err := resolvePath(op.Path, op.Roots, judge)
 	if err != nil {
@@ -511,7 +515,7 @@ func operand(op PathOperand, judge PathJudge, fd int) (*os.File, string, error) 
 	}
 	defer r.file.Close()
 	if op.Open == OpenCheckOnly {
-		return nil, r.path, nil
+		return nil, op.Path, nil
 	}
 	f, err := openForRead(r)
 	if err != nil {
