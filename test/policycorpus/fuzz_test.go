@@ -24,7 +24,7 @@ func FuzzDefaultPolicy(f *testing.F) {
 	}
 	for _, name := range []string{corpusDangerous, corpusLegitimate} {
 		for _, e := range readCorpus(f, name) {
-			f.Add(e.cmd)
+			f.Add(e.Cmd)
 		}
 	}
 	f.Fuzz(func(t *testing.T, line string) {

@@ -66,7 +66,7 @@ func TestPSNeverPrintsEnvironments(t *testing.T) {
 	p := loadPolicy(t)
 	var forms [][]string
 	for _, e := range readCorpus(t, corpusLegitimate) {
-		res := p.Test(e.cmd)
+		res := p.Test(e.Cmd)
 		if !res.Allowed {
 			continue
 		}
