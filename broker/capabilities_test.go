@@ -122,6 +122,10 @@ proxmox:
     - {id: pve-lxc-config, path: "/nodes/{local}/lxc/{vmid}/config"}
 `, root))
 	ctx := context.Background()
+	probe, err := b.client.Probe(ctx, &brokerv1.ProbeRequest{})
+	if err != nil || !probe.GetProxmox().GetDetected() || probe.GetProxmox().GetNode() != host {
+		t.Errorf("Probe does not see the pmxcfs node: %v %v", probe.GetProxmox(), err)
+	}
 	resp, err := b.client.ProxmoxGet(ctx, &brokerv1.ProxmoxGetRequest{Path: "/nodes/" + host + "/lxc/100/config"})
 	if err != nil {
 		t.Fatal(err)

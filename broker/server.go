@@ -211,9 +211,14 @@ func (s *Server) Probe(ctx context.Context, _ *brokerv1.ProbeRequest) (*brokerv1
 	pctx, cancel := context.WithTimeout(ctx, probeWait)
 	defer cancel()
 	resp := s.prober.Probe(pctx)
+	lp := s.policies.current()
 	resp.BrokerVersion = s.cfg.Version
-	resp.Policy = s.policies.current().info
+	resp.Policy = lp.info
 	resp.Cgroups = s.runner.Info().Proto()
+	// This host is a Proxmox VE node when pmxcfs names it as the local node.
+	if node, err := lp.caps.proxmox.Detect(); err == nil {
+		resp.Proxmox.Detected, resp.Proxmox.Node = true, node
+	}
 	return resp, nil
 }
 

@@ -7,7 +7,6 @@ package probe
 import (
 	"context"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -24,10 +23,9 @@ type Config struct {
 	BpftraceCandidates []string
 	// TracefsCandidates are tracefs mount points tried in order.
 	TracefsCandidates []string
-	// PveversionPath marks a Proxmox VE node when it exists.
+	// PveversionPath is run once, when it exists, for the Proxmox VE
+	// version; whether this host is a node is the Proxmox reader's call.
 	PveversionPath string
-	// PmxcfsRoot is where pmxcfs is mounted (/etc/pve).
-	PmxcfsRoot string
 	// AttachTimeout bounds each bpftrace attach test.
 	AttachTimeout time.Duration
 	// Runner runs the probe's own fixed commands (bpftrace --version and
@@ -44,7 +42,6 @@ func DefaultConfig() Config {
 		BpftraceCandidates: []string{"/usr/bin/bpftrace", "/usr/sbin/bpftrace", "/usr/local/bin/bpftrace"},
 		TracefsCandidates:  []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"},
 		PveversionPath:     "/usr/bin/pveversion",
-		PmxcfsRoot:         "/etc/pve",
 		AttachTimeout:      10 * time.Second,
 		Runner:             runFixed,
 	}
@@ -62,19 +59,16 @@ type Prober struct {
 	fs      fsFacts
 }
 
-// fsFactsTTL bounds how stale the file-system facts may be: a stat on
-// tracefs costs as much as the rest of a Probe, and mounts and Proxmox
-// installs change rarely (the worker re-checks Proxmox once per cycle of
-// minutes).
+// fsFactsTTL bounds how stale the tracefs facts may be: a stat on tracefs
+// costs as much as the rest of a Probe, and mounts change rarely.
 const fsFactsTTL = 10 * time.Second
 
-// fsFacts are what tracefs and pmxcfs say, and when they were asked.
+// fsFacts are what tracefs says, and when it was asked.
 type fsFacts struct {
 	at          time.Time
 	tracefs     *brokerv1.TracefsInfo
 	tracepoints *brokerv1.KindSupport
 	kprobes     *brokerv1.KindSupport
-	proxmox     *brokerv1.ProxmoxInfo
 }
 
 // tracingFacts are the slow facts: they need bpftrace runs.
@@ -121,14 +115,12 @@ func (p *Prober) Probe(ctx context.Context) *brokerv1.ProbeResponse {
 	p.mu.Lock()
 	fs := p.fsFactsAt(now)
 	resp.Tracefs = fs.tracefs
-	resp.Proxmox = fs.proxmox
+	resp.Proxmox = &brokerv1.ProxmoxInfo{}
 	resp.ProbeKinds = &brokerv1.ProbeKinds{Tracepoint: fs.tracepoints, Kprobe: fs.kprobes, Kfunc: kfunc}
 	if p.tracing != nil {
 		resp.Bpftrace = p.tracing.bpftrace
 		resp.ProbeKinds.Kfunc = p.tracing.kfunc
-		if resp.Proxmox.GetDetected() {
-			resp.Proxmox = &brokerv1.ProxmoxInfo{Detected: true, Node: resp.Proxmox.GetNode(), Version: p.tracing.pveVersion}
-		}
+		resp.Proxmox.Version = p.tracing.pveVersion
 	}
 	p.mu.Unlock()
 	return resp
@@ -139,7 +131,7 @@ func (p *Prober) Probe(ctx context.Context) *brokerv1.ProbeResponse {
 func (p *Prober) fsFactsAt(now time.Time) fsFacts {
 	if p.fs.tracefs == nil || now.Sub(p.fs.at) > fsFactsTTL {
 		tfs := p.tracefs()
-		p.fs = fsFacts{at: now, tracefs: tfs, tracepoints: p.tracepoints(tfs), kprobes: p.kprobes(tfs), proxmox: p.proxmox()}
+		p.fs = fsFacts{at: now, tracefs: tfs, tracepoints: p.tracepoints(tfs), kprobes: p.kprobes(tfs)}
 	}
 	return p.fs
 }
@@ -184,15 +176,4 @@ func (p *Prober) kprobes(tfs *brokerv1.TracefsInfo) *brokerv1.KindSupport {
 		return &brokerv1.KindSupport{Evidence: path + " is missing: the kernel has no kprobe support"}
 	}
 	return &brokerv1.KindSupport{Available: true, Evidence: path + " exists"}
-}
-
-func (p *Prober) proxmox() *brokerv1.ProxmoxInfo {
-	if _, err := os.Stat(p.cfg.PveversionPath); err != nil {
-		return &brokerv1.ProxmoxInfo{}
-	}
-	info := &brokerv1.ProxmoxInfo{Detected: true}
-	if target, err := os.Readlink(p.cfg.PmxcfsRoot + "/local"); err == nil {
-		info.Node = strings.TrimPrefix(target, "nodes/")
-	}
-	return info
 }
