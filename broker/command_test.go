@@ -8,13 +8,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nannyai/nannyagent/test/repo"
+
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
-	"github.com/nannyai/nannyagent/test/stack"
 )
 
 func examplePolicy(t testing.TB) string {
 	t.Helper()
-	root, err := stack.RepoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,19 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nannyai/nannyagent/test/repo"
 )
+
+// repoRoot is the module root, for files beside the tests.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	root, err := repo.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
 
 // cleanCorpus returns ordinary diagnostic output that holds no secrets:
 // testdata/clean and the shared Proxmox fixtures.
@@ -28,25 +40,6 @@ func cleanCorpus(t testing.TB) map[string]string {
 		files[p] = string(b)
 	}
 	return files
-}
-
-// repoRoot walks up from the test's directory to the one holding go.mod.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
 }
 
 // TestCleanCorpusUnchanged pins the false-positive policy: ordinary output

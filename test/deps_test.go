@@ -7,14 +7,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nannyai/nannyagent/test/stack"
+	"github.com/nannyai/nannyagent/test/repo"
 )
 
 const module = "github.com/nannyai/nannyagent"
 
 func deps(t *testing.T, pkg string) []string {
 	t.Helper()
-	root, err := stack.RepoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/nannyai/nannyagent/ipc/unixsock"
-	"github.com/nannyai/nannyagent/test/fakeapi"
 	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
+	"github.com/nannyai/nannyagent/test/fakeapi"
 	"github.com/nannyai/nannyagent/worker/config"
 )
 

@@ -10,40 +10,26 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/nannyai/nannyagent/test/repo"
 )
 
-// repoRoot walks up from the test's directory to go.mod.
+// repoRoot is the module root, for files beside the tests.
 func repoRoot(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
+	root, err := repo.Root()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
+	return root
 }
 
-// fixture reads a shared pvesh fixture, dropping a first line that is the
-// shell command it came from.
+// fixture reads a shared pvesh fixture without its shell-command first line.
 func fixture(t testing.TB, name string) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(repoRoot(t), "..", "shared", "fixtures", "proxmox", name))
+	data, err := repo.ProxmoxFixture(name)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if first, rest, ok := bytes.Cut(data, []byte("\n")); ok && !bytes.HasPrefix(bytes.TrimSpace(first), []byte("{")) && !bytes.HasPrefix(bytes.TrimSpace(first), []byte("[")) {
-		data = rest
-	}
-	if !json.Valid(data) {
-		t.Fatalf("fixture %s is not JSON after stripping the command line", name)
 	}
 	return data
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nannyai/nannyagent/test/repo"
+
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	"github.com/nannyai/nannyagent/policy"
 	"github.com/nannyai/nannyagent/test/policycorpus"
@@ -18,7 +20,7 @@ import (
 
 func corpus(t *testing.T, name string) []string {
 	t.Helper()
-	root, err := stack.RepoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +37,7 @@ func corpus(t *testing.T, name string) []string {
 
 func vendorPolicy(t *testing.T) (string, *policy.Policy) {
 	t.Helper()
-	root, err := stack.RepoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,14 +9,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nannyai/nannyagent/test/stack"
+	"github.com/nannyai/nannyagent/test/repo"
 )
 
 // unitDir copies the unit files with ExecStart pointing at the built
 // binaries, so systemd-analyze can check the commands exist.
 func unitDir(t *testing.T) string {
 	t.Helper()
-	root, err := stack.RepoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nannyai/nannyagent/test/repo"
+
 	"github.com/nannyai/nannyagent/policy"
 )
 
@@ -42,7 +44,7 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	root, err := findRoot()
+	root, err := repo.Root()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "policycorpus:", err)
 		return 1
@@ -62,24 +64,6 @@ func run(m *testing.M) int {
 	}
 	repoRoot, cli = root, bin
 	return m.Run()
-}
-
-// findRoot walks up from the working directory to go.mod.
-func findRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // entry is one corpus line.

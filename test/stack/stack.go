@@ -20,6 +20,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/nannyai/nannyagent/test/repo"
 )
 
 // Binaries built by Build.
@@ -30,28 +32,10 @@ const (
 	BrokerProbe = "brokerprobe"
 )
 
-// RepoRoot finds the module root from the working directory.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
 // Build compiles the three binaries and the test helpers into a new
 // directory that other uids can read and execute.
 func Build(ctx context.Context) (dir string, err error) {
-	root, err := RepoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		return "", err
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nannyai/nannyagent/test/repo"
+
 	"github.com/nannyai/nannyagent/test/fakeapi"
 	"github.com/nannyai/nannyagent/test/stack"
 )
@@ -75,7 +77,7 @@ func step(s string) { fmt.Printf("\n== %s\n", s) }
 
 // vendorPolicy is the packaged default policy.
 func vendorPolicy() (string, error) {
-	root, err := stack.RepoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		return "", err
 	}
