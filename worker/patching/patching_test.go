@@ -127,3 +127,18 @@ func TestHandlePatch(t *testing.T) {
 		})
 	}
 }
+
+// FuzzScriptURL: whatever a record's script_url holds, the handler either
+// refuses it before any download or names a /api/files/ path.
+func FuzzScriptURL(f *testing.F) {
+	for _, s := range []string{"/api/files/pbc_1/abcdefghij12345/apt.sh", "http://127.0.0.1:9/api/files/a/b/c", "https://evil.example/x", "", "://", "/api/files/../../etc/passwd"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		p := pathOf(raw)
+		id, err := nannyapi.ScriptIDFromURL(p)
+		if err == nil && (id == "" || !strings.HasPrefix(p, "/api/files/")) {
+			t.Fatalf("%q accepted as script %q from path %q", raw, id, p)
+		}
+	})
+}
