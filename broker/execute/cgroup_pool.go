@@ -23,6 +23,9 @@ type cgroupJanitor struct {
 	done   chan struct{}
 	// taken counts runs that got cgroups (for tests).
 	taken atomic.Int64
+	// limits are the last limits a run asked for: spares are made with
+	// them, so a run with the usual limits writes nothing on its path.
+	limits atomic.Pointer[Limits]
 }
 
 func newJanitor(cg *cgroups, spares int, grace time.Duration, log *slog.Logger) *cgroupJanitor {
@@ -42,6 +45,9 @@ func newJanitor(cg *cgroups, spares int, grace time.Duration, log *slog.Logger) 
 // ready, otherwise new ones.
 func (j *cgroupJanitor) take(lim Limits) (*runCgroup, error) {
 	j.taken.Add(1)
+	if cur := j.limits.Load(); cur == nil || *cur != lim {
+		j.limits.Store(&lim)
+	}
 	select {
 	case rc := <-j.spares:
 		if err := rc.setLimits(lim); err != nil {
@@ -95,7 +101,7 @@ func (j *cgroupJanitor) loop() {
 				return
 			default:
 			}
-			rc, err := j.cg.newRun(DefaultLimits)
+			rc, err := j.cg.newRun(j.spareLimits())
 			if err != nil {
 				j.log.Warn("prepare run cgroup", "err", err)
 			} else {
@@ -112,6 +118,14 @@ func (j *cgroupJanitor) loop() {
 			return
 		}
 	}
+}
+
+// spareLimits are the limits the next spare is made with.
+func (j *cgroupJanitor) spareLimits() Limits {
+	if lim := j.limits.Load(); lim != nil {
+		return *lim
+	}
+	return DefaultLimits
 }
 
 func (j *cgroupJanitor) drain() {
