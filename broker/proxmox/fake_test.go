@@ -14,16 +14,6 @@ import (
 	"github.com/nannyai/nannyagent/test/repo"
 )
 
-// repoRoot is the module root, for files beside the tests.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	root, err := repo.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
-
 // fixture reads a shared pvesh fixture without its shell-command first line.
 func fixture(t testing.TB, name string) []byte {
 	t.Helper()
