@@ -110,6 +110,10 @@ func (s *Server) authorize(p peercred.Peer) error {
 	return fmt.Errorf("uid %d is neither root nor the worker account %q", p.UID, s.cfg.WorkerUser)
 }
 
+// Close releases what New set up (the command runner and its cgroups). Serve
+// calls it when it returns; call it yourself when Serve never runs.
+func (s *Server) Close() error { return s.runner.Close() }
+
 // SetIdleExit sets how long Serve waits without requests before it returns;
 // zero never returns for idleness. Call it before Serve.
 func (s *Server) SetIdleExit(d time.Duration) { s.cfg.IdleExit = d }
@@ -149,7 +153,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	cancel()
 	s.stop()
 	wg.Wait()
-	if cerr := s.runner.Close(); cerr != nil && err == nil {
+	if cerr := s.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
 	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {

@@ -157,18 +157,42 @@ func runOwner(name string) (int, bool) {
 	return pid, err == nil && pid > 0
 }
 
-// close removes the parents this runner created; another runner in the
-// same process may still use them, in which case they stay.
+// close removes the parents when they are empty, whoever created them:
+// runners whose lifetimes overlap in one cgroup (tests, a broker restarted
+// outside systemd) share the parents, and the last one out removes them. A
+// parent another runner still uses is busy and stays; that runner
+// recreates one removed under it (newRun).
 func (c *cgroups) close() {
-	for _, dir := range slices.Backward(c.created) {
+	for _, dir := range slices.Backward(c.parents()) {
 		if err := unix.Rmdir(dir); err != nil && err != unix.EBUSY && err != unix.ENOTEMPTY && err != unix.ENOENT {
 			c.log.Warn("remove cgroup parent", "dir", dir, "err", err)
 		}
 	}
 }
 
+// ensureParent recreates a parent another runner removed between our setup
+// and this run, with the controllers we enabled in it.
+func (c *cgroups) ensureParent(parent string) error {
+	if err := c.mkdir(parent); err != nil {
+		return err
+	}
+	if parent != c.v2Parent {
+		return nil
+	}
+	for ctl, on := range c.v2Ctl {
+		if on {
+			if err := writeFile(filepath.Join(parent, "cgroup.subtree_control"), "+"+ctl); err != nil {
+				return fmt.Errorf("re-enable %s in %s: %w", ctl, parent, err)
+			}
+		}
+	}
+	return nil
+}
+
 // runCgroup is one run's cgroups.
 type runCgroup struct {
+	// cg is the runner's parents, recreated if another runner removed them.
+	cg *cgroups
 	// limits is what the cgroups are set to, so a spare whose limits
 	// already match is used without writes.
 	limits Limits
@@ -234,7 +258,7 @@ func numberFile(file string) (int64, error) {
 // cgroup while it forks them.
 func (c *cgroups) newRun(lim Limits) (_ *runCgroup, err error) {
 	name := c.prefix + strconv.FormatUint(runSeq.Add(1), 10)
-	rc := &runCgroup{v2FD: -1, v2Ctl: c.v2Ctl}
+	rc := &runCgroup{v2FD: -1, v2Ctl: c.v2Ctl, cg: c}
 	defer func() {
 		if err != nil {
 			rc.remove(0)
@@ -257,8 +281,21 @@ func (c *cgroups) newRun(lim Limits) (_ *runCgroup, err error) {
 	return rc, nil
 }
 
+// mkdirRun creates a run cgroup, recreating its parent once if another
+// runner removed it.
+func (c *cgroups) mkdirRun(dir string) error {
+	err := os.Mkdir(dir, 0o700)
+	if errors.Is(err, fs.ErrNotExist) {
+		if perr := c.ensureParent(filepath.Dir(dir)); perr != nil {
+			return perr
+		}
+		err = os.Mkdir(dir, 0o700)
+	}
+	return err
+}
+
 func (rc *runCgroup) createV2(dir string, lim Limits) error {
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	if err := rc.cg.mkdirRun(dir); err != nil {
 		return fmt.Errorf("create run cgroup: %w", err)
 	}
 	rc.v2Dir = dir
@@ -290,7 +327,7 @@ func (rc *runCgroup) createV2(dir string, lim Limits) error {
 }
 
 func (rc *runCgroup) createV1(ctl, dir, home string, lim Limits) error {
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	if err := rc.cg.mkdirRun(dir); err != nil {
 		return fmt.Errorf("create %s run cgroup: %w", ctl, err)
 	}
 	_, err := os.Stat(filepath.Join(dir, "memory.memsw.limit_in_bytes"))

@@ -454,3 +454,35 @@ func TestStaleRunsSwept(t *testing.T) {
 		}
 	}
 }
+
+// TestOverlappingRunnersLeaveNoParent: two runners in one cgroup share the
+// parents; whichever closes last removes them, and the other keeps working
+// after the first closed.
+func TestOverlappingRunnersLeaveNoParent(t *testing.T) {
+	requireRoot(t)
+	a, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{})
+	if err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	parents := b.cg.parents()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Run(context.Background(), Request{Stages: []Stage{stage("/usr/bin/true")}})
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("second runner after the first closed: %v %v", res, err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range parents {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("parent cgroup %s left behind: %v", p, err)
+		}
+	}
+}

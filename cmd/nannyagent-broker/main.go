@@ -122,6 +122,7 @@ func serve(o options, log *slog.Logger) error {
 	}
 	ln, activated, err := listen(ctx, o)
 	if err != nil {
+		_ = srv.Close()
 		return err
 	}
 	idle := time.Duration(0)

@@ -202,6 +202,8 @@ func TestFullDiskKeepsTheOldToken(t *testing.T) {
 	t.Cleanup(func() {
 		if mounted != "" {
 			_ = exec.Command("umount", mounted).Run()
+			// The stack could not remove the mount point while mounted.
+			_ = os.RemoveAll(filepath.Dir(mounted))
 		}
 	})
 	s := startStack(t, stack.Options{APIURL: srv.URL(), ExtraWorkerArgs: fastWorker,
