@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
@@ -79,7 +80,7 @@ func (w *Worker) investigate(ctx context.Context, id, issue string, progress fun
 		w.log.Warn("investigation failed", "investigation", id, "error", err.Error())
 		return nil, err
 	}
-	w.health.record("investigation", w.now())
+	w.health.record("investigation", time.Now())
 	w.log.Info("investigation resolved", "investigation", id, "confidence", reply.Confidence)
 	return reply, nil
 }

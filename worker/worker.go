@@ -242,5 +242,3 @@ func adminGID(name string, log *slog.Logger) int {
 	log.Warn("the worker is not in the admin group; only root can use the CLI", "group", name)
 	return -1
 }
-
-func (w *Worker) now() time.Time { return time.Now() }

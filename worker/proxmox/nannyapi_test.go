@@ -3,7 +3,6 @@ package proxmox
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"reflect"
 	"testing"
 	"time"
@@ -12,29 +11,18 @@ import (
 	"github.com/nannyai/nannyagent/worker/nannyapi"
 )
 
-// agentToken is fixed agent credentials for the fake backend.
-type agentToken string
-
-func (a agentToken) Token(context.Context) (string, error) { return string(a), nil }
-
-func (a agentToken) Rejected(context.Context, string) (string, error) {
-	return "", errors.New("test token rejected")
-}
-
 // loopbackAPI starts the fake NannyAPI on 127.0.0.1 with one registered
 // agent and returns it with a real client holding that agent's token.
 func loopbackAPI(t *testing.T) (*fakeapi.Server, *nannyapi.Client) {
 	t.Helper()
 	srv := fakeapi.New(fakeapi.Options{})
 	t.Cleanup(srv.Close)
-	agent := srv.AddAgent("", "node3", "debian")
-	c, err := nannyapi.New(nannyapi.Config{BaseURL: srv.URL(), Version: "test",
-		Retry: nannyapi.RetryPolicy{Attempts: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond}})
+	c, _, err := srv.AgentClient("node3", "debian")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return srv, c.WithCredentials(agentToken(agent.AccessToken))
+	return srv, c
 }
 
 // TestCycleThroughTheRealClient runs cycles with *nannyapi.Client as the
