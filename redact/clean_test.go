@@ -9,18 +9,8 @@ import (
 	"github.com/nannyai/nannyagent/test/repo"
 )
 
-// repoRoot is the module root, for files beside the tests.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	root, err := repo.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
-
 // cleanCorpus returns ordinary diagnostic output that holds no secrets:
-// testdata/clean and the shared Proxmox fixtures.
+// testdata/clean and the captured Proxmox outputs in test/testdata/proxmox.
 func cleanCorpus(t testing.TB) map[string]string {
 	t.Helper()
 	files := map[string]string{}
@@ -28,11 +18,15 @@ func cleanCorpus(t testing.TB) map[string]string {
 	if err != nil || len(paths) == 0 {
 		t.Fatalf("no clean corpus in testdata/clean: %v", err)
 	}
-	shared, err := filepath.Glob(filepath.Join(repoRoot(t), "..", "shared", "fixtures", "proxmox", "*"))
+	dir, err := repo.ProxmoxFixtureDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range append(paths, shared...) {
+	pvesh, err := filepath.Glob(filepath.Join(dir, "*"))
+	if err != nil || len(pvesh) == 0 {
+		t.Fatalf("no Proxmox fixtures in %s: %v", dir, err)
+	}
+	for _, p := range append(paths, pvesh...) {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatalf("read corpus file: %v", err)

@@ -1,5 +1,6 @@
-// Package repo finds the module's checkout and the shared material beside it
-// (../shared from the project root, as CI provides it) for tests.
+// Package repo finds the module's checkout and the fixtures it holds for
+// tests. Tests read only files inside the checkout, so a lone clone runs
+// them.
 package repo
 
 import (
@@ -29,16 +30,27 @@ func Root() (string, error) {
 	}
 }
 
-// ProxmoxFixture reads a shared pvesh output from ../shared/fixtures/proxmox,
+// ProxmoxFixtureDir is test/testdata/proxmox, the captured pvesh outputs,
+// kept byte for byte as captured: some start with the shell command that
+// produced them.
+func ProxmoxFixtureDir() (string, error) {
+	root, err := Root()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "test", "testdata", "proxmox"), nil
+}
+
+// ProxmoxFixture reads a captured pvesh output from ProxmoxFixtureDir,
 // dropping a first line that is the shell command it came from.
 func ProxmoxFixture(name string) ([]byte, error) {
-	root, err := Root()
+	dir, err := ProxmoxFixtureDir()
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(filepath.Join(root, "..", "shared", "fixtures", "proxmox", name))
+	data, err := os.ReadFile(filepath.Join(dir, name))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("proxmox fixture: %w", err)
 	}
 	if first, rest, ok := bytes.Cut(data, []byte("\n")); ok && !startsJSON(first) {
 		data = rest
