@@ -21,7 +21,7 @@ build:
 test: lint
 	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /test/policycorpus)
 	@# The corpora's counts are part of the result: show them.
-	set -o pipefail; $(GO) test -race -count=1 -timeout 10m -v ./test/policycorpus/ | grep -E '^(ok|FAIL|--- FAIL|panic)|corpus: |denied legitimate' 
+	set -o pipefail; $(GO) test -race -count=1 -timeout 10m -v ./test/policycorpus/ | grep -E '^(ok|FAIL|--- FAIL|panic)|corpus: |^  denied |^    reason: ' 
 
 generate:
 	$(BUF) generate
