@@ -22,6 +22,7 @@ type Explanation struct {
 	Reboots   Reboots              `json:"reboots"`
 	Metrics   Metrics              `json:"metrics"`
 	Limits    []LimitExplanation   `json:"limits"`
+	Transport Transport            `json:"transport"`
 }
 
 // CommandExplanation describes one active command rule.
@@ -78,7 +79,7 @@ func (p *Policy) Explain() Explanation {
 	e := Explanation{
 		SHA256: p.sha256, Files: p.Files(), Disabled: p.Disabled(), Warnings: p.Dangers(),
 		DenyPaths: p.DenyPaths(), Traces: p.Traces(), Proxmox: p.Proxmox(), Patches: p.Patches(),
-		Reboots: p.Reboots(), Metrics: p.Metrics(),
+		Reboots: p.Reboots(), Metrics: p.Metrics(), Transport: p.Transport(),
 	}
 	if e.Disabled == nil {
 		e.Disabled = []DisabledRule{}
@@ -180,6 +181,7 @@ func (e Explanation) WriteText(w io.Writer) error {
 	default:
 		ew.printf("  host: %s (%s reboot)\n  containers: %s (%s reboot <vmid>)\n", yesNo(e.Reboots.Host), e.Reboots.Systemctl, yesNo(e.Reboots.Containers), e.Reboots.Pct)
 	}
+	e.writeTransport(ew)
 	ew.printf("\nMetrics: %s (CPU, memory, disks, network counters and host facts)\n", map[bool]string{true: "enabled", false: "disabled"}[e.Metrics.Enabled])
 	ew.printf("\nLimits:\n")
 	for _, l := range e.Limits {
