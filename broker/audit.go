@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nannyai/nannyagent/ipc/peercred"
+	"github.com/nannyai/nannyagent/ipc/peerauth"
 	"github.com/nannyai/nannyagent/redact"
 )
 
@@ -56,7 +56,7 @@ type decisionLog struct {
 	policy func() string
 }
 
-func (d decisionLog) request(p peercred.Peer, rpc string, a *audit, dur time.Duration, err error) {
+func (d decisionLog) request(p peerauth.Peer, rpc string, a *audit, dur time.Duration, err error) {
 	decision := a.decision
 	if decision == "" {
 		decision = decisionAllow
@@ -68,11 +68,9 @@ func (d decisionLog) request(p peercred.Peer, rpc string, a *audit, dur time.Dur
 	if rule == "" {
 		rule = noRule
 	}
-	attrs := []any{
-		"peer_uid", p.UID, "peer_pid", p.PID, "rpc", rpc,
+	attrs := append(peerAttrs(p), "rpc", rpc,
 		"decision", decision, "rule", rule, "policy_sha256", d.policy(),
-		"duration_ms", float64(dur.Microseconds()) / 1000,
-	}
+		"duration_ms", float64(dur.Microseconds())/1000)
 	if a.program != "" {
 		attrs = append(attrs, "program", a.program, "argv", truncateArgv(a.argv))
 	}
@@ -85,10 +83,9 @@ func (d decisionLog) request(p peercred.Peer, rpc string, a *audit, dur time.Dur
 	d.log.Info("decision", attrs...)
 }
 
-func (d decisionLog) refusedConnection(p peercred.Peer, reason error) {
-	d.log.Warn("decision", "peer_uid", p.UID, "peer_gid", p.GID, "peer_pid", p.PID,
-		"rpc", "connect", "decision", decisionDeny, "rule", noRule,
-		"policy_sha256", d.policy(), "reason", reason.Error())
+func (d decisionLog) refusedConnection(p peerauth.Peer, reason error) {
+	d.log.Warn("decision", append(peerAttrs(p), "rpc", "connect", "decision", decisionDeny, "rule", noRule,
+		"policy_sha256", d.policy(), "reason", redact.String(reason.Error()))...)
 }
 
 // truncateArgv keeps log lines bounded whatever the request carried, after

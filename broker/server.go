@@ -21,6 +21,9 @@ import (
 	"github.com/nannyai/nannyagent/broker/metrics"
 	"github.com/nannyai/nannyagent/broker/probe"
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+	"github.com/nannyai/nannyagent/ipc/keypin"
+	"github.com/nannyai/nannyagent/ipc/lastserved"
+	"github.com/nannyai/nannyagent/ipc/peerauth"
 	"github.com/nannyai/nannyagent/ipc/peercred"
 	"github.com/nannyai/nannyagent/ipc/unixsock"
 )
@@ -40,6 +43,14 @@ type Config struct {
 	Metrics metrics.Config
 	// Limits are the gRPC server limits.
 	Limits unixsock.Limits
+	// VsockIdentity is the broker's key for vsock peers (nil: every vsock
+	// connection is refused). See transport.go.
+	VsockIdentity *keypin.Identity
+	// ServedRecord is where the record of when each peer was last served
+	// is kept ("" keeps it in memory); ServedRecordEvery is how often it is
+	// written when it changed (30 s if zero).
+	ServedRecord      string
+	ServedRecordEvery time.Duration
 	// IdleExit ends Serve after this long without a request; 0 never does.
 	IdleExit time.Duration
 	// GracePeriod bounds how long Serve waits for requests in flight at stop.
@@ -62,6 +73,8 @@ type Server struct {
 	dlog     decisionLog
 	idle     idleTracker
 	grpc     *grpc.Server
+	// servedRecord says when each peer was last served (transport.go).
+	servedRecord *lastserved.Tracker
 }
 
 // New loads the policy and builds the server. It fails if the policy does.
@@ -86,8 +99,8 @@ func New(cfg Config) (*Server, error) {
 		prober: probe.New(cfg.Probe), metrics: metrics.New(cfg.Metrics), runner: runner,
 	}
 	s.dlog = decisionLog{log: cfg.Log, policy: policies.sha256}
-	creds := peercred.NewServerCredentials(s.authorize, s.dlog.refusedConnection, cfg.Log)
-	s.grpc = grpc.NewServer(unixsock.ServerOptions(creds, cfg.Limits,
+	s.newServedRecord()
+	s.grpc = grpc.NewServer(unixsock.ServerOptions(s.transportCredentials(), cfg.Limits,
 		grpc.ChainUnaryInterceptor(s.intercept),
 		grpc.ChainStreamInterceptor(refuseStreams),
 	)...)
@@ -121,18 +134,25 @@ func (s *Server) SetIdleExit(d time.Duration) { s.cfg.IdleExit = d }
 // Reload re-reads the policy files; on failure the old policy stays.
 func (s *Server) Reload() error { return s.policies.reload() }
 
-// Serve answers requests on ln until ctx ends or the broker has been idle
-// for Config.IdleExit. It returns nil on a clean stop.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+// Serve answers requests on every listener (unix, vsock, or both, with one
+// gRPC server) until ctx ends or the broker has been idle for
+// Config.IdleExit. It returns nil on a clean stop.
+func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
+	if len(lns) == 0 {
+		_ = s.Close()
+		return errors.New("serve: no listener")
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	waitProbe := s.prober.Start(ctx)
 	defer waitProbe()
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- s.grpc.Serve(ln) }()
-
 	var wg sync.WaitGroup
+	serveErr := s.serveAll(lns, &wg)
+	// The record outlives the drain below, so the last requests are in it.
+	recordCtx, stopRecord := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRecord()
+	s.keepServedRecord(recordCtx, &wg)
 	idleTimeout := make(chan struct{})
 	if s.cfg.IdleExit > 0 {
 		wg.Add(1)
@@ -152,6 +172,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	cancel()
 	s.stop()
+	stopRecord()
 	wg.Wait()
 	if cerr := s.Close(); cerr != nil && err == nil {
 		err = cerr
@@ -180,7 +201,7 @@ func (s *Server) stop() {
 // intercept dispatches from the request table, tracks idleness, recovers a
 // handler panic into an error, and writes the decision log.
 func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-	p, _ := peercred.FromContext(ctx)
+	p, _ := peerauth.FromContext(ctx)
 	entry, ok := s.table[info.FullMethod]
 	if !ok {
 		a := &audit{decision: decisionDeny, reason: "request type not in the broker's table"}
@@ -197,6 +218,7 @@ func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 			resp, err = nil, status.Error(codes.Internal, "internal error")
 		}
 		s.dlog.request(p, entry.name, a, time.Since(start), err)
+		s.served(p, entry.name)
 	}()
 	return handler(ctx, req)
 }
