@@ -108,3 +108,6 @@ func (s *Server) serveAll(lns []net.Listener, wg *sync.WaitGroup) <-chan error {
 	}
 	return errc
 }
+
+// VsockGuests lists the guests the policy in force allows over vsock.
+func (s *Server) VsockGuests() []peerauth.Guest { return s.vsockGuests() }

@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -263,6 +264,23 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 	if err != nil {
 		os.Remove(path)
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// CheckOwner refuses a key file that uid does not own: the broker's key
+// must be root's, or whoever owns the file could read the secret it proves.
+func CheckOwner(path string, uid uint32) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("key: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("key %s: cannot read its owner", path)
+	}
+	if st.Uid != uid {
+		return fmt.Errorf("key %s: owned by uid %d, must be owned by uid %d", path, st.Uid, uid)
 	}
 	return nil
 }
