@@ -85,8 +85,13 @@ func (s *Server) keepServedRecord(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		var last string
 		s.servedRecord.Run(ctx, every, func(err error) {
-			s.log.Warn("cannot write the served record", "error", err.Error())
+			// Retried every interval; said once per distinct error.
+			if err.Error() != last {
+				last = err.Error()
+				s.log.Warn("cannot write the served record", "error", last)
+			}
 		})
 	}()
 }

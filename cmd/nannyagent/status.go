@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -10,15 +12,26 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+	"github.com/nannyai/nannyagent/ipc/lastserved"
 	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
 )
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
-	c, err := parseClientFlags("status", args, stderr, nil)
+	var recordPath string
+	c, err := parseClientFlags("status", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&recordPath, "served-record", lastserved.DefaultPath, "the broker's record of the workers it served (root only)")
+	})
 	if err != nil {
 		return 2
 	}
 	cc, client, err := connect(c)
+	if errors.Is(err, errNoWorker) {
+		// The worker may run in a VM guest, out of reach: the broker's
+		// record says where and when it was last served.
+		if code, ok := hostStatus(stdout, c, recordPath, err); ok {
+			return code
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "nannyagent:", err)
 		return 1
@@ -37,6 +50,9 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	printStatus(stdout, st)
+	if rec, err := lastserved.Read(recordPath); err == nil {
+		printServed(stdout, rec, recordPath)
+	}
 	return 0
 }
 

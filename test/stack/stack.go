@@ -128,6 +128,8 @@ type Stack struct {
 	WorkerSocket string
 	PolicyFile   string
 	StateDir     string
+	// ServedRecord is where the broker records the peers it served.
+	ServedRecord string
 	Worker       Identity
 	AdminGroup   string
 	AdminGID     uint32
@@ -174,6 +176,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		"--socket", s.BrokerSocket, "--socket-group", groupName(s.Worker.GID),
 		"--worker-user", s.Worker.Name, "--policy", s.PolicyFile,
 		"--policy-dir", filepath.Join(s.Dir, "policy.d"), "--log-format", "json",
+		"--served-record", s.ServedRecord,
 	}, opts.ExtraBrokerArgs...)
 	s.broker, err = s.start(filepath.Join(opts.BinDir, Broker), brokerArgs, nil, nil, "broker.log")
 	if err != nil {
@@ -241,6 +244,7 @@ func prepare(opts Options) (*Stack, error) {
 		WorkerSocket: filepath.Join(dir, "run/nannyagent/worker.sock"),
 		PolicyFile:   filepath.Join(dir, "policy.yaml"),
 		StateDir:     filepath.Join(dir, "state"),
+		ServedRecord: filepath.Join(dir, "served.json"),
 	}
 	policy := opts.Policy
 	if policy == "" {
