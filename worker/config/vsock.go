@@ -40,9 +40,7 @@ func (f pinFlag) String() string {
 }
 
 func (f pinFlag) Set(v string) error {
-	for _, p := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' }) {
-		*f.pins = append(*f.pins, p)
-	}
+	*f.pins = append(*f.pins, strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })...)
 	return nil
 }
 
