@@ -71,10 +71,28 @@ func (a *Activated) add(f *os.File) error {
 			return err
 		}
 		a.Vsock = append(a.Vsock, ln)
-	default:
-		return fmt.Errorf("address family %d: only unix and vsock sockets are served", family)
+	case -1:
+		return errors.New("only unix and vsock sockets are served")
 	}
 	return nil
+}
+
+// FileListener makes a listener of a passed AF_VSOCK socket (a systemd
+// socket unit's ListenStream=vsock:…), after checking that it is a
+// listening vsock stream socket. f stays the caller's to close.
+func FileListener(f *os.File) (net.Listener, error) {
+	family, err := listeningFamily(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	if family != unix.AF_VSOCK {
+		return nil, fmt.Errorf("%s: not an AF_VSOCK socket", f.Name())
+	}
+	ln, err := vsock.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return ln, nil
 }
 
 // listeningFamily checks that f is a listening stream socket and returns

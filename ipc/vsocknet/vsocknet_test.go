@@ -277,3 +277,23 @@ func TestTakeActivated(t *testing.T) {
 		t.Errorf("no sockets: report %+v, want nothing and no error", r)
 	}
 }
+
+func TestFileListener(t *testing.T) {
+	vf, port := vsockFile(t)
+	ln, err := FileListener(vf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := Port(ln); !ok || got != port {
+		t.Errorf("listener on port %d (%v), want %d", got, ok, port)
+	}
+	ln.Close()
+	uln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(t.TempDir(), "u.sock"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uln.Close()
+	if _, err := FileListener(fileOf(t, uln)); err == nil || !strings.Contains(err.Error(), "not an AF_VSOCK socket") {
+		t.Errorf("a unix socket: %v", err)
+	}
+}

@@ -106,7 +106,7 @@ transport:
 	port := freeVsockPort(t)
 
 	var logBuf syncWriter
-	cmd := exec.Command(activate, "-l", sock, "-l", fmt.Sprintf("vsock::%d", port), "--",
+	cmd := exec.Command(activate, "-l", sock, "-l", fmt.Sprintf("vsock::%d", port), "--fdname", "broker:vsock", "--",
 		filepath.Join(binDir, stack.Broker), "--worker-user", "root", "--policy", policyFile,
 		"--policy-dir", filepath.Join(dir, "policy.d"), "--vsock-key", filepath.Join(dir, "keys", "broker.key"),
 		"--served-record", record, "--log-format", "json")
