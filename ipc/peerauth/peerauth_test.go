@@ -25,7 +25,7 @@ type vsockConn struct {
 
 func (c vsockConn) RemoteAddr() net.Addr { return vsocknet.PeerAddr(c.cid, 50000) }
 
-func socketPair(t *testing.T) (server, client net.Conn) {
+func socketPair(t testing.TB) (server, client net.Conn) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "s.sock")
 	ln, err := net.Listen("unix", path)
@@ -47,7 +47,7 @@ func socketPair(t *testing.T) (server, client net.Conn) {
 	return server, client
 }
 
-func identity(t *testing.T, name string) *keypin.Identity {
+func identity(t testing.TB, name string) *keypin.Identity {
 	t.Helper()
 	base := filepath.Join(t.TempDir(), name)
 	if _, err := keypin.Generate(base); err != nil {
@@ -84,7 +84,7 @@ func (r *refusals) all() []refusal {
 
 // handshake runs both sides over a socket pair whose server end reports
 // context id cid.
-func handshake(t *testing.T, server *serverCreds, cid uint32, client *keypin.Identity, brokerPins []string) (srvPeer Peer, srvErr, cliErr error) {
+func handshake(t testing.TB, server *serverCreds, cid uint32, client *keypin.Identity, brokerPins []string) (srvPeer Peer, srvErr, cliErr error) {
 	t.Helper()
 	sc, cc := socketPair(t)
 	creds, err := NewClientCredentials(client, brokerPins)
