@@ -51,6 +51,12 @@ type StageDecision struct {
 	RunAs string `json:"run_as,omitempty"`
 	// Paths lists every path operand, option values included.
 	Paths []PathOperand `json:"paths,omitempty"`
+	// Added are the words the rule's add_options put after the program
+	// (Argv[1:1+len(Added)]); the request never chose them.
+	Added []string `json:"added_options,omitempty"`
+	// Writes are the paths the rule lets the program write beneath; every
+	// other place is closed to it where the kernel has Landlock.
+	Writes []string `json:"writes,omitempty"`
 }
 
 // Decision is the verdict on a pipeline: allowed only if every stage is.
@@ -115,11 +121,7 @@ func (p *Policy) evalStage(st *Stage) StageDecision {
 	for _, r := range rules {
 		m.reset(p, r, argv)
 		if m.run() {
-			out := make([]string, len(argv))
-			copy(out, argv)
-			out[0] = r.program
-			return StageDecision{Allowed: true, RuleID: r.id, Reason: reasonAllowed, Program: r.program,
-				Argv: out, RunAs: r.runAs, Paths: m.paths}
+			return r.approve(argv, m.paths)
 		}
 		if m.subFail {
 			subFails++
@@ -141,6 +143,23 @@ func (p *Policy) evalStage(st *Stage) StageDecision {
 		best.Reason = fmt.Sprintf("%s: %s (allowed: %s)", rules[0].base, what, subcommandSummary(rules))
 	}
 	return best
+}
+
+// approve builds the approved stage: the rule's program, the options the
+// rule adds, then the request's arguments (path operand indexes shifted to
+// match).
+func (r *cmdRule) approve(argv []string, paths []PathOperand) StageDecision {
+	out := make([]string, 0, len(argv)+len(r.addOptions))
+	out = append(out, r.program)
+	out = append(out, r.addOptions...)
+	out = append(out, argv[1:]...)
+	if n := len(r.addOptions); n > 0 {
+		for i := range paths {
+			paths[i].Index += n
+		}
+	}
+	return StageDecision{Allowed: true, RuleID: r.id, Reason: reasonAllowed, Program: r.program,
+		Argv: out, RunAs: r.runAs, Paths: paths, Added: r.addOptions, Writes: r.writes}
 }
 
 // checkStageShape refuses what no rule could allow: oversized argv,

@@ -38,6 +38,11 @@ type CommandExplanation struct {
 	Options     []OptionExplanation  `json:"options"`
 	Denied      []DeniedOption       `json:"deny_options,omitempty"`
 	Operands    []OperandExplanation `json:"operands"`
+	// Added are options the broker puts after the program on every run.
+	Added []string `json:"added_options,omitempty"`
+	// Writes are the only places the program may write (Landlock
+	// exceptions); empty means it writes nothing.
+	Writes []string `json:"writes,omitempty"`
 }
 
 // OptionExplanation is one allowed option.
@@ -105,7 +110,7 @@ func (p *Policy) Explain() Explanation {
 func (r *cmdRule) explain() CommandExplanation {
 	c := CommandExplanation{ID: r.id, At: r.at.String(), Program: r.program, Grammar: r.grammar.String(),
 		Description: r.description, RunAs: r.runAs, Permute: r.permute,
-		Options: []OptionExplanation{}, Operands: []OperandExplanation{}}
+		Options: []OptionExplanation{}, Operands: []OperandExplanation{}, Added: r.addOptions, Writes: r.writes}
 	if c.RunAs == "" {
 		c.RunAs = "root"
 	}
@@ -168,7 +173,11 @@ func (e Explanation) WriteText(w io.Writer) error {
 		ew.printf("  none: every path under a rule's roots is readable\n")
 	}
 	for _, d := range e.DenyPaths {
-		ew.printf("  %s: %s\n    %s\n", d.ID, d.Reason, strings.Join(d.Paths, ", "))
+		class := ""
+		if d.Class != "" {
+			class = " [class: " + d.Class + "]"
+		}
+		ew.printf("  %s%s: %s\n    %s\n", d.ID, class, d.Reason, strings.Join(d.Paths, ", "))
 	}
 	e.writeTraces(ew)
 	e.writeProxmox(ew)
@@ -215,6 +224,12 @@ func (e Explanation) writeCommands(ew *errWriter) {
 		}
 		if c.LeadingNum != "" {
 			ew.printf("    %s\n", c.LeadingNum)
+		}
+		if len(c.Added) > 0 {
+			ew.printf("    the broker adds: %s (right after the program, on every run)\n", strings.Join(c.Added, " "))
+		}
+		if len(c.Writes) > 0 {
+			ew.printf("    MAY WRITE beneath: %s (the only Landlock exceptions of this rule)\n", strings.Join(c.Writes, ", "))
 		}
 		if len(c.Options) == 0 {
 			ew.printf("    no options\n")
