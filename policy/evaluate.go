@@ -36,6 +36,8 @@ type PathOperand struct {
 	// Roots are the allowed roots from the rule.
 	Roots []string `json:"roots"`
 	Open  OpenMode `json:"open"`
+	// CharDevices: with OpenDevice, a character device is accepted too.
+	CharDevices bool `json:"char_devices,omitempty"`
 }
 
 // StageDecision is the verdict on one stage.
@@ -119,9 +121,9 @@ func (p *Policy) evalStage(st *Stage) StageDecision {
 	bestFail := -1
 	subFails, subMissing := 0, 0
 	for _, r := range rules {
-		m.reset(p, r, argv)
+		m.reset(p, r, r.withoutAdded(argv))
 		if m.run() {
-			return r.approve(argv, m.paths)
+			return r.approve(m.argv, m.paths)
 		}
 		if m.subFail {
 			subFails++
@@ -143,6 +145,23 @@ func (p *Policy) evalStage(st *Stage) StageDecision {
 		best.Reason = fmt.Sprintf("%s: %s (allowed: %s)", rules[0].base, what, subcommandSummary(rules))
 	}
 	return best
+}
+
+// withoutAdded drops the rule's added options when the request already
+// starts with them, so an approved argv judged again gets the same answer
+// (and writing "blkid -c /dev/null" is what the broker runs anyway).
+func (r *cmdRule) withoutAdded(argv []string) []string {
+	n := len(r.addOptions)
+	if n == 0 || len(argv) < 1+n {
+		return argv
+	}
+	for i, w := range r.addOptions {
+		if argv[1+i] != w {
+			return argv
+		}
+	}
+	out := make([]string, 0, len(argv)-n)
+	return append(append(out, argv[0]), argv[1+n:]...)
 }
 
 // approve builds the approved stage: the rule's program, the options the

@@ -175,9 +175,9 @@ func (e Explanation) WriteText(w io.Writer) error {
 	for _, d := range e.DenyPaths {
 		class := ""
 		if d.Class != "" {
-			class = " [class: " + d.Class + "]"
+			class = "[class " + d.Class + "] "
 		}
-		ew.printf("  %s%s: %s\n    %s\n", d.ID, class, d.Reason, strings.Join(d.Paths, ", "))
+		ew.printf("  %s: %s%s\n    %s\n", d.ID, class, d.Reason, strings.Join(d.Paths, ", "))
 	}
 	e.writeTraces(ew)
 	e.writeProxmox(ew)

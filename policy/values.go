@@ -88,7 +88,7 @@ var valueKinds = map[string]valueKind{
 
 // valueKeys lists the keys each operand type takes besides "type".
 var valueKeys = map[string][]string{
-	"path":      {"roots", "open"},
+	"path":      {"roots", "open", "char_devices"},
 	"unit":      {"suffixes"},
 	"pid":       {"list"},
 	"user":      {"list"},
@@ -133,6 +133,9 @@ type valueSpec struct {
 	roots    []*pathPattern
 	rootSrc  []string
 	open     OpenMode
+	// charDevs lets open: device accept character devices too (an NVMe
+	// controller, a SCSI generic node); keep such roots narrow.
+	charDevs bool
 	suffixes []string
 	list     string
 	loopback bool
@@ -228,6 +231,14 @@ func (d *decoder) fillValue(v *valueSpec, m map[string]*yaml.Node, what string) 
 		} else {
 			ok = false
 		}
+	}
+	if n, has := m["char_devices"]; has {
+		b, ok2 := d.boolean(n, what+".char_devices")
+		if ok2 && v.open != OpenDevice {
+			d.errorf(n, "%s.char_devices: only open: device takes it", what)
+			ok2 = false
+		}
+		v.charDevs, ok = b, ok && ok2
 	}
 	if n, has := m["suffixes"]; has {
 		s, ok2 := d.strs(n, what+".suffixes")
@@ -603,6 +614,9 @@ func (v *valueSpec) describe() string {
 			how = "the broker opens it and passes a file descriptor"
 		case OpenDevice:
 			how = "a block device; the broker checks every symlink hop and every directory on the way, and passes the device's own path"
+			if v.charDevs {
+				how = "a block or character device; the broker checks every symlink hop and every directory on the way, and passes the device's own path"
+			}
 		}
 		return fmt.Sprintf("an absolute path under %s (%s)", strings.Join(v.rootSrc, ", "), how)
 	case vUnit:
