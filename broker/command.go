@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"strings"
 
 	"github.com/nannyai/nannyagent/broker/execute"
@@ -57,13 +56,11 @@ func (s *Server) RunCommand(ctx context.Context, req *brokerv1.RunCommandRequest
 func refusedRun(out *brokerv1.RunCommandResponse, a *audit, err error) *brokerv1.RunCommandResponse {
 	out.ExitCode = -1
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		// A missing operand is the tool's ordinary failure, not a denial:
-		// answer as the tool would (exit 1, the reason on stderr). The
-		// path was judged before it was looked up, so this reveals
-		// nothing about denied paths.
-		out.ExitCode = 1
-		out.Stderr = []byte(strings.TrimPrefix(err.Error(), execute.ErrPathRefused.Error()+": ") + "\n")
+	case errors.Is(err, execute.ErrNotInstalled):
+		// What a shell says: the program is missing here, exit 127. The
+		// policy allowed it; the model can try another tool.
+		out.ExitCode = 127
+		out.Stderr = []byte(err.Error() + "\n")
 		a.decision, a.reason = decisionAllow, err.Error()
 	case errors.Is(err, execute.ErrPathRefused), errors.Is(err, execute.ErrLimit),
 		errors.Is(err, execute.ErrInvalid), errors.Is(err, execute.ErrBusy):
@@ -82,18 +79,21 @@ func executeStages(d policy.Decision, stages []policy.Stage) []execute.Stage {
 	for i, sd := range d.Stages {
 		paths := make([]execute.PathOperand, len(sd.Paths))
 		for j, p := range sd.Paths {
-			mode := execute.OpenCheckOnly
-			if p.Open == policy.OpenFD {
-				mode = execute.OpenFD
-			}
-			paths[j] = execute.PathOperand{Index: p.Index, Prefix: p.Prefix, Path: p.Path, Roots: p.Roots, Open: mode}
+			paths[j] = execute.PathOperand{Index: p.Index, Prefix: p.Prefix, Path: p.Path, Roots: p.Roots,
+				Open: openModes[p.Open], CharDevices: p.CharDevices}
 		}
 		out[i] = execute.Stage{
-			Program: sd.Program, Argv: sd.Argv, RunAs: sd.RunAs, Paths: paths,
+			Program: sd.Program, Argv: sd.Argv, RunAs: sd.RunAs, Paths: paths, Writes: sd.Writes,
 			StdoutToNull: stages[i].StdoutToNull, StderrToNull: stages[i].StderrToNull, StderrToStdout: stages[i].StderrToStdout,
 		}
 	}
 	return out
+}
+
+// openModes maps the policy's open modes onto the runner's; an unset
+// mode stays unset and the runner refuses it.
+var openModes = map[policy.OpenMode]execute.OpenMode{
+	policy.OpenFD: execute.OpenFD, policy.OpenCheckOnly: execute.OpenCheckOnly, policy.OpenDevice: execute.OpenDevice,
 }
 
 func executeLimits(l policy.Limits) execute.Limits {

@@ -46,6 +46,9 @@ type Config struct {
 	GracePeriod time.Duration
 	// Log receives the decision log and operational messages.
 	Log *slog.Logger
+	// Landlock says whether runs are confined (auto) or not (off, a test
+	// switch: the policy's option tables must hold on their own).
+	Landlock execute.LandlockMode
 }
 
 // Server is the broker's gRPC service.
@@ -77,7 +80,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	lim := policies.current().policy.Limits()
-	runner, err := execute.New(execute.Config{MaxConcurrent: lim.ConcurrentCommands, Logger: cfg.Log})
+	runner, err := execute.New(execute.Config{MaxConcurrent: lim.ConcurrentCommands, Logger: cfg.Log, Landlock: cfg.Landlock})
 	if err != nil {
 		return nil, fmt.Errorf("command runner: %w", err)
 	}
@@ -218,7 +221,9 @@ func (s *Server) Probe(ctx context.Context, _ *brokerv1.ProbeRequest) (*brokerv1
 	lp := s.policies.current()
 	resp.BrokerVersion = s.cfg.Version
 	resp.Policy = lp.info
-	resp.Cgroups = s.runner.Info().Proto()
+	info := s.runner.Info()
+	resp.Cgroups = info.Proto()
+	resp.Confinement = info.Confinement.Proto()
 	// This host is a Proxmox VE node when pmxcfs names it as the local node.
 	if node, err := lp.caps.proxmox.Detect(); err == nil {
 		resp.Proxmox.Detected, resp.Proxmox.Node = true, node

@@ -130,9 +130,9 @@ type valueSpec struct {
 	kind     valueKind
 	typeName string
 
-	roots    []*pathPattern
-	rootSrc  []string
-	open     OpenMode
+	roots   []*pathPattern
+	rootSrc []string
+	open    OpenMode
 	// charDevs lets open: device accept character devices too (an NVMe
 	// controller, a SCSI generic node); keep such roots narrow.
 	charDevs bool

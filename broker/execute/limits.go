@@ -151,7 +151,7 @@ func checkOperand(argv []string, op PathOperand, seen map[int]bool) error {
 	if op.Path == "" || len(op.Path) > maxPathLen {
 		return fmt.Errorf("%w: path operand of length %d", ErrInvalid, len(op.Path))
 	}
-	if op.Open != OpenFD && op.Open != OpenCheckOnly {
+	if op.Open != OpenFD && op.Open != OpenCheckOnly && op.Open != OpenDevice {
 		return fmt.Errorf("%w: path operand %q has no open mode", ErrInvalid, op.Path)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,6 +48,9 @@ type Config struct {
 	HelperPath string
 	// Logger receives warnings about cleanup; default slog.Default().
 	Logger *slog.Logger
+	// Landlock confines every run where the kernel has it (default
+	// LandlockAuto); LandlockOff is for tests of the option tables alone.
+	Landlock LandlockMode
 }
 
 const (
@@ -77,6 +81,8 @@ type Info struct {
 	// caps are enforced (from cgroup v2 or v1, whichever has them).
 	MemoryController bool
 	PidsController   bool
+	// Confinement says whether runs are confined by Landlock.
+	Confinement ConfinementInfo
 }
 
 // Runner runs approved pipelines. It is safe for concurrent use.
@@ -90,9 +96,13 @@ type Runner struct {
 	starters  *starters
 	subreaper bool
 	gate      *gate
+	confine   confinement
 
 	base   context.Context
 	cancel context.CancelFunc
+	// stuck counts preparations abandoned at their deadline and still
+	// blocked in a system call.
+	stuck  atomic.Int64
 	mu     sync.Mutex
 	closed bool
 	wg     sync.WaitGroup
@@ -126,6 +136,10 @@ func New(cfg Config) (*Runner, error) {
 		cfg: cfg, log: cfg.Logger, devNull: devNull, layout: layout, cg: cg, subreaper: cg.v2Parent == "",
 		gate: newGate(cfg.MaxConcurrent, cfg.MaxQueued), base: base, cancel: cancel,
 		starters: newStarters(min(cfg.MaxConcurrent, maxStarters)),
+		confine:  newConfinement(cfg.Landlock),
+	}
+	if !r.confine.enabled() {
+		r.log.Warn("runs are not confined by Landlock; the policy's option tables are the only wall", "reason", r.confine.why)
 	}
 	if r.subreaper {
 		if err := r.pingHelper(); err != nil {
@@ -173,6 +187,8 @@ func (r *Runner) Info() Info {
 		V2Path:           r.cg.v2Parent,
 		MemoryController: r.cg.v2Ctl["memory"] || r.cg.v1Parent["memory"] != "",
 		PidsController:   r.cg.v2Ctl["pids"] || r.cg.v1Parent["pids"] != "",
+		Confinement: ConfinementInfo{Landlock: r.confine.enabled(), ABI: r.confine.abi,
+			Denies: r.confine.denies(), Reason: r.confine.why},
 	}
 }
 
@@ -215,11 +231,6 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 	if err := checkStages(req.Stages, req.Judge); err != nil {
 		return nil, err
 	}
-	for i, st := range req.Stages {
-		if err := checkProgram(st.Program); err != nil {
-			return nil, fmt.Errorf("stage %d: %w", i+1, err)
-		}
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(r.base, cancel)()
@@ -233,8 +244,20 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 	return r.runAdmitted(ctx, req, lim)
 }
 
+// runAdmitted runs a request that holds a slot. Its timer starts now and
+// covers every step: looking up the programs, resolving and opening the
+// path operands (a hung mount blocks there, not in the tool), starting
+// and running the stages.
 func (r *Runner) runAdmitted(ctx context.Context, req Request, lim Limits) (*Result, error) {
-	stages, cleanup, err := prepare(req)
+	start := time.Now()
+	runCtx, stop := context.WithTimeout(ctx, lim.Timeout)
+	defer stop()
+	stages, cleanup, err := r.prepareBounded(runCtx, req)
+	if errors.Is(err, errPrepareDeadline) {
+		res := &Result{ExitCode: -1, Duration: time.Since(start), TimedOut: ctx.Err() == nil, Canceled: ctx.Err() != nil,
+			Stderr: fmt.Appendf(nil, "nannyagent: the %s limit ran out before the command started, while its programs and paths were looked up (a file system that does not answer?)\n", lim.Timeout)}
+		return res, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -246,14 +269,102 @@ func (r *Runner) runAdmitted(ctx context.Context, req Request, lim Limits) (*Res
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
-	runCtx, stop := context.WithTimeout(ctx, lim.Timeout)
-	defer stop()
-	res, err := r.execute(runCtx, pl, lim)
+	res, err := r.execute(runCtx, pl, lim, writesOf(req.Stages))
 	if res != nil && res.TimedOut {
 		res.Canceled = ctx.Err() != nil
 		res.TimedOut = !res.Canceled
 	}
 	return res, err
+}
+
+// errPrepareDeadline: the run's time ran out while it was being prepared.
+var errPrepareDeadline = errors.New("deadline while preparing")
+
+// maxStuckPrepares bounds preparations left behind by their deadline and
+// still blocked in the kernel (a hung mount): past it, new runs are
+// refused rather than piling up threads.
+const maxStuckPrepares = 16
+
+// prepareBounded looks up the programs and resolves and opens the path
+// operands under ctx. The system calls cannot be interrupted, so when ctx
+// ends first the preparation is left to finish on its own and close what
+// it opened; the slot is released at once.
+func (r *Runner) prepareBounded(ctx context.Context, req Request) ([]preparedStage, func(), error) {
+	if n := r.stuck.Load(); n >= maxStuckPrepares {
+		return nil, nil, fmt.Errorf("%w: %d earlier commands are still blocked looking up their files", ErrBusy, n)
+	}
+	type prepared struct {
+		stages  []preparedStage
+		cleanup func()
+		err     error
+	}
+	done := make(chan prepared, 1)
+	go func() {
+		var p prepared
+		p.err = checkPrograms(req.Stages)
+		if p.err == nil {
+			p.stages, p.cleanup, p.err = prepare(req)
+		}
+		done <- p
+	}()
+	select {
+	case p := <-done:
+		return p.stages, p.cleanup, p.err
+	case <-ctx.Done():
+	}
+	r.stuck.Add(1)
+	go func() {
+		defer r.stuck.Add(-1)
+		if p := <-done; p.err == nil {
+			p.cleanup()
+		}
+	}()
+	return nil, nil, errPrepareDeadline
+}
+
+func checkPrograms(stages []Stage) error {
+	for i, st := range stages {
+		if err := checkProgram(st.Program); err != nil {
+			var ni *NotInstalledError
+			if errors.As(err, &ni) {
+				return err
+			}
+			return fmt.Errorf("stage %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// writesOf collects the places the stages may write beneath.
+func writesOf(stages []Stage) []string {
+	var out []string
+	for _, st := range stages {
+		out = append(out, st.Writes...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// starter returns how this run's processes are started: on a pooled
+// starter thread, or, when runs are confined, on a fresh thread inside the
+// run's own Landlock domain (one start only; release ends the thread once
+// the run is over).
+func (r *Runner) starter(writes []string) (start func(func()) error, release func(), err error) {
+	if !r.confine.enabled() {
+		return r.starters.do, func() {}, nil
+	}
+	fd, err := r.confine.ruleset(writes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	release = func() {}
+	start = func(fn func()) error {
+		rel, err := confinedDo(fd, fn)
+		unix.Close(fd) // the thread has entered the domain (or failed)
+		release = rel
+		return err
+	}
+	return start, func() { release() }, nil
 }
 
 // stageEnd is how one stage process ended.
@@ -265,7 +376,7 @@ type stageEnd struct {
 
 // execute runs a plan inside a fresh set of run cgroups. When it returns,
 // nothing of the run is alive, and the cgroups are on their way out.
-func (r *Runner) execute(ctx context.Context, pl *plan, lim Limits) (*Result, error) {
+func (r *Runner) execute(ctx context.Context, pl *plan, lim Limits, writes []string) (*Result, error) {
 	start := time.Now()
 	cg, err := r.janitor.take(lim)
 	if err != nil {
@@ -273,13 +384,19 @@ func (r *Runner) execute(ctx context.Context, pl *plan, lim Limits) (*Result, er
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	defer r.janitor.give(cg)
+	start1, release, err := r.starter(writes)
+	if err != nil {
+		pl.closeAll()
+		return nil, err
+	}
+	defer release()
 	stdout := startCapture(pl.stdout, lim.StdoutBytes)
 	stderr := startCapture(pl.stderr, lim.StderrBytes)
 	run := r.runInProcess
 	if r.subreaper {
 		run = r.runViaHelper
 	}
-	ends, killed, err := run(ctx, pl, cg)
+	ends, killed, err := run(ctx, pl, cg, start1)
 	r.reap(cg) // also after a failed start
 	stdout.wait(r.cfg.KillGrace)
 	stderr.wait(r.cfg.KillGrace)
@@ -315,10 +432,10 @@ func stageResult(program string, e stageEnd) StageResult {
 
 // runInProcess is the cgroup v2 path: stages are born in the run cgroup,
 // and cgroup.kill ends everything in it, however it got detached.
-func (r *Runner) runInProcess(ctx context.Context, pl *plan, cg *runCgroup) ([]stageEnd, bool, error) {
+func (r *Runner) runInProcess(ctx context.Context, pl *plan, cg *runCgroup, start func(func()) error) ([]stageEnd, bool, error) {
 	var procs []startedProc
 	var err error
-	if serr := r.starters.do(func() {
+	if serr := start(func() {
 		procs, err = startStages(pl.table, pl.procs, cg.placements(), cg.v2FD)
 	}); serr != nil {
 		err = fmt.Errorf("%w: %w", ErrStart, serr)
@@ -382,7 +499,7 @@ func (r *Runner) notifyStart(procs []startedProc) {
 
 // runViaHelper is the subreaper path: a helper process per run starts and
 // supervises the stages (see helper.go).
-func (r *Runner) runViaHelper(ctx context.Context, pl *plan, cg *runCgroup) ([]stageEnd, bool, error) {
+func (r *Runner) runViaHelper(ctx context.Context, pl *plan, cg *runCgroup, start func(func()) error) ([]stageEnd, bool, error) {
 	spec := helperSpec{Procs: pl.procs}
 	table := slices.Clone(pl.table)
 	for _, p := range cg.placements() {
@@ -392,7 +509,7 @@ func (r *Runner) runViaHelper(ctx context.Context, pl *plan, cg *runCgroup) ([]s
 	spec.Files = len(table)
 	var h *helperProc
 	var err error
-	if serr := r.starters.do(func() {
+	if serr := start(func() {
 		h, err = startHelper(r.cfg.HelperPath, r.devNull, table, spec)
 	}); serr != nil {
 		err = fmt.Errorf("%w: %w", ErrStart, serr)
@@ -500,28 +617,77 @@ func prepare(req Request) (_ []preparedStage, cleanup func(), err error) {
 // could swap it. What remains is the window between the check and the
 // tool's own walk, in which whoever may write a directory on the path could
 // replace a file with a link: the tool would then report the other
-// object's names or metadata. That is accepted for these tools because they
-// print names and metadata (wc counts bytes, stat/ls/du report sizes and
-// modes, find lists names), never contents; none of them follows links
-// found inside a tree unless asked to (-L, -H, --dereference, which the
-// policy does not allow); and walking tools (find, du) must see the tree as
-// it is while they walk it, so there is no single object to pin anyway.
-// Passing the resolved path instead would not close that window, only
-// change the output.
+// object's metadata. That is accepted for these tools only because they
+// print names and metadata (stat/ls/du report sizes and modes, find lists
+// names), never contents: every tool that reads contents (wc included)
+// gets a descriptor instead; and because the policy allows none of them an
+// option that follows links on its own (ls -L and -H, stat -L, du -L and
+// -D, find -L, -H, -follow and -xtype are refused), so a planted link is
+// shown as a link, never followed. Walking tools (find, du) must see the
+// tree as it is while they walk it, so there is no single object to pin.
+//
+// OpenDevice returns the device's own path: the tool opens it and picks
+// its method from the name (smartctl's /dev/nvme* versus /dev/sd*). Only
+// a path whose every directory is root's alone qualifies, so nobody else
+// can swap the node before the tool opens it.
+//
+// A path that does not exist is handed to the tool, so the model reads the
+// tool's own "No such file" and exit status and the rest of the pipeline
+// still runs. Where only root can change the directories walked, that is
+// the path as written; elsewhere someone could create the name in the
+// window before the tool looks, so the tool gets a descriptor name that
+// cannot be open in it (/dev/fd/1023) and fails the same way.
 func operand(op PathOperand, judge PathJudge, fd int) (*os.File, string, error) {
 	r, err := resolvePath(op.Path, op.Roots, judge)
+	var miss *missingError
+	if errors.As(err, &miss) {
+		if miss.stable {
+			return nil, op.Path, nil
+		}
+		return nil, fdArg(missingFD), nil
+	}
 	if err != nil {
 		return nil, "", err
 	}
 	defer r.file.Close()
-	if op.Open == OpenCheckOnly {
+	switch op.Open {
+	case OpenCheckOnly:
 		return nil, op.Path, nil
+	case OpenDevice:
+		if err := checkDevice(op, r); err != nil {
+			return nil, "", err
+		}
+		return nil, r.path, nil
 	}
 	f, err := openForRead(r)
 	if err != nil {
 		return nil, "", err
 	}
 	return f, fdArg(fd), nil
+}
+
+// missingFD is a descriptor number no stage has open: "/dev/fd/1023"
+// names nothing in the child, so opening it fails with ENOENT.
+const missingFD = 1023
+
+// checkDevice requires a block device (or a character device where the
+// operand allows it) in directories only root can change.
+func checkDevice(op PathOperand, r *resolved) error {
+	kind := r.stat.Mode & unix.S_IFMT
+	switch {
+	case kind == unix.S_IFBLK:
+	case kind == unix.S_IFCHR && op.CharDevices:
+	default:
+		what := "a block device"
+		if op.CharDevices {
+			what = "a block or character device"
+		}
+		return fmt.Errorf("%w: %s is not %s", ErrPathRefused, op.Path, what)
+	}
+	if !r.stable {
+		return fmt.Errorf("%w: %s: %s sits in a directory a non-root account can change", ErrPathRefused, op.Path, r.path)
+	}
+	return nil
 }
 
 // gate bounds concurrent runs, with a short queue in front; beyond the

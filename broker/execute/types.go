@@ -2,6 +2,7 @@ package execute
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -22,9 +23,15 @@ const (
 	// passes it as an inherited descriptor, replacing the argv element with
 	// /dev/fd/N. A link swapped after the check cannot redirect the read.
 	OpenFD OpenMode = iota + 1
-	// OpenCheckOnly is for tools that print names or metadata (wc, stat,
-	// ls, du, find): the argv element is replaced by the resolved path.
+	// OpenCheckOnly is for tools that print names or metadata (stat, ls,
+	// du, find): the argv element stays the path as written, after every
+	// hop of it was judged.
 	OpenCheckOnly
+	// OpenDevice is for device probes (blkid, lsblk, smartctl, mdadm): the
+	// path must resolve to a block device (a character device too with
+	// PathOperand.CharDevices) whose every directory only root can change,
+	// and the argv element becomes the device's own path.
+	OpenDevice
 )
 
 func (m OpenMode) String() string {
@@ -33,6 +40,8 @@ func (m OpenMode) String() string {
 		return "fd"
 	case OpenCheckOnly:
 		return "check-only"
+	case OpenDevice:
+		return "device"
 	}
 	return "unset"
 }
@@ -46,6 +55,8 @@ type PathOperand struct {
 	Path   string
 	Roots  []string
 	Open   OpenMode
+	// CharDevices lets OpenDevice accept a character device.
+	CharDevices bool
 }
 
 // Stage is one approved process of a pipeline.
@@ -62,6 +73,9 @@ type Stage struct {
 	StdoutToNull bool
 	// StderrToNull is "2>/dev/null".
 	StderrToNull bool
+	// Writes are the only paths the stage may write beneath when runs are
+	// confined (the policy rule's writes); nil means nowhere.
+	Writes []string
 	// StderrToStdout is "2>&1": stderr goes wherever stdout ends up, so
 	// StdoutToNull together with it means ">/dev/null 2>&1". A policy must
 	// not map "2>&1 >/dev/null" onto these flags.
@@ -91,7 +105,9 @@ type Result struct {
 	Stderr          []byte
 	StderrTruncated bool
 	Duration        time.Duration
-	// TimedOut is set when the run's own timeout killed it.
+	// TimedOut is set when the run's own timeout killed it (or ran out
+	// before it started, while its paths were resolved); the output is
+	// what reached the pipes until then.
 	TimedOut bool
 	// Canceled is set when the caller's context ended the run.
 	Canceled bool
@@ -128,4 +144,23 @@ var (
 	ErrStart = errors.New("start failed")
 	// ErrClosed means the runner was closed.
 	ErrClosed = errors.New("runner closed")
+	// ErrNotInstalled means a stage's program does not exist on this host.
+	ErrNotInstalled = errors.New("not installed on this host")
 )
+
+// NotInstalledError names the program that is missing; it matches
+// ErrNotInstalled.
+type NotInstalledError struct {
+	Program string
+	Err     error
+}
+
+func (e *NotInstalledError) Error() string {
+	return fmt.Sprintf("%s: %v", e.Program, ErrNotInstalled)
+}
+
+// Is makes errors.Is(err, ErrNotInstalled) true.
+func (e *NotInstalledError) Is(target error) bool { return target == ErrNotInstalled }
+
+// Unwrap returns the lookup error.
+func (e *NotInstalledError) Unwrap() error { return e.Err }

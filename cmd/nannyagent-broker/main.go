@@ -39,6 +39,7 @@ type options struct {
 	idleExit    time.Duration
 	logLevel    string
 	logFormat   string
+	landlock    string
 	showVersion bool
 }
 
@@ -63,6 +64,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.idleExit, "idle-exit", 5*time.Minute, "exit after this long without requests when socket-activated (0: never)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	fs.StringVar(&o.landlock, "landlock", "auto", "confine every run with Landlock where the kernel has it (auto), or never (off: for tests of the policy's option tables alone)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	err := ff.Parse(fs, args, ff.WithEnvVarPrefix("NANNYAGENT_BROKER"))
 	return o, err
@@ -80,6 +82,10 @@ func run(args []string, stderr io.Writer) int {
 			return 0
 		}
 		fmt.Fprintln(stderr, "nannyagent-broker:", err)
+		return 1
+	}
+	if o.landlock != "auto" && o.landlock != "off" {
+		fmt.Fprintf(stderr, "nannyagent-broker: --landlock %q is not auto or off\n", o.landlock)
 		return 1
 	}
 	if o.showVersion {
@@ -113,9 +119,10 @@ func serve(o options, log *slog.Logger) error {
 		LoadPolicy: func() (*policy.Policy, error) {
 			return policy.LoadInstalled(loadOpts, o.policyFile, o.policyDir)
 		},
-		Probe:  probe.DefaultConfig(),
-		Limits: unixsock.DefaultLimits,
-		Log:    log,
+		Probe:    probe.DefaultConfig(),
+		Limits:   unixsock.DefaultLimits,
+		Log:      log,
+		Landlock: map[string]execute.LandlockMode{"auto": execute.LandlockAuto, "off": execute.LandlockOff}[o.landlock],
 	})
 	if err != nil {
 		return err

@@ -99,7 +99,20 @@ func printBroker(p func(string, string, ...any), b *workerv1.BrokerStatus) {
 	} else {
 		p("proxmox", "not detected")
 	}
+	p("confinement", "%s", confinementLine(probe.GetConfinement()))
 	p("policy", "%s", policyLine(probe.GetPolicy()))
+}
+
+// confinementLine says whether the broker's runs are confined by Landlock
+// and at which ABI.
+func confinementLine(c *brokerv1.ConfinementInfo) string {
+	if c == nil {
+		return "unknown (the broker did not say)"
+	}
+	if !c.GetLandlock() {
+		return "runs NOT confined by Landlock: " + c.GetReason() + " (the policy's option tables are the only wall)"
+	}
+	return fmt.Sprintf("runs confined by Landlock ABI %d: they cannot %s", c.GetLandlockAbi(), strings.Join(c.GetDenies(), ", "))
 }
 
 func kind(k *brokerv1.KindSupport) string {
