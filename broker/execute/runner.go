@@ -43,6 +43,10 @@ type Config struct {
 	// KillGrace bounds each wait after a kill: for the tree to vanish, for
 	// output pipes to close, for the helper to report (default 2s).
 	KillGrace time.Duration
+	// DrainGrace is how long a pipeline killed by its timeout may take to
+	// pass on what its stages buffered, once the first stage is killed
+	// (default 300ms, at most KillGrace).
+	DrainGrace time.Duration
 	// HelperPath is the binary re-executed as the subreaper helper
 	// (default /proc/self/exe); its main must call HelperMain.
 	HelperPath string
@@ -59,6 +63,7 @@ const (
 	defaultMaxQueued     = 16
 	defaultCgroupName    = "nannyagent-exec"
 	defaultKillGrace     = 2 * time.Second
+	defaultDrainGrace    = 300 * time.Millisecond
 	// maxSpareCgroups bounds the run cgroups prepared ahead of time.
 	maxSpareCgroups = 2
 	// maxStarters bounds the threads that fork stages.
@@ -169,6 +174,10 @@ func (c Config) withDefaults() Config {
 	if c.KillGrace <= 0 {
 		c.KillGrace = defaultKillGrace
 	}
+	if c.DrainGrace <= 0 {
+		c.DrainGrace = defaultDrainGrace
+	}
+	c.DrainGrace = min(c.DrainGrace, c.KillGrace)
 	if c.HelperPath == "" {
 		c.HelperPath = "/proc/self/exe"
 	}
@@ -470,10 +479,26 @@ func (r *Runner) runInProcess(ctx context.Context, pl *plan, cg *runCgroup, star
 	case <-allDone:
 	case <-ctx.Done():
 		killed = true
-		r.killAll(cg, procs)
+		r.drain(cg, procs, allDone)
 	}
 	<-allDone
 	return ends, killed, nil
+}
+
+// drain ends a pipeline whose time is up so that what it already produced
+// reaches the caller: the first stage is killed, so each later stage reads
+// EOF, writes out what it buffered and exits in turn; whatever is still
+// running after the drain grace is killed with the whole run. A lone
+// stage is killed at once (what it wrote is already in the pipe).
+func (r *Runner) drain(cg *runCgroup, procs []startedProc, allDone <-chan struct{}) {
+	if len(procs) > 1 {
+		_ = procs[0].proc.Kill()
+		select {
+		case <-allDone:
+		case <-time.After(r.cfg.DrainGrace):
+		}
+	}
+	r.killAll(cg, procs)
 }
 
 func (r *Runner) killAll(cg *runCgroup, procs []startedProc) {

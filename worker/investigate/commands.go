@@ -91,7 +91,7 @@ func (c *Commands) runOne(ctx context.Context, cmd Command) CommandResult {
 		TimedOut:  resp.GetTimedOut(),
 	}
 	if r.TimedOut && r.Error == "" {
-		r.Error = "timed out"
+		r.Error = "timed out: the output is what the command wrote before the broker's time limit killed it"
 	}
 	return r
 }
@@ -119,6 +119,12 @@ func combinedOutput(resp *brokerv1.RunCommandResponse) string {
 		if resp.GetStderrTruncated() {
 			b.WriteString("\n[stderr truncated]\n")
 		}
+	}
+	if resp.GetTimedOut() {
+		if b.Len() > 0 && !strings.HasSuffix(b.String(), "\n") {
+			b.WriteByte('\n')
+		}
+		b.WriteString("[cut: the command was killed by its time limit; the output above is what it wrote until then]\n")
 	}
 	return strings.ToValidUTF8(b.String(), "\uFFFD")
 }
