@@ -22,6 +22,12 @@ type Explanation struct {
 	Reboots   Reboots              `json:"reboots"`
 	Metrics   Metrics              `json:"metrics"`
 	Limits    []LimitExplanation   `json:"limits"`
+	// Confinement says whether the broker on this host confines runs with
+	// Landlock; the caller fills it (the policy package cannot ask the
+	// kernel).
+	Confinement string `json:"confinement,omitempty"`
+	// Writers lists the rules that may write somewhere (their writes).
+	Writers []string `json:"writers"`
 }
 
 // CommandExplanation describes one active command rule.
@@ -91,9 +97,13 @@ func (p *Policy) Explain() Explanation {
 	if e.Warnings == nil {
 		e.Warnings = []string{}
 	}
+	e.Writers = []string{}
 	for _, r := range p.commands {
 		if !r.disabled {
 			e.Commands = append(e.Commands, r.explain())
+			if len(r.writes) > 0 {
+				e.Writers = append(e.Writers, fmt.Sprintf("%s (%s) may write beneath %s", r.id, r.program, strings.Join(r.writes, ", ")))
+			}
 		}
 	}
 	for _, f := range limitFields {
@@ -166,6 +176,16 @@ func (e Explanation) WriteText(w io.Writer) error {
 		for _, wn := range e.Warnings {
 			ew.printf("WARNING: %s\n", wn)
 		}
+	}
+	ew.printf("\nWrites: nothing a command runs for a diagnosis may create or change a file.\n")
+	if e.Confinement != "" {
+		ew.printf("  %s\n", e.Confinement)
+	}
+	if len(e.Writers) == 0 {
+		ew.printf("  no rule names a place it writes\n")
+	}
+	for _, w := range e.Writers {
+		ew.printf("  EXCEPTION: rule %s\n", w)
 	}
 	e.writeCommands(ew)
 	ew.printf("\nDenied paths (win over every allow; judged on normalised paths, ancestors included; every symlink hop re-judged):\n")
