@@ -30,6 +30,7 @@ const (
 	Broker      = "nannyagent-broker"
 	Worker      = "nannyagent-worker"
 	BrokerProbe = "brokerprobe"
+	BrokerRun   = "brokerrun"
 )
 
 // Build compiles the three binaries and the test helpers into a new
@@ -44,7 +45,7 @@ func Build(ctx context.Context) (dir string, err error) {
 		return "", err
 	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/",
-		"./cmd/nannyagent", "./cmd/nannyagent-broker", "./cmd/nannyagent-worker", "./test/cmd/brokerprobe")
+		"./cmd/nannyagent", "./cmd/nannyagent-broker", "./cmd/nannyagent-worker", "./test/cmd/brokerprobe", "./test/cmd/brokerrun")
 	cmd.Dir = root
 	// Static binaries, as shipped: no libc in the address space.
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
