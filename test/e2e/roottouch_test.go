@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
@@ -428,4 +429,151 @@ commands:
 func missingProgram(p string) bool {
 	_, err := os.Stat(p)
 	return os.IsNotExist(err)
+}
+
+// Item 6: a hung mount cannot hold the run slots: looking up a path is
+// under the command's deadline, and the slot comes back when it passes.
+func TestHungMountCannotHoldTheSlots(t *testing.T) {
+	requireRoot(t)
+	dir, err := stack.WorldReadableTempDir("nannyagent-hung-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	mnt := filepath.Join(dir, "hung")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ok := filepath.Join(dir, "ok.log")
+	if err := os.WriteFile(ok, []byte("still served\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startStack(t, stack.Options{Policy: fmt.Sprintf(`version: 1
+limits:
+  command_timeout: 2s
+  concurrent_commands: 2
+commands:
+  - id: cat
+    program: /usr/bin/cat
+    operands:
+      - {name: file, type: path, roots: [%q], open: fd, count: 1}
+`, dir)})
+	h := mountHung(t, mnt)
+	start := time.Now()
+	// Four requests for two slots: before the fix the first two hung in
+	// their slots for good and nothing else ran.
+	rs := asWorker(t, s, workerRun{parallel: 4, timeout: 9 * time.Second},
+		"cat "+mnt+"/a", "cat "+mnt+"/b", "cat "+mnt+"/c", "cat "+mnt+"/d")
+	elapsed := time.Since(start)
+	for i, r := range rs {
+		if !r.GetTimedOut() || !strings.Contains(string(r.GetStderr()), "ran out before the command started") {
+			t.Errorf("request %d on the hung mount: timed_out %v exit %d stderr %q error %q", i, r.GetTimedOut(), r.GetExitCode(), r.GetStderr(), r.GetError())
+		}
+	}
+	if elapsed > 8*time.Second {
+		t.Errorf("four requests on a hung mount took %v with a 2s limit and 2 slots", elapsed)
+	}
+	// The lookups are still blocked in the kernel; the slots are free.
+	if r := asWorker(t, s, workerRun{timeout: 5 * time.Second}, "cat "+ok)[0]; string(r.GetStdout()) != "still served\n" {
+		t.Errorf("a normal command after the hung ones: %q %q %v", r.GetStdout(), r.GetStderr(), r.GetDecision().GetReason())
+	}
+	h.abort()
+	t.Logf("4 requests on a hung mount answered in %v (limit 2s, 2 slots)", elapsed.Round(time.Millisecond))
+}
+
+// Item 8: Landlock confines every run: a test-only rule that writes is
+// stopped, a rule that names its writes may write there, and with the
+// broker's switch off the same rule writes (so the stop is Landlock's).
+func TestLandlockConfinesRuns(t *testing.T) {
+	requireRoot(t)
+	abi := landlockABI()
+	if abi == 0 {
+		t.Skip("no Landlock on this kernel")
+	}
+	dir, err := stack.WorldReadableTempDir("nannyagent-landlock-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	allowedDir := filepath.Join(dir, "allowed")
+	if err := os.Mkdir(allowedDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bind := `import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print("bound")`
+	pol := fmt.Sprintf(`version: 1
+commands:
+  - id: touch-writer
+    program: /usr/bin/touch
+    writes: [%[1]s/allowed]
+    operands:
+      - {name: f, type: string, pattern: '%[1]s/allowed/[a-z]+'}
+  - id: touch
+    program: /usr/bin/touch
+    operands:
+      - {name: f, type: string, pattern: '%[1]s/[a-z]+'}
+  - id: kill-probe
+    program: /usr/bin/kill
+    options:
+      - {opt: -s, value: {type: enum, values: ["0"]}}
+    operands:
+      - {name: pid, type: pid}
+  - id: bind-probe
+    program: /usr/bin/python3
+    options:
+      - {opt: -c, value: {type: enum, values: [%[2]q]}}
+`, dir, bind)
+	self := strconv.Itoa(os.Getpid())
+	lines := []string{"touch " + dir + "/denied", "touch " + allowedDir + "/fine", "kill -s 0 " + self, `python3 -c '` + bind + `'`}
+
+	on := startStack(t, stack.Options{Policy: pol})
+	rs := asWorker(t, on, workerRun{}, lines...)
+	if r := rs[0]; !ran(r) || r.GetExitCode() == 0 || exists(dir+"/denied") {
+		t.Errorf("Landlock on: the writing rule wrote: exit %d stderr %q", r.GetExitCode(), r.GetStderr())
+	}
+	if r := rs[1]; !ran(r) || r.GetExitCode() != 0 || !exists(allowedDir+"/fine") {
+		t.Errorf("Landlock on: a rule's named writes place refused: exit %d stderr %q", r.GetExitCode(), r.GetStderr())
+	}
+	if r := rs[2]; abi >= 6 && r.GetExitCode() == 0 {
+		t.Errorf("Landlock ABI %d: a run signalled a process outside it", abi)
+	}
+	if r := rs[3]; abi >= 4 && (r.GetExitCode() == 0 || strings.Contains(string(r.GetStdout()), "bound")) {
+		t.Errorf("Landlock ABI %d: a run bound a TCP port: %q %q", abi, r.GetStdout(), r.GetStderr())
+	}
+	st := on.CLI(ctxT(t), nil, "status")
+	if want := fmt.Sprintf("runs confined by Landlock ABI %d", abi); !strings.Contains(st.Stdout, want) {
+		t.Errorf("status does not say %q:\n%s", want, st.Stdout)
+	}
+	ex := on.Run(ctxT(t), nil, stack.CLI, "policy", "explain", on.PolicyFile)
+	for _, want := range []string{fmt.Sprintf("Landlock ABI %d", abi), "EXCEPTION: rule touch-writer", "MAY WRITE beneath: " + allowedDir} {
+		if !strings.Contains(ex.Stdout, want) {
+			t.Errorf("explain does not say %q", want)
+		}
+	}
+
+	off := startStack(t, stack.Options{Policy: pol, ExtraBrokerArgs: []string{"--landlock", "off"}})
+	rs = asWorker(t, off, workerRun{}, lines...)
+	if r := rs[0]; r.GetExitCode() != 0 || !exists(dir+"/denied") {
+		t.Errorf("Landlock off: the test-only writing rule failed to write (exit %d %q), so the stop above is not Landlock's", r.GetExitCode(), r.GetStderr())
+	}
+	if r := rs[2]; r.GetExitCode() != 0 {
+		t.Errorf("Landlock off: kill -s 0 failed: %q", r.GetStderr())
+	}
+	st = off.CLI(ctxT(t), nil, "status")
+	if !strings.Contains(st.Stdout, "runs NOT confined by Landlock: turned off") {
+		t.Errorf("status with --landlock off:\n%s", st.Stdout)
+	}
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// landlockABI asks the kernel for its Landlock ABI version (0: none).
+func landlockABI() int {
+	v, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	if errno != 0 {
+		return 0
+	}
+	return int(v)
 }
