@@ -45,6 +45,9 @@ func (s *Server) RunCommand(ctx context.Context, req *brokerv1.RunCommandRequest
 		return refusedRun(out, a, err), nil
 	}
 	a.decision = decisionAllow
+	if len(res.MissingOperands) > 0 {
+		a.reason = "no such file: " + strings.Join(res.MissingOperands, ", ") + " (the tool reported it itself)"
+	}
 	ran := res.Proto()
 	ran.Id, ran.Decision = out.Id, out.Decision
 	return ran, nil

@@ -177,7 +177,7 @@ func (e Explanation) WriteText(w io.Writer) error {
 			ew.printf("WARNING: %s\n", wn)
 		}
 	}
-	ew.printf("\nWrites: nothing a command runs for a diagnosis may create or change a file.\n")
+	ew.printf("\nWrites: a command run for a diagnosis creates or changes no file, except where its rule names the place (EXCEPTION below).\n")
 	if e.Confinement != "" {
 		ew.printf("  %s\n", e.Confinement)
 	}

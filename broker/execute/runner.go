@@ -279,6 +279,11 @@ func (r *Runner) runAdmitted(ctx context.Context, req Request, lim Limits) (*Res
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	res, err := r.execute(runCtx, pl, lim, writesOf(req.Stages))
+	if res != nil {
+		for _, st := range stages {
+			res.MissingOperands = append(res.MissingOperands, st.missing...)
+		}
+	}
 	if res != nil && res.TimedOut {
 		res.Canceled = ctx.Err() != nil
 		res.TimedOut = !res.Canceled
@@ -618,6 +623,10 @@ func prepare(req Request) (_ []preparedStage, cleanup func(), err error) {
 		}
 		for _, op := range st.Paths {
 			f, arg, err := operand(op, req.Judge, 3+len(ps.files))
+			if errors.Is(err, errMissingOperand) {
+				ps.missing = append(ps.missing, op.Path)
+				err = nil
+			}
 			if err != nil {
 				return nil, nil, fmt.Errorf("stage %d: %w", i+1, err)
 			}
@@ -667,9 +676,9 @@ func operand(op PathOperand, judge PathJudge, fd int) (*os.File, string, error) 
 	var miss *missingError
 	if errors.As(err, &miss) {
 		if miss.stable {
-			return nil, op.Path, nil
+			return nil, op.Path, errMissingOperand
 		}
-		return nil, fdArg(missingFD), nil
+		return nil, fdArg(missingFD), errMissingOperand
 	}
 	if err != nil {
 		return nil, "", err
@@ -690,6 +699,10 @@ func operand(op PathOperand, judge PathJudge, fd int) (*os.File, string, error) 
 	}
 	return f, fdArg(fd), nil
 }
+
+// errMissingOperand marks an operand that does not exist and goes to the
+// tool as it is (with its argv element still set).
+var errMissingOperand = errors.New("no such file")
 
 // missingFD is a descriptor number no stage has open: "/dev/fd/1023"
 // names nothing in the child, so opening it fails with ENOENT.

@@ -113,6 +113,9 @@ type Result struct {
 	Canceled bool
 	// MemoryLimitHit is set when the kernel OOM-killed a task of the run.
 	MemoryLimitHit bool
+	// MissingOperands are path operands that did not exist; the tools were
+	// given them (or a name that cannot exist) and reported it themselves.
+	MissingOperands []string
 	// TaskLimitHit is set when a fork in the run failed because of the
 	// task limit; the output may then be incomplete even with exit code 0.
 	TaskLimitHit bool
