@@ -126,12 +126,17 @@ func TestLandlockPerRun(t *testing.T) {
 	if abi == 0 {
 		t.Skip(why)
 	}
-	dir := rootDir(t)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { landlockPerRun(t, m.cfg, abi, rootDir(t)) })
+	}
+}
+
+func landlockPerRun(t *testing.T, cfg Config, abi int, dir string) {
 	allowed := filepath.Join(dir, "allowed")
 	if err := os.Mkdir(allowed, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	on := newTestRunner(t, Config{})
+	on := newTestRunner(t, cfg)
 	if info := on.Info().Confinement; !info.Landlock || info.ABI != abi || len(info.Denies) == 0 {
 		t.Fatalf("confinement %+v", info)
 	}
@@ -152,7 +157,8 @@ func TestLandlockPerRun(t *testing.T) {
 	}
 	// The broker's own thread stays free: this test process still writes.
 	writeFile0(t, filepath.Join(dir, "from-the-runner"), "x", 0o644)
-	off := newTestRunner(t, Config{Landlock: LandlockOff})
+	cfg.Landlock = LandlockOff
+	off := newTestRunner(t, cfg)
 	if info := off.Info().Confinement; info.Landlock || info.Reason != "turned off" {
 		t.Errorf("off: %+v", info)
 	}

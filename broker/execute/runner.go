@@ -371,14 +371,23 @@ func (r *Runner) starter(writes []string) (start func(func()) error, release fun
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
-	release = func() {}
+	endThread := func() {}
 	start = func(fn func()) error {
+		if fd < 0 {
+			return fmt.Errorf("%w: a confined run starts once", ErrStart)
+		}
 		rel, err := confinedDo(fd, fn)
 		unix.Close(fd) // the thread has entered the domain (or failed)
-		release = rel
+		fd, endThread = -1, rel
 		return err
 	}
-	return start, func() { release() }, nil
+	release = func() {
+		if fd >= 0 {
+			unix.Close(fd) // never started
+		}
+		endThread()
+	}
+	return start, release, nil
 }
 
 // stageEnd is how one stage process ended.
