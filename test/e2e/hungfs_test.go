@@ -3,8 +3,8 @@ package e2e
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -16,7 +16,8 @@ import (
 // aborts the connection.
 type hungFS struct {
 	dir  string
-	dev  *os.File
+	dev  int // /dev/fuse, non-blocking
+	stop atomic.Bool
 	wg   sync.WaitGroup
 	once sync.Once
 }
@@ -32,13 +33,13 @@ const (
 
 func mountHung(t *testing.T, dir string) *hungFS {
 	t.Helper()
-	dev, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	dev, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Skipf("no /dev/fuse here: %v", err)
 	}
-	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other", dev.Fd())
+	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other", dev)
 	if err := unix.Mount("nannyagent-hung", dir, "fuse", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		dev.Close()
+		unix.Close(dev)
 		t.Skipf("cannot mount FUSE here: %v", err)
 	}
 	h := &hungFS{dir: dir, dev: dev}
@@ -47,21 +48,26 @@ func mountHung(t *testing.T, dir string) *hungFS {
 	return h
 }
 
-// abort closes the connection (every blocked lookup fails with ENOTCONN)
-// and unmounts.
+// abort unmounts and closes the device, the connection's last user, so
+// the kernel aborts it and every blocked lookup fails.
 func (h *hungFS) abort() {
 	h.once.Do(func() {
 		_ = unix.Unmount(h.dir, unix.MNT_DETACH)
-		h.dev.Close()
+		h.stop.Store(true)
 		h.wg.Wait()
+		unix.Close(h.dev)
 	})
 }
 
 func (h *hungFS) serve() {
 	buf := make([]byte, 1<<17+4096)
 	le := binary.LittleEndian
-	for {
-		n, err := h.dev.Read(buf)
+	for !h.stop.Load() {
+		n, err := unix.Read(h.dev, buf)
+		if err == unix.EAGAIN {
+			_, _ = unix.Poll([]unix.PollFd{{Fd: int32(h.dev), Events: unix.POLLIN}}, 50)
+			continue
+		}
 		if err != nil {
 			return
 		}
@@ -98,5 +104,5 @@ func (h *hungFS) reply(unique uint64, errno int32, body []byte) {
 	binary.LittleEndian.PutUint32(out[4:], uint32(errno))
 	binary.LittleEndian.PutUint64(out[8:], unique)
 	copy(out[fuseOutHdr:], body)
-	_, _ = h.dev.Write(out)
+	_, _ = unix.Write(h.dev, out)
 }

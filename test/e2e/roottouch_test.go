@@ -220,6 +220,9 @@ func TestContentReadersGetDescriptors(t *testing.T) {
 	s := startStack(t, stack.Options{Policy: yaml, ExtraBrokerArgs: []string{"--landlock", "off"}})
 	secretLines := lineCount(t, "/etc/shadow")
 	current := filepath.Join(tr.app, "current.log")
+	if err := os.Link(tr.ordinary, current); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
