@@ -309,11 +309,11 @@ func TestOversizedRequestsRefused(t *testing.T) {
 	wide := []Stage{stage("/usr/bin/echo", strings.Repeat("b", 100<<10), strings.Repeat("b", 100<<10))}
 	before := r.janitor.taken.Load()
 	for name, stages := range map[string][]Stage{
-		"1000 stages":      many,
-		"64 MiB argument":  {huge},
-		"100000 arguments": {manyArgs},
+		"1000 stages":        many,
+		"64 MiB argument":    {huge},
+		"100000 arguments":   {manyArgs},
 		"200 KiB in a stage": wide,
-		"no stages":        nil,
+		"no stages":          nil,
 	} {
 		_, err := r.Run(context.Background(), Request{Stages: stages})
 		if !errors.Is(err, ErrLimit) && !(len(stages) == 0 && errors.Is(err, ErrInvalid)) {
