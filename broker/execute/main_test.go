@@ -97,10 +97,39 @@ func childMain(mode string, args []string) int {
 		n, _ := strconv.Atoi(args[0])
 		_, _ = os.Stdout.Write(bytes.Repeat([]byte("x"), n))
 		_, _ = os.Stderr.Write(bytes.Repeat([]byte("y"), n))
+	case "ownleaf":
+		return ownLeafMain(args)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown mode", mode)
 		return 100
 	}
+	return 0
+}
+
+// ownLeafMain joins the v1 cgroups named in args (as systemd would have
+// placed the service), starts a runner with OwnCgroupAuto, caps its own
+// memory and runs one command, printing where everything sits.
+func ownLeafMain(args []string) int {
+	for _, dir := range args {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	r, err := New(Config{OwnCgroup: OwnCgroupAuto})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer r.Close()
+	fmt.Printf("limit: %v\n", r.SetOwnMemoryLimit(300<<20))
+	res, err := r.Run(context.Background(), Request{Stages: []Stage{stage("/usr/bin/cat", "/proc/self/cgroup")}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	self, _ := os.ReadFile("/proc/self/cgroup")
+	fmt.Printf("own: %s\nrun:\n%sself:\n%s", r.Info().OwnCgroup, res.Stdout, self)
 	return 0
 }
 

@@ -1,6 +1,7 @@
 package execute
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -44,6 +45,9 @@ type Config struct {
 	// HelperPath is the binary re-executed as the subreaper helper
 	// (default /proc/self/exe); its main must call HelperMain.
 	HelperPath string
+	// OwnCgroup says whether the broker moves into a leaf cgroup of its
+	// own (see OwnCgroup); the default leaves it where it is.
+	OwnCgroup OwnCgroup
 	// Logger receives warnings about cleanup; default slog.Default().
 	Logger *slog.Logger
 }
@@ -76,6 +80,9 @@ type Info struct {
 	// caps are enforced (from cgroup v2 or v1, whichever has them).
 	MemoryController bool
 	PidsController   bool
+	// OwnCgroup is the broker's own leaf cgroup (cgroup2, or the v1
+	// memory hierarchy's), "" when it did not move into one.
+	OwnCgroup string
 }
 
 // Runner runs approved pipelines. It is safe for concurrent use.
@@ -89,6 +96,7 @@ type Runner struct {
 	starters  *starters
 	subreaper bool
 	gate      *gate
+	leaf      ownLeaf
 
 	base   context.Context
 	cancel context.CancelFunc
@@ -111,18 +119,22 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		cfg.Logger.Warn("cgroup layout unknown; runs get no cgroup limits", "err", err)
 	}
+	leaf, err := moveToLeaf(layout, cfg.OwnCgroup, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
 	devNull, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open /dev/null: %w", err)
 	}
-	cg, err := setupCgroups(layout, cfg.CgroupName, cfg.Containment != ContainSubreaper, cfg.Logger)
+	cg, err := setupCgroups(layout, leaf, cfg.CgroupName, cfg.Containment != ContainSubreaper, cfg.Logger)
 	if err != nil {
 		devNull.Close()
 		return nil, err
 	}
 	base, cancel := context.WithCancel(context.Background())
 	r := &Runner{
-		cfg: cfg, log: cfg.Logger, devNull: devNull, layout: layout, cg: cg, subreaper: cg.v2Parent == "",
+		cfg: cfg, log: cfg.Logger, devNull: devNull, layout: layout, cg: cg, subreaper: cg.v2Parent == "", leaf: leaf,
 		gate: newGate(cfg.MaxConcurrent, cfg.MaxQueued), base: base, cancel: cancel,
 		starters: newStarters(min(cfg.MaxConcurrent, maxStarters)),
 	}
@@ -172,6 +184,7 @@ func (r *Runner) Info() Info {
 		V2Path:           r.cg.v2Parent,
 		MemoryController: r.cg.v2Ctl["memory"] || r.cg.v1Parent["memory"] != "",
 		PidsController:   r.cg.v2Ctl["pids"] || r.cg.v1Parent["pids"] != "",
+		OwnCgroup:        cmp.Or(r.leaf.v2, r.leaf.v1["memory"]),
 	}
 }
 
