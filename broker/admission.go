@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/tap"
 
 	"github.com/nannyai/nannyagent/ipc/peercred"
+	"github.com/nannyai/nannyagent/policy"
 )
 
 // Where a request's bytes live before the broker decodes it. gRPC reads a
@@ -31,7 +32,7 @@ import (
 
 // readSlots is how many requests the broker reads at once; the budget is
 // readSlots × request_bytes.
-const readSlots = 16
+const readSlots = policy.RequestsReadAtOnce
 
 // defaultReadTimeout bounds the time from a request's headers to its
 // decoded message.
