@@ -3,8 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,19 +17,19 @@ import (
 )
 
 // Where a request's bytes live before the broker decodes it. gRPC reads a
-// request message whole into memory before any handler sees it: each
-// stream may hold up to the receive limit (request_bytes), and the
-// transport allows MaxConnections × MaxConcurrentStreams streams. So the
-// broker admits a stream only with a share of a fixed budget: when the
-// stream's headers arrive (InTapHandle, before a byte of the message is
-// read), it reserves request_bytes; the reservation is returned once the
-// message is decoded or refused, or when the stream ends. A stream that
-// finds the budget spent is refused at once, and logged. A reservation is
-// also held at most readTimeout: a client that opens a stream and never
-// sends its message loses the stream.
+// request message whole into memory, inside the handler's call to decode
+// it: only then does it open the stream's flow-control window to the
+// message's length, up to the receive limit (request_bytes). Before that a
+// stream holds at most its fixed 64 KiB window (unixsock.ServerOptions).
+// So the broker takes a read slot before it lets gRPC read a message, and
+// returns it once the message is decoded or refused: at most
+// RequestsReadAtOnce messages, each at most request_bytes, are in memory
+// across all connections and streams. A request waits for a slot (the
+// stream holds its window meanwhile) rather than being refused. A stream
+// must be read within the read timeout of its headers, waiting included:
+// a client that opens streams and never sends their messages loses them.
 
-// readSlots is how many requests the broker reads at once; the budget is
-// readSlots × request_bytes.
+// readSlots is how many requests the broker reads at once.
 const readSlots = policy.RequestsReadAtOnce
 
 // defaultReadTimeout bounds the time from a request's headers to its
@@ -39,80 +37,49 @@ const readSlots = policy.RequestsReadAtOnce
 const defaultReadTimeout = 10 * time.Second
 
 // errReadTimeout ends a stream whose message did not arrive in time.
-var errReadTimeout = errors.New("the request message did not arrive in time")
+var errReadTimeout = errors.New("the request was not read within the read timeout")
 
-// readBudget is the bytes of requests being read across all connections.
-type readBudget struct {
-	mu      sync.Mutex
-	free    int64
-	each    int64
-	timeout time.Duration
-}
+// readSlotsSem is the read slots.
+type readSlotsSem chan struct{}
 
-func newReadBudget(requestBytes int64, timeout time.Duration) *readBudget {
-	return &readBudget{free: readSlots * requestBytes, each: requestBytes, timeout: timeout}
-}
-
-// reservation is one stream's share of the budget.
-type reservation struct {
-	b     *readBudget
-	once  sync.Once
-	timer *time.Timer
-}
-
-type reservationKey struct{}
-
-func (b *readBudget) reserve() (*reservation, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.free < b.each {
-		return nil, false
-	}
-	b.free -= b.each
-	return &reservation{b: b}, true
-}
-
-// release returns the share; only the first call counts.
-func (r *reservation) release() {
-	r.once.Do(func() {
-		if r.timer != nil {
-			r.timer.Stop()
-		}
-		r.b.mu.Lock()
-		r.b.free += r.b.each
-		r.b.mu.Unlock()
-	})
-}
-
-// released returns the reservation of the request in ctx, if any, now that
-// its message is read.
-func released(ctx context.Context) {
-	if r, ok := ctx.Value(reservationKey{}).(*reservation); ok {
-		r.release()
+// acquire waits for a slot until ctx ends.
+func (r readSlotsSem) acquire(ctx context.Context) error {
+	select {
+	case r <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
 	}
 }
 
-// tap admits a new stream: a method in the table, and a share of the read
-// budget. It runs in the connection's reader before anything of the
-// message is read, so it must not block.
+func (r readSlotsSem) release() { <-r }
+
+// readDeadline is the timer that ends a stream not read in time.
+type readDeadline struct{ timer *time.Timer }
+
+type readDeadlineKey struct{}
+
+// read marks the request in ctx as read: its deadline no longer applies.
+func read(ctx context.Context) {
+	if d, ok := ctx.Value(readDeadlineKey{}).(*readDeadline); ok {
+		d.timer.Stop()
+	}
+}
+
+// tap admits a new stream when its headers arrive, before anything of the
+// message is read: only methods in the table, each with a read deadline.
+// It runs in the connection's reader and must not block.
 func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
-	p, _ := peercred.FromContext(ctx)
 	if _, ok := s.lookup(info.FullMethodName); !ok {
+		p, _ := peercred.FromContext(ctx)
 		s.dlog.request(p, unknownRPC(info.FullMethodName), &audit{decision: decisionDeny, reason: reasonUnknownMethod}, 0, nil)
 		return nil, status.Error(codes.PermissionDenied, "request type not permitted")
 	}
-	r, ok := s.budget.reserve()
-	if !ok {
-		e, _ := s.lookup(info.FullMethodName)
-		reason := fmt.Sprintf("busy: %d requests are being read at once; try again", readSlots)
-		s.dlog.request(p, e.name, &audit{decision: decisionDeny, reason: reason}, 0, nil)
-		return nil, status.Error(codes.ResourceExhausted, reason)
-	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	r.timer = time.AfterFunc(s.budget.timeout, func() { cancel(errReadTimeout) })
-	// Whatever happens to the stream, its end returns the share.
-	context.AfterFunc(ctx, r.release)
-	return context.WithValue(ctx, reservationKey{}, r), nil
+	d := &readDeadline{timer: time.AfterFunc(s.cfg.ReadTimeout, func() { cancel(errReadTimeout) })}
+	// The stream's end stops the timer too (the context is then done).
+	context.AfterFunc(ctx, func() { d.timer.Stop() })
+	return context.WithValue(ctx, readDeadlineKey{}, d), nil
 }
 
 // reasonUnknownMethod is the decision log's reason for a method that is

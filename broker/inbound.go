@@ -30,6 +30,9 @@ type shape struct {
 	// count checks the elements of repeated fields; nil when the kind has
 	// none. It returns the reason for a refusal, or "".
 	count func(b []byte, lim policy.Limits) string
+	// tooLarge words the refusal of a request over max, naming the limit
+	// the caller can act on; nil for the general wording.
+	tooLarge func(size int, lim policy.Limits) string
 }
 
 // inbound is the message a handler asks the codec to fill.
@@ -58,6 +61,9 @@ func (in *inbound) decode(data mem.BufferSlice) error {
 	in.size = data.Len()
 	if max := in.shape.max(in.limits); in.size > max {
 		in.refused = fmt.Sprintf("a %s request within this policy's limits is at most %d bytes; this one is %d", in.rpc, max, in.size)
+		if in.shape.tooLarge != nil {
+			in.refused = in.shape.tooLarge(in.size, in.limits)
+		}
 		return nil
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
@@ -182,6 +188,9 @@ var patchShape = shape{
 		return int(l.PatchScriptBytes) + fieldBytes + 3*(fieldBytes+maxSmallField) + fieldBytes + maxIDBytes + maxExclusions*(fieldBytes+maxSmallField)
 	},
 	count: countPatch,
+	tooLarge: func(size int, l policy.Limits) string {
+		return fmt.Sprintf("the patch request is %d bytes; patch_script_bytes is %d", size, l.PatchScriptBytes)
+	},
 }
 
 func countPatch(b []byte, l policy.Limits) string {

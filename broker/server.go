@@ -75,7 +75,7 @@ type Server struct {
 	metrics    *metrics.Collector
 	runner     *execute.Runner
 	traceSlots *trace.Slots
-	budget     *readBudget
+	readSlots  readSlotsSem
 	dlog       decisionLog
 	idle       idleTracker
 	grpc       *grpc.Server
@@ -114,7 +114,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.prober = probe.New(cfg.Probe)
 	s.dlog = decisionLog{log: cfg.Log, policy: s.policies.sha256}
-	s.budget = newReadBudget(lim.RequestBytes, cfg.ReadTimeout)
+	s.readSlots = make(readSlotsSem, readSlots)
 	tl := cfg.Limits
 	// request_bytes applies here, at start: gRPC cannot change a
 	// server's receive limit later.
@@ -302,14 +302,22 @@ func (s *Server) serve(ctx context.Context, e request, dec func(any) error) (res
 		}
 		s.dlog.request(p, e.name, a, time.Since(start), err)
 	}()
+	if err := s.readSlots.acquire(ctx); err != nil {
+		a.decision, a.reason = decisionDeny, "not read: waited for a read slot: "+err.Error()
+		return nil, status.Error(codes.ResourceExhausted, a.reason)
+	}
 	in := &inbound{rpc: e.name, shape: e.shape, limits: lp.policy.Limits(), msg: e.newMsg()}
 	derr := dec(in)
-	released(ctx)
+	s.readSlots.release()
+	read(ctx)
 	switch {
 	case derr != nil:
 		// Too large for request_bytes, malformed, or cut off: refused
 		// before anything was decoded.
 		a.decision, a.reason = decisionDeny, status.Convert(derr).Message()
+		if cause := context.Cause(ctx); errors.Is(cause, errReadTimeout) {
+			a.reason = "not read: " + cause.Error()
+		}
 		return nil, derr
 	case in.refused != "":
 		a.decision, a.reason = decisionDeny, in.refused

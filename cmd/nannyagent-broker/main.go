@@ -38,6 +38,7 @@ type options struct {
 	policyDir   string
 	idleExit    time.Duration
 	ownCgroup   string
+	readTimeout time.Duration
 	logLevel    string
 	logFormat   string
 	showVersion bool
@@ -62,6 +63,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.policyFile, "policy", "/usr/share/nannyagent/policy.yaml", "vendor policy file")
 	fs.StringVar(&o.policyDir, "policy-dir", "/etc/nannyagent/policy.d", "directory of local policy files (*.yaml)")
 	fs.DurationVar(&o.idleExit, "idle-exit", 5*time.Minute, "exit after this long without requests when socket-activated (0: never)")
+	fs.DurationVar(&o.readTimeout, "read-timeout", 10*time.Second, "longest wait for a request's message once its headers arrived")
 	fs.StringVar(&o.ownCgroup, "own-cgroup", "auto", "move into a leaf cgroup of its own, where its memory ceiling is set: auto (when systemd delegated the cgroup, Delegate=yes), always or never")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
@@ -119,10 +121,11 @@ func serve(o options, log *slog.Logger) error {
 		LoadPolicy: func() (*policy.Policy, error) {
 			return policy.LoadInstalled(loadOpts, o.policyFile, o.policyDir)
 		},
-		Probe:     probe.DefaultConfig(),
-		Limits:    unixsock.DefaultLimits,
-		OwnCgroup: own,
-		Log:       log,
+		Probe:       probe.DefaultConfig(),
+		Limits:      unixsock.DefaultLimits,
+		OwnCgroup:   own,
+		ReadTimeout: o.readTimeout,
+		Log:         log,
 	})
 	if err != nil {
 		return err
