@@ -86,3 +86,7 @@ func (g *gate) size() (limit, queue int) {
 	defer g.mu.Unlock()
 	return g.limit, g.maxQueue
 }
+
+// Gate reports how many runs that take a slot may go at once, and how many
+// may wait for one.
+func (r *Runner) Gate() (running, waiting int) { return r.gate.size() }
