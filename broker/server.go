@@ -102,6 +102,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, runner: runner, traceSlots: trace.NewSlots(0), metrics: metrics.New(cfg.Metrics)}
 	s.table = s.requestTable()
+	s.idle.busy = func() bool { return runner.DetachedRuns() > 0 }
 	s.policies, err = newPolicyStore(cfg.LoadPolicy, s.capabilitiesFor, cfg.Log)
 	if err != nil {
 		_ = runner.Close()

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/nannyai/nannyagent/broker/execute"
 	"github.com/nannyai/nannyagent/broker/probe"
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	"github.com/nannyai/nannyagent/ipc/unixsock"
@@ -362,5 +363,27 @@ func TestDecisionLogRedacts(t *testing.T) {
 	}
 	if r := redactText("path /var/log/x password=hunter2 refused"); strings.Contains(r, "hunter2") {
 		t.Errorf("reason not redacted: %q", r)
+	}
+}
+
+// TestNoIdleExitWhileADetachedRunLives: a detached run (a patch run, later)
+// keeps the broker from exiting when idle; once it ends, the idle time
+// counts from there.
+func TestNoIdleExitWhileADetachedRunLives(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: run cgroups")
+	}
+	b := startBroker(t, 300*time.Millisecond)
+	p, err := b.srv.runner.StartDetached(context.Background(), execute.Spec{Path: "/usr/bin/sleep", Argv: []string{"/usr/bin/sleep", "1.5"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if strings.Contains(b.log.String(), "idle, exiting") {
+		t.Fatal("the broker went idle while a detached run lived")
+	}
+	<-p.Done()
+	if err := b.stopAfterIdle(); err != nil {
+		t.Fatal(err)
 	}
 }

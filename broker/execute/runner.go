@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -97,6 +98,8 @@ type Runner struct {
 	subreaper bool
 	gate      *gate
 	leaf      ownLeaf
+	// detached counts detached runs not yet over.
+	detached atomic.Int64
 
 	base   context.Context
 	cancel context.CancelFunc

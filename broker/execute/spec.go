@@ -48,13 +48,25 @@ func (r *Runner) start(ctx context.Context, spec Spec, attached bool) (*Process,
 	ls := launchSpec{table: table, procs: []procSpec{ps}, closeChild: func() {}, limits: lim, release: release}
 	if attached {
 		ls.stop = ctx.Done()
+	} else {
+		r.detached.Add(1)
+		ls.release = func() {
+			r.detached.Add(-1)
+			if release != nil {
+				release()
+			}
+		}
 	}
 	p, err := r.launch(ls)
-	if err != nil && release != nil {
-		release()
+	if err != nil && ls.release != nil {
+		ls.release()
 	}
 	return p, err
 }
+
+// DetachedRuns is how many detached runs are not over yet. A broker that
+// exits when idle must wait for them: they end with the runner.
+func (r *Runner) DetachedRuns() int { return int(r.detached.Load()) }
 
 func orNull(f, devNull *os.File) *os.File {
 	if f == nil {

@@ -72,6 +72,9 @@ func TestStartDetachedOutlivesItsContext(t *testing.T) {
 			t.Fatalf("the detached run ended with the request's context: %+v", p.exit)
 		case <-time.After(500 * time.Millisecond):
 		}
+		if r.DetachedRuns() != 1 {
+			t.Errorf("%d detached runs counted, want 1", r.DetachedRuns())
+		}
 		if !alive(p.Pid()) {
 			t.Fatal("the detached program is gone")
 		}
@@ -82,6 +85,9 @@ func TestStartDetachedOutlivesItsContext(t *testing.T) {
 		}
 		if alive(p.Pid()) {
 			t.Error("the detached program survived Kill")
+		}
+		if r.DetachedRuns() != 0 {
+			t.Errorf("%d detached runs counted after the end", r.DetachedRuns())
 		}
 	})
 }
