@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -213,6 +212,3 @@ func (n *notifySocket) waitPings(t0 time.Time, want int, limit time.Duration) bo
 	}
 	return false
 }
-
-// fmtSize is a size for a policy file.
-func fmtSize(n int) string { return fmt.Sprintf("%d", n) }

@@ -142,7 +142,6 @@ func TestBrokerMovesIntoItsOwnLeaf(t *testing.T) {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 	}()
-	var conn interface{ Close() error }
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := os.Stat(sock); err == nil {
 			break
@@ -156,8 +155,7 @@ func TestBrokerMovesIntoItsOwnLeaf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn = cc
-	defer conn.Close()
+	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	resp, err := brokerv1.NewBrokerServiceClient(cc).RunCommand(ctx, &brokerv1.RunCommandRequest{Stages: []*brokerv1.Stage{{Argv: []string{"cat", "/proc/self/cgroup"}}}})
