@@ -88,8 +88,11 @@ func startBrokerWith(t testing.TB, idle time.Duration, policyYAML string) *testB
 		LoadPolicy: func() (*policy.Policy, error) { return policy.Load(policy.LoadOptions{}, policyPath) },
 		Probe:      fakeProbeConfig(t),
 		Limits:     unixsock.DefaultLimits,
-		IdleExit:   idle,
-		Log:        slog.New(slog.NewJSONHandler(logBuf, nil)),
+		// Generous: a test's client may take long to marshal a huge
+		// request after it sent the headers.
+		ReadTimeout: time.Minute,
+		IdleExit:    idle,
+		Log:         slog.New(slog.NewJSONHandler(logBuf, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -192,9 +192,14 @@ func TestOversizeRequestsRefusedBeforeDecoding(t *testing.T) {
 limits: {request_bytes: 16MiB, pipeline_stages: 3, argv_count: 4, argv_bytes: 64}
 commands:
   - {id: echo, program: /usr/bin/echo, operands: [{type: string, pattern: ".*", count: 0-3}]}
-`})
+`,
+		// The test's client marshals 2,000,000 stages after it sent the
+		// headers; under the race detector that can outlast the default
+		// read timeout.
+		ExtraBrokerArgs: []string{"--read-timeout", "60s"}})
 	c, _ := workerClient(t, s)
-	ctx := ctxT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
 	huge := &brokerv1.RunCommandRequest{Stages: make([]*brokerv1.Stage, 2_000_000)}
 	empty := &brokerv1.Stage{Argv: []string{""}}
 	for i := range huge.Stages {
