@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/nannyai/nannyagent/broker/execute"
@@ -17,29 +16,29 @@ import (
 // denial, or a run refused before anything started (a path that does not
 // resolve safely, a limit), is a normal response with the reason.
 func (s *Server) RunCommand(ctx context.Context, req *brokerv1.RunCommandRequest) (*brokerv1.RunCommandResponse, error) {
-	lp := s.policies.current()
+	lp := policyOf(ctx, s)
 	a := auditFrom(ctx)
+	// The request's shape was measured before it was decoded (inbound):
+	// the stages here are within the policy's counts.
 	stages := make([]policy.Stage, len(req.GetStages()))
 	for i, st := range req.GetStages() {
 		stages[i] = policy.Stage{Argv: st.GetArgv(), StdoutToNull: st.GetStdoutToNull(), StderrToNull: st.GetStderrToNull(), StderrToStdout: st.GetStderrToStdout()}
 	}
-	a.program, a.argv = pipelineText(stages)
+	a.stages = stageArgvs(stages)
 	decision := lp.policy.Evaluate(stages)
 	out := &brokerv1.RunCommandResponse{Id: req.GetId(), Decision: decisionProto(decision, lp.policy.SHA256())}
 	a.ruleID = ruleIDs(decision)
-	if decision.Allowed {
-		// Log what really runs: the policy's absolute programs.
-		approved := make([]policy.Stage, len(decision.Stages))
-		for i, sd := range decision.Stages {
-			approved[i] = policy.Stage{Argv: sd.Argv}
-		}
-		a.program, a.argv = pipelineText(approved)
-	}
 	if !decision.Allowed {
 		a.decision, a.reason = decisionDeny, decision.Reason
 		out.ExitCode = -1
 		return out, nil
 	}
+	// Log what really runs: the policy's absolute programs.
+	approved := make([][]string, len(decision.Stages))
+	for i, sd := range decision.Stages {
+		approved[i] = sd.Argv
+	}
+	a.stages = approved
 	res, err := s.runner.Run(ctx, execute.Request{Stages: executeStages(decision, stages), Limits: executeLimits(lp.policy.Limits()), Judge: lp.policy})
 	if err != nil {
 		return refusedRun(out, a, err), nil
@@ -132,22 +131,11 @@ func ruleIDs(d policy.Decision) string {
 	return strings.Join(ids, "|")
 }
 
-// pipelineText is the pipeline for the decision log: the programs, and the
-// argv of every stage joined by "|".
-func pipelineText(stages []policy.Stage) (string, []string) {
-	var programs []string
-	var argv []string
+// stageArgvs is the argv of every stage, program first, for the log.
+func stageArgvs(stages []policy.Stage) [][]string {
+	out := make([][]string, len(stages))
 	for i, st := range stages {
-		if i > 0 {
-			argv = append(argv, "|")
-		}
-		if len(st.Argv) > 0 {
-			programs = append(programs, st.Argv[0])
-			argv = append(argv, st.Argv[1:]...)
-		}
+		out[i] = st.Argv
 	}
-	if len(stages) > maxLoggedArgs {
-		programs = append(programs[:maxLoggedArgs], fmt.Sprintf("… %d stages", len(stages)))
-	}
-	return strings.Join(programs, "|"), argv
+	return out
 }

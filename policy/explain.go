@@ -107,6 +107,9 @@ func (p *Policy) Explain() Explanation {
 		}
 	}
 	for _, f := range limitFields {
+		if _, later := unenforced[f.key]; later {
+			continue
+		}
 		src := p.sources["limits."+f.key]
 		if src == "" {
 			src = "default"

@@ -3,6 +3,7 @@ package execute
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -44,7 +45,8 @@ var runnerSeq, runSeq atomic.Uint64
 // setupCgroups creates the runner's parent cgroups. wantV2 is false when
 // the subreaper path is forced. Missing hierarchies are not errors: the
 // runner reports what it could set up.
-func setupCgroups(l cgroupLayout, name string, wantV2 bool, log *slog.Logger) (*cgroups, error) {
+// Starter threads return to the broker's own leaf, when it moved into one.
+func setupCgroups(l cgroupLayout, leaf ownLeaf, name string, wantV2 bool, log *slog.Logger) (*cgroups, error) {
 	c := &cgroups{
 		v2Ctl: map[string]bool{}, v1Parent: map[string]string{}, v1Home: map[string]string{}, log: log,
 		prefix: fmt.Sprintf("run-%d-%d-", os.Getpid(), runnerSeq.Add(1)),
@@ -64,7 +66,7 @@ func setupCgroups(l cgroupLayout, name string, wantV2 bool, log *slog.Logger) (*
 			log.Warn("cgroup v1 controller unavailable", "controller", ctl, "err", err)
 			continue
 		}
-		c.v1Parent[ctl], c.v1Home[ctl] = parent, self
+		c.v1Parent[ctl], c.v1Home[ctl] = parent, cmp.Or(leaf.v1[ctl], self)
 	}
 	c.sweep()
 	return c, nil

@@ -1,6 +1,7 @@
 package execute
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,9 @@ type Config struct {
 	// HelperPath is the binary re-executed as the subreaper helper
 	// (default /proc/self/exe); its main must call HelperMain.
 	HelperPath string
+	// OwnCgroup says whether the broker moves into a leaf cgroup of its
+	// own (see OwnCgroup); the default leaves it where it is.
+	OwnCgroup OwnCgroup
 	// Logger receives warnings about cleanup; default slog.Default().
 	Logger *slog.Logger
 	// Landlock confines every run where the kernel has it (default
@@ -88,6 +92,9 @@ type Info struct {
 	PidsController   bool
 	// Confinement says whether runs are confined by Landlock.
 	Confinement ConfinementInfo
+	// OwnCgroup is the broker's own leaf cgroup (cgroup2, or the v1
+	// memory hierarchy's), "" when it did not move into one.
+	OwnCgroup string
 }
 
 // Runner runs approved pipelines. It is safe for concurrent use.
@@ -102,6 +109,9 @@ type Runner struct {
 	subreaper bool
 	gate      *gate
 	confine   confinement
+	leaf      ownLeaf
+	// detached counts detached runs not yet over.
+	detached atomic.Int64
 
 	base   context.Context
 	cancel context.CancelFunc
@@ -127,18 +137,22 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		cfg.Logger.Warn("cgroup layout unknown; runs get no cgroup limits", "err", err)
 	}
+	leaf, err := moveToLeaf(layout, cfg.OwnCgroup, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
 	devNull, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open /dev/null: %w", err)
 	}
-	cg, err := setupCgroups(layout, cfg.CgroupName, cfg.Containment != ContainSubreaper, cfg.Logger)
+	cg, err := setupCgroups(layout, leaf, cfg.CgroupName, cfg.Containment != ContainSubreaper, cfg.Logger)
 	if err != nil {
 		devNull.Close()
 		return nil, err
 	}
 	base, cancel := context.WithCancel(context.Background())
 	r := &Runner{
-		cfg: cfg, log: cfg.Logger, devNull: devNull, layout: layout, cg: cg, subreaper: cg.v2Parent == "",
+		cfg: cfg, log: cfg.Logger, devNull: devNull, layout: layout, cg: cg, subreaper: cg.v2Parent == "", leaf: leaf,
 		gate: newGate(cfg.MaxConcurrent, cfg.MaxQueued), base: base, cancel: cancel,
 		starters: newStarters(min(cfg.MaxConcurrent, maxStarters)),
 		confine:  newConfinement(cfg.Landlock),
@@ -198,6 +212,7 @@ func (r *Runner) Info() Info {
 		PidsController:   r.cg.v2Ctl["pids"] || r.cg.v1Parent["pids"] != "",
 		Confinement: ConfinementInfo{Landlock: r.confine.enabled(), ABI: r.confine.abi,
 			Denies: r.confine.denies(), Reason: r.confine.why},
+		OwnCgroup: cmp.Or(r.leaf.v2, r.leaf.v1["memory"]),
 	}
 }
 
@@ -219,18 +234,22 @@ func (r *Runner) Close() error {
 	return r.devNull.Close()
 }
 
+// SetMaxConcurrent changes how many runs that take a slot go at once
+// (pipelines, and Specs with Slot), and lets as many again wait; it takes
+// effect at once for waiting runs, and as runs end when it shrinks.
+func (r *Runner) SetMaxConcurrent(n int) {
+	n = min(max(n, 1), hardMaxConcurrent)
+	r.gate.resize(n, n)
+}
+
 // Run checks req against the limits, resolves its path operands, runs the
 // pipeline and returns how it ended. An error means the pipeline did not
 // run (see the Err* values); a run that started always yields a Result,
 // also when it timed out or was canceled.
 func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil, ErrClosed
+	if err := r.enter(); err != nil {
+		return nil, err
 	}
-	r.wg.Add(1)
-	r.mu.Unlock()
 	defer r.wg.Done()
 
 	lim := req.Limits.effective()
@@ -240,9 +259,6 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 	if err := checkStages(req.Stages, req.Judge); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(r.base, cancel)()
 	if err := r.gate.acquire(ctx); err != nil {
 		return nil, err
 	}
@@ -278,17 +294,37 @@ func (r *Runner) runAdmitted(ctx context.Context, req Request, lim Limits) (*Res
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
-	res, err := r.execute(runCtx, pl, lim, writesOf(req.Stages))
-	if res != nil {
-		for _, st := range stages {
-			res.MissingOperands = append(res.MissingOperands, st.missing...)
-		}
+	p, err := r.launch(launchSpec{table: pl.table, procs: pl.procs, closeChild: pl.closeChildSide, limits: lim, stop: ctx.Done(),
+		deadline: start.Add(lim.Timeout), confine: true, writes: writesOf(req.Stages), drain: true})
+	if err != nil {
+		closeFiles(pl.stdout, pl.stderr)
+		return nil, err
 	}
-	if res != nil && res.TimedOut {
-		res.Canceled = ctx.Err() != nil
-		res.TimedOut = !res.Canceled
+	stdout := startCapture(pl.stdout, lim.StdoutBytes)
+	stderr := startCapture(pl.stderr, lim.StderrBytes)
+	<-p.Done()
+	stdout.wait(r.cfg.KillGrace)
+	stderr.wait(r.cfg.KillGrace)
+	if p.err != nil {
+		return nil, p.err
 	}
-	return res, err
+	res := &Result{
+		Stdout: stdout.buf, StdoutTruncated: stdout.truncated,
+		Stderr: stderr.buf, StderrTruncated: stderr.truncated,
+		Duration: p.over.Sub(p.start), TimedOut: p.exit.TimedOut, Canceled: p.exit.Killed,
+		// Read always: the OOM victim or the refused fork may belong to a
+		// descendant, while every stage exits 0.
+		MemoryLimitHit: p.exit.MemoryLimitHit, TaskLimitHit: p.exit.TaskLimitHit,
+	}
+	for i, e := range p.ends {
+		res.Stages = append(res.Stages, stageResult(pl.programs[i], e))
+	}
+	res.ExitCode = res.Stages[len(res.Stages)-1].ExitCode
+	for _, st := range stages {
+		res.MissingOperands = append(res.MissingOperands, st.missing...)
+	}
+	r.log.Debug("command ran", "programs", pl.programs, "exit", res.ExitCode, "duration", res.Duration, "timed_out", res.TimedOut)
+	return res, nil
 }
 
 // errPrepareDeadline: the run's time ran out while it was being prepared.
@@ -363,8 +399,8 @@ func writesOf(stages []Stage) []string {
 // starter thread, or, when runs are confined, on a fresh thread inside the
 // run's own Landlock domain (one start only; release ends the thread once
 // the run is over).
-func (r *Runner) starter(writes []string) (start func(func()) error, release func(), err error) {
-	if !r.confine.enabled() {
+func (r *Runner) starter(confine bool, writes []string) (start func(func()) error, release func(), err error) {
+	if !confine || !r.confine.enabled() {
 		return r.starters.do, func() {}, nil
 	}
 	fd, err := r.confine.ruleset(writes)
@@ -397,51 +433,6 @@ type stageEnd struct {
 	start, end time.Time
 }
 
-// execute runs a plan inside a fresh set of run cgroups. When it returns,
-// nothing of the run is alive, and the cgroups are on their way out.
-func (r *Runner) execute(ctx context.Context, pl *plan, lim Limits, writes []string) (*Result, error) {
-	start := time.Now()
-	cg, err := r.janitor.take(lim)
-	if err != nil {
-		pl.closeAll()
-		return nil, fmt.Errorf("%w: %w", ErrStart, err)
-	}
-	defer r.janitor.give(cg)
-	start1, release, err := r.starter(writes)
-	if err != nil {
-		pl.closeAll()
-		return nil, err
-	}
-	defer release()
-	stdout := startCapture(pl.stdout, lim.StdoutBytes)
-	stderr := startCapture(pl.stderr, lim.StderrBytes)
-	run := r.runInProcess
-	if r.subreaper {
-		run = r.runViaHelper
-	}
-	ends, killed, err := run(ctx, pl, cg, start1)
-	r.reap(cg) // also after a failed start
-	stdout.wait(r.cfg.KillGrace)
-	stderr.wait(r.cfg.KillGrace)
-	if err != nil {
-		return nil, err
-	}
-	res := &Result{
-		Stdout: stdout.buf, StdoutTruncated: stdout.truncated,
-		Stderr: stderr.buf, StderrTruncated: stderr.truncated,
-		Duration: time.Since(start), TimedOut: killed,
-		// Read always: the OOM victim or the refused fork may belong to a
-		// descendant, while every stage exits 0.
-		MemoryLimitHit: cg.memoryHit(), TaskLimitHit: cg.tasksHit(),
-	}
-	for i, e := range ends {
-		res.Stages = append(res.Stages, stageResult(pl.programs[i], e))
-	}
-	res.ExitCode = res.Stages[len(res.Stages)-1].ExitCode
-	r.log.Debug("command ran", "programs", pl.programs, "exit", res.ExitCode, "duration", res.Duration, "timed_out", killed)
-	return res, nil
-}
-
 func stageResult(program string, e stageEnd) StageResult {
 	sr := StageResult{Program: program, PID: e.pid, Duration: e.end.Sub(e.start)}
 	switch {
@@ -451,52 +442,6 @@ func stageResult(program string, e stageEnd) StageResult {
 		sr.ExitCode = e.status.ExitStatus()
 	}
 	return sr
-}
-
-// runInProcess is the cgroup v2 path: stages are born in the run cgroup,
-// and cgroup.kill ends everything in it, however it got detached.
-func (r *Runner) runInProcess(ctx context.Context, pl *plan, cg *runCgroup, start func(func()) error) ([]stageEnd, bool, error) {
-	var procs []startedProc
-	var err error
-	if serr := start(func() {
-		procs, err = startStages(pl.table, pl.procs, cg.placements(), cg.v2FD)
-	}); serr != nil {
-		err = fmt.Errorf("%w: %w", ErrStart, serr)
-	}
-	pl.closeChildSide()
-	if err != nil {
-		r.killAll(cg, procs)
-		for _, p := range procs {
-			_, _ = p.proc.Wait()
-		}
-		return nil, false, err
-	}
-	r.notifyStart(procs)
-	ends := make([]stageEnd, len(procs))
-	var wg sync.WaitGroup
-	for i, p := range procs {
-		wg.Go(func() {
-			state, _ := p.proc.Wait()
-			ends[i] = stageEnd{pid: p.proc.Pid, start: p.at, end: time.Now()}
-			if state != nil {
-				ends[i].status, _ = state.Sys().(syscall.WaitStatus)
-			}
-		})
-	}
-	allDone := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(allDone)
-	}()
-	killed := false
-	select {
-	case <-allDone:
-	case <-ctx.Done():
-		killed = true
-		r.drain(cg, procs, allDone)
-	}
-	<-allDone
-	return ends, killed, nil
 }
 
 // drain ends a pipeline whose time is up so that what it already produced
@@ -513,102 +458,6 @@ func (r *Runner) drain(cg *runCgroup, procs []startedProc, allDone <-chan struct
 		}
 	}
 	r.killAll(cg, procs)
-}
-
-func (r *Runner) killAll(cg *runCgroup, procs []startedProc) {
-	if err := cg.kill(); err != nil {
-		r.log.Error("cgroup.kill failed; killing the stages one by one", "err", err)
-		cg.killV1()
-	}
-	for _, p := range procs {
-		_ = p.proc.Kill()
-	}
-}
-
-func (r *Runner) notifyStart(procs []startedProc) {
-	if r.afterStart == nil {
-		return
-	}
-	pids := make([]int, len(procs))
-	for i, p := range procs {
-		pids[i] = p.proc.Pid
-	}
-	r.afterStart(pids)
-}
-
-// runViaHelper is the subreaper path: a helper process per run starts and
-// supervises the stages (see helper.go).
-func (r *Runner) runViaHelper(ctx context.Context, pl *plan, cg *runCgroup, start func(func()) error) ([]stageEnd, bool, error) {
-	spec := helperSpec{Procs: pl.procs}
-	table := slices.Clone(pl.table)
-	for _, p := range cg.placements() {
-		spec.Places = append(spec.Places, helperPlace{Run: len(table), Home: len(table) + 1})
-		table = append(table, p.run, p.home)
-	}
-	spec.Files = len(table)
-	var h *helperProc
-	var err error
-	if serr := start(func() {
-		h, err = startHelper(r.cfg.HelperPath, r.devNull, table, spec)
-	}); serr != nil {
-		err = fmt.Errorf("%w: %w", ErrStart, serr)
-	}
-	pl.closeChildSide()
-	if err != nil {
-		return nil, false, err
-	}
-	done, killed, err := h.supervise(ctx.Done(), r.cfg.KillGrace, r.afterStart, cg.killV1)
-	if err != nil {
-		return nil, killed, err
-	}
-	if done.Error != "" {
-		return nil, killed, fmt.Errorf("%w: %s", ErrStart, strings.TrimPrefix(done.Error, ErrStart.Error()+": "))
-	}
-	ends := make([]stageEnd, len(done.Stages))
-	for i, s := range done.Stages {
-		ends[i] = stageEnd{pid: s.PID, status: syscall.WaitStatus(s.Status), start: time.Unix(0, s.Start), end: time.Unix(0, max(s.End, s.Start))}
-	}
-	return ends, killed, nil
-}
-
-// pingHelper starts the helper with no stages and expects its report.
-func (r *Runner) pingHelper() error {
-	var h *helperProc
-	var err error
-	if serr := r.starters.do(func() {
-		h, err = startHelper(r.cfg.HelperPath, r.devNull, nil, helperSpec{})
-	}); serr != nil {
-		return serr
-	}
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	done, _, err := h.supervise(ctx.Done(), r.cfg.KillGrace, nil, func() {})
-	if err == nil && done.Error != "" {
-		err = errors.New(done.Error)
-	}
-	return err
-}
-
-// reap ends whatever the stages left behind (a setsid grandchild that may
-// still hold the output pipes) and waits until the run's cgroups are
-// empty. On the subreaper path the helper has done this already, and this
-// only confirms it.
-func (r *Runner) reap(cg *runCgroup) {
-	for attempt := 0; cg.populated(); attempt++ {
-		if attempt == 2 {
-			r.log.Error("run cgroup still populated after kill", "members", cg.members())
-			return
-		}
-		if err := cg.kill(); err != nil || cg.v2Dir == "" {
-			cg.killV1()
-		}
-		if cg.waitEmpty(r.cfg.KillGrace) {
-			return
-		}
-	}
 }
 
 // prepare resolves and opens every path operand and looks up the accounts.
@@ -736,44 +585,3 @@ func checkDevice(op PathOperand, r *resolved) error {
 	}
 	return nil
 }
-
-// gate bounds concurrent runs, with a short queue in front; beyond the
-// queue a run is refused at once rather than piling up.
-type gate struct {
-	slots chan struct{}
-	mu    sync.Mutex
-	queue int
-	max   int
-}
-
-func newGate(slots, queue int) *gate {
-	return &gate{slots: make(chan struct{}, slots), max: queue}
-}
-
-func (g *gate) acquire(ctx context.Context) error {
-	select {
-	case g.slots <- struct{}{}:
-		return nil
-	default:
-	}
-	g.mu.Lock()
-	if g.queue >= g.max {
-		g.mu.Unlock()
-		return fmt.Errorf("%w: %d running and %d waiting", ErrBusy, cap(g.slots), g.max)
-	}
-	g.queue++
-	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		g.queue--
-		g.mu.Unlock()
-	}()
-	select {
-	case g.slots <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%w: waiting for a run slot: %w", ErrBusy, ctx.Err())
-	}
-}
-
-func (g *gate) release() { <-g.slots }

@@ -3,6 +3,7 @@ package execute
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -162,8 +163,59 @@ func (e *NotInstalledError) Error() string {
 	return fmt.Sprintf("%s: %v", e.Program, ErrNotInstalled)
 }
 
-// Is makes errors.Is(err, ErrNotInstalled) true.
-func (e *NotInstalledError) Is(target error) bool { return target == ErrNotInstalled }
+// Is makes errors.Is(err, ErrNotInstalled) true, and ErrInvalid too: a
+// launch of a missing program is an invalid request to the launcher (the
+// broker answers a command's missing program as a shell would).
+func (e *NotInstalledError) Is(target error) bool { return target == ErrNotInstalled || target == ErrInvalid }
 
 // Unwrap returns the lookup error.
 func (e *NotInstalledError) Unwrap() error { return e.Err }
+
+// Spec is one program for the launcher to start (StartAttached,
+// StartDetached, Output): the same launch as a pipeline stage, with the
+// caller's descriptors.
+type Spec struct {
+	// Path is the program's absolute, clean path. As root it must be a
+	// file no other account can replace.
+	Path string
+	// Argv is the program's argv; empty means {Path}.
+	Argv []string
+	// Env is the whole environment; nil means the launcher's fixed one
+	// (PATH and LANG only). Nothing of the broker's is inherited.
+	Env []string
+	// Stdin, Stdout and Stderr become descriptors 0, 1 and 2; nil is
+	// /dev/null. Extra become descriptors 3, 4, ... The caller keeps
+	// ownership: it closes its copies once Start returns (the write end
+	// of an output pipe, so that reading it reaches EOF).
+	Stdin, Stdout, Stderr *os.File
+	Extra                 []*os.File
+	// RunAs is "" for root, otherwise an existing non-root account.
+	RunAs string
+	// Limits: Timeout, ChildTasks and ChildMemory apply to the run (zero
+	// takes the default); the pipeline limits do not.
+	Limits Limits
+	// Slot makes the run take one of the runner's concurrent-run slots,
+	// waiting in its queue, as a pipeline does; the slot frees when the
+	// run ends.
+	Slot bool
+}
+
+// Exit is how a launched run ended.
+type Exit struct {
+	// Code is the program's exit status, or -1 when a signal ended it.
+	Code int
+	// Signal names that signal, e.g. "SIGKILL".
+	Signal string
+	// Start and End bound the program's life.
+	Start, End time.Time
+	// TimedOut is set when the run's own deadline (Limits.Timeout) ended it.
+	TimedOut bool
+	// Killed is set when Kill, the end of an attached run's context, or
+	// the runner's Close ended it.
+	Killed bool
+	// MemoryLimitHit is set when the kernel OOM-killed a task of the run.
+	MemoryLimitHit bool
+	// TaskLimitHit is set when a fork in the run failed because of the
+	// task limit.
+	TaskLimitHit bool
+}

@@ -32,6 +32,7 @@ const (
 	BrokerProbe = "brokerprobe"
 	BrokerRun   = "brokerrun"
 	FSWatch     = "fswatch"
+	PeerRelay   = "peerrelay"
 )
 
 // Build compiles the three binaries and the test helpers into a new
@@ -46,7 +47,7 @@ func Build(ctx context.Context) (dir string, err error) {
 		return "", err
 	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/",
-		"./cmd/nannyagent", "./cmd/nannyagent-broker", "./cmd/nannyagent-worker", "./test/cmd/brokerprobe", "./test/cmd/brokerrun", "./test/cmd/fswatch")
+		"./cmd/nannyagent", "./cmd/nannyagent-broker", "./cmd/nannyagent-worker", "./test/cmd/brokerprobe", "./test/cmd/brokerrun", "./test/cmd/fswatch", "./test/cmd/peerrelay")
 	cmd.Dir = root
 	// Static binaries, as shipped: no libc in the address space.
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -120,8 +121,10 @@ type Options struct {
 	// ExtraBrokerArgs and ExtraWorkerArgs are appended to the commands.
 	ExtraBrokerArgs []string
 	ExtraWorkerArgs []string
-	// WorkerEnv is added to the worker's environment.
+	// WorkerEnv and BrokerEnv are added to the worker's and the broker's
+	// environment.
 	WorkerEnv []string
+	BrokerEnv []string
 	// BeforeWorker runs after the broker is up and before the worker
 	// starts (to plant a token file, mount a small tmpfs on the state
 	// directory, …).
@@ -167,6 +170,9 @@ func (p *Process) Log() string {
 // Pid is the process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
+// Signal sends sig to the process (SIGHUP reloads the broker's policy).
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Start starts the broker, waits for its socket, then starts the worker
 // and waits for worker.sock.
 func Start(ctx context.Context, opts Options) (*Stack, error) {
@@ -187,7 +193,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if opts.BrokerPIDNamespace {
 		clone = syscall.CLONE_NEWPID
 	}
-	s.broker, err = s.startWith(filepath.Join(opts.BinDir, Broker), brokerArgs, nil, nil, "broker.log", clone)
+	s.broker, err = s.startWith(filepath.Join(opts.BinDir, Broker), brokerArgs, nil, opts.BrokerEnv, "broker.log", clone)
 	if err != nil {
 		s.cleanup()
 		return nil, err
