@@ -166,7 +166,9 @@ func (e *NotInstalledError) Error() string {
 // Is makes errors.Is(err, ErrNotInstalled) true, and ErrInvalid too: a
 // launch of a missing program is an invalid request to the launcher (the
 // broker answers a command's missing program as a shell would).
-func (e *NotInstalledError) Is(target error) bool { return target == ErrNotInstalled || target == ErrInvalid }
+func (e *NotInstalledError) Is(target error) bool {
+	return target == ErrNotInstalled || target == ErrInvalid
+}
 
 // Unwrap returns the lookup error.
 func (e *NotInstalledError) Unwrap() error { return e.Err }
