@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,9 +32,10 @@ type cgroups struct {
 	v2Ctl map[string]bool
 	// v1Parent and v1Home map a v1 controller to the runs' parent and to
 	// this process's own cgroup (where the starter thread returns).
-	v1Parent map[string]string
-	v1Home   map[string]string
-	created  []string
+	v1Parent  map[string]string
+	v1Home    map[string]string
+	created   []string
+	createdMu sync.Mutex
 	// prefix names this runner's run cgroups: run-<pid>-<runner>-.
 	prefix string
 	log    *slog.Logger
@@ -100,7 +102,11 @@ func (c *cgroups) setupV2(l cgroupLayout, name string) error {
 func (c *cgroups) mkdir(dir string) error {
 	err := os.Mkdir(dir, 0o700)
 	if err == nil {
+		// The janitor's goroutine and a run recreating a parent that
+		// another runner removed can both get here.
+		c.createdMu.Lock()
 		c.created = append(c.created, dir)
+		c.createdMu.Unlock()
 		return nil
 	}
 	if errors.Is(err, fs.ErrExist) {
