@@ -6,8 +6,8 @@
 package units
 
 import (
-	_ "embed"
 	"context"
+	_ "embed"
 	"fmt"
 	"os"
 	"path/filepath"
