@@ -27,8 +27,10 @@ func Passed() *Activation {
 }
 
 // Unix takes the listening unix stream socket passed under name (the socket
-// unit's FileDescriptorName=, systemd-socket-activate's --fdname). It
-// returns nil and no error when nothing was passed under that name.
+// unit's FileDescriptorName=, systemd-socket-activate's --fdname). When the
+// sockets were passed without names (LISTEN_FDNAMES unset, as
+// systemd-socket-activate does without --fdname), it takes the only unix
+// stream socket among them. It returns nil and no error when there is none.
 //
 // The socket file's mode is the first of the two checks every peer passes
 // (SO_PEERCRED in the handshake is the second), so Unix refuses a socket
@@ -36,25 +38,12 @@ func Passed() *Activation {
 // so no mode guards it), and a socket file that every account may write:
 // systemd's SocketMode= defaults to 0666.
 func (a *Activation) Unix(name string) (*net.UnixListener, error) {
-	idx := -1
-	for i, f := range a.files {
-		if f == nil || f.Name() != name {
-			continue
-		}
-		ok, err := isUnixStream(f)
-		if err != nil {
-			return nil, fmt.Errorf("socket activation: %q: %w", name, err)
-		}
-		if !ok {
-			continue
-		}
-		if idx >= 0 {
-			return nil, fmt.Errorf("socket activation: more than one unix socket passed as %q", name)
-		}
-		idx = i
+	idx, err := a.find(func(f *os.File) bool { return f.Name() == name }, name)
+	if err == nil && idx < 0 && a.unnamed() {
+		idx, err = a.find(func(*os.File) bool { return true }, "an unnamed socket")
 	}
-	if idx < 0 {
-		return nil, nil
+	if err != nil || idx < 0 {
+		return nil, err
 	}
 	f := a.files[idx]
 	a.files[idx] = nil
@@ -72,6 +61,40 @@ func (a *Activation) Unix(name string) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("socket activation: %q is a %s listener, not unix", name, ln.Addr().Network())
 	}
 	return ul, nil
+}
+
+// find returns the index of the one unix stream socket that match accepts,
+// or -1.
+func (a *Activation) find(match func(*os.File) bool, what string) (int, error) {
+	idx := -1
+	for i, f := range a.files {
+		if f == nil || !match(f) {
+			continue
+		}
+		ok, err := isUnixStream(f)
+		if err != nil {
+			return -1, fmt.Errorf("socket activation: %s: %w", f.Name(), err)
+		}
+		if !ok {
+			continue
+		}
+		if idx >= 0 {
+			return -1, fmt.Errorf("socket activation: more than one unix socket passed as %s", what)
+		}
+		idx = i
+	}
+	return idx, nil
+}
+
+// unnamed reports whether every socket left has the name go-systemd gives
+// when LISTEN_FDNAMES names none.
+func (a *Activation) unnamed() bool {
+	for _, f := range a.files {
+		if f != nil && !strings.HasPrefix(f.Name(), "LISTEN_FD_") {
+			return false
+		}
+	}
+	return true
 }
 
 // Close closes the sockets nobody took and names them in its error: a

@@ -95,6 +95,29 @@ func TestActivationTakesNamedUnixListener(t *testing.T) {
 	}
 }
 
+func TestActivationUnnamed(t *testing.T) {
+	// systemd-socket-activate without --fdname sets no LISTEN_FDNAMES:
+	// go-systemd names the descriptors LISTEN_FD_<n>.
+	f, path := passedListener(t, "LISTEN_FD_3", 0o660)
+	a := &Activation{files: []*os.File{f}}
+	ln, err := a.Unix("broker")
+	if err != nil || ln == nil {
+		t.Fatalf("the one unnamed socket was not taken: %v, %v", ln, err)
+	}
+	if ln.Addr().String() != path {
+		t.Errorf("took %s, want %s", ln.Addr(), path)
+	}
+	ln.Close()
+
+	one, _ := passedListener(t, "LISTEN_FD_3", 0o660)
+	two, _ := passedListener(t, "LISTEN_FD_4", 0o660)
+	a = &Activation{files: []*os.File{one, two}}
+	defer a.Close()
+	if ln, err := a.Unix("broker"); err == nil || !strings.Contains(err.Error(), "more than one") {
+		t.Errorf("two unnamed sockets: %v, %v; want a refusal", ln, err)
+	}
+}
+
 func TestActivationNothingPassed(t *testing.T) {
 	a := &Activation{}
 	if ln, err := a.Unix("worker"); ln != nil || err != nil {
