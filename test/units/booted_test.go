@@ -284,6 +284,8 @@ func (b booted) brokerOnDemand(t *testing.T) {
 
 // Capability bits (linux/capability.h).
 const (
+	capChown    = 0
+	capSetpcap  = 8
 	capSysAdmin = 21
 	capSysTime  = 25
 	capSysBoot  = 22
@@ -304,7 +306,8 @@ func (b booted) brokerUnit(t *testing.T) {
 		want bool
 		name string
 	}{{capSysAdmin, true, "CAP_SYS_ADMIN"}, {capBPF, false, "CAP_BPF"}, {capPerfmon, false, "CAP_PERFMON"},
-		{capSysTime, false, "CAP_SYS_TIME"}, {capSysBoot, false, "CAP_SYS_BOOT"}} {
+		{capSysTime, false, "CAP_SYS_TIME"}, {capSysBoot, false, "CAP_SYS_BOOT"}, {capChown, false, "CAP_CHOWN"},
+		{capSetpcap, true, "CAP_SETPCAP"}} {
 		if got := bnd&(1<<c.bit) != 0; got != c.want {
 			t.Errorf("broker bounding set %s: %s present=%v, want %v", m[1], c.name, got, c.want)
 		}
