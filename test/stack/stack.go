@@ -249,7 +249,9 @@ func prepare(opts Options) (*Stack, error) {
 	steps := []func() error{
 		func() error { return os.MkdirAll(filepath.Join(dir, "run"), 0o755) },
 		func() error { return os.WriteFile(s.PolicyFile, []byte(policy), 0o644) },
-		// As systemd's RuntimeDirectory= and StateDirectory= would.
+		// The worker makes worker.sock itself here, so its directory is the
+		// worker's; under systemd the directory is root's (tmpfiles.d) and
+		// nannyagent-worker.socket makes the socket. State as StateDirectory=.
 		func() error { return ownedDir(filepath.Dir(s.WorkerSocket), 0o755, worker) },
 		func() error { return ownedDir(s.StateDir, 0o700, worker) },
 	}
