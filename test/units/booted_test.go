@@ -428,6 +428,10 @@ func (b booted) socketsOutliveServices(t *testing.T) {
 			t.Errorf("after stopping the %s: sockets\n%s\nwant\n%s", step.unit, r.Out, before)
 		}
 	}
+	status(t, "status that started the stopped worker", b.get(t, "worker-activated-status"))
+	if r := b.get(t, "worker-activated-active"); strings.TrimSpace(r.Out) != "active" {
+		t.Errorf("a connection to worker.sock did not start the stopped worker: %s", r.Out)
+	}
 	status(t, "status after both services restarted", b.get(t, "restarted-status"))
 }
 

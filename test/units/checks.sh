@@ -85,7 +85,9 @@ record sockets-before inodes
 systemctl stop nannyagent-worker.service
 record worker-stopped-active systemctl is-active nannyagent-worker.service
 record worker-stopped-sockets inodes
-systemctl start nannyagent-worker.service
+# A CLI connection to the stopped worker's socket starts it.
+record worker-activated-status nannyagent status --json
+record worker-activated-active systemctl is-active nannyagent-worker.service
 systemctl start nannyagent-broker.service
 systemctl stop nannyagent-broker.service
 record broker-stopped-active systemctl is-active nannyagent-broker.service
