@@ -110,6 +110,11 @@ func (c *cgroups) mkdir(dir string) error {
 		return nil
 	}
 	if errors.Is(err, fs.ErrExist) {
+		// A hierarchy mounted read-only (a container's v1 controllers)
+		// still shows directories made outside it: usable only if writable.
+		if err := unix.Access(dir, unix.W_OK); err != nil {
+			return fmt.Errorf("cgroup %s exists but is not writable: %w", dir, err)
+		}
 		return nil
 	}
 	return fmt.Errorf("create cgroup %s: %w", dir, err)

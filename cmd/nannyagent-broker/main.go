@@ -187,12 +187,23 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, srv *broker.Serve
 	}
 }
 
+// socketName is the broker socket's name in socket activation: the socket
+// unit's FileDescriptorName=.
+const socketName = "broker"
+
 // listen takes systemd's socket when activated, or creates the socket with
 // the runtime layout's modes: directory 0750 and socket 0660, group-owned by
 // the worker's group.
 func listen(ctx context.Context, o options) (net.Listener, bool, error) {
-	ln, err := unixsock.Activated()
+	passed := unixsock.Passed()
+	ln, err := passed.Unix(socketName)
+	if err == nil {
+		err = passed.Close()
+	}
 	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
 		return nil, false, err
 	}
 	if ln != nil {
@@ -202,8 +213,8 @@ func listen(ctx context.Context, o options) (net.Listener, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	ln, err = unixsock.Listen(ctx, unixsock.ListenConfig{Path: o.socket, DirMode: 0o750, SocketMode: 0o660, GID: gid})
-	return ln, false, err
+	l, err := unixsock.Listen(ctx, unixsock.ListenConfig{Path: o.socket, DirMode: 0o750, SocketMode: 0o660, GID: gid})
+	return l, false, err
 }
 
 // socketGID resolves the socket group; without root the socket keeps the

@@ -276,7 +276,9 @@ func prepare(opts Options) (*Stack, error) {
 			}
 			return os.WriteFile(filepath.Join(dir, "policy.d", "50-test.yaml"), []byte(opts.LocalPolicy), 0o644)
 		},
-		// As systemd's RuntimeDirectory= and StateDirectory= would.
+		// The worker makes worker.sock itself here, so its directory is the
+		// worker's; under systemd the directory is root's (tmpfiles.d) and
+		// nannyagent-worker.socket makes the socket. State as StateDirectory=.
 		func() error { return ownedDir(filepath.Dir(s.WorkerSocket), 0o755, worker) },
 		func() error { return ownedDir(s.StateDir, 0o700, worker) },
 	}
