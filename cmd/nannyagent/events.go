@@ -195,7 +195,14 @@ func (p *eventPrinter) turn(t *workerv1.DiagnoseTurn) {
 		p.emit(jsonEvent{Event: "turn", Turn: t.GetTurn(), Reasoning: t.GetReasoning(), Commands: &c, Traces: &tr})
 		return
 	}
-	fmt.Fprintf(p.w, "\n--- turn %d: the model asks for %s and %s\n", t.GetTurn(), plural(t.GetCommands(), "command"), plural(t.GetTraces(), "trace"))
+	var asks []string
+	if t.GetCommands() > 0 {
+		asks = append(asks, plural(t.GetCommands(), "command"))
+	}
+	if t.GetTraces() > 0 {
+		asks = append(asks, plural(t.GetTraces(), "trace"))
+	}
+	fmt.Fprintf(p.w, "\n--- turn %d: the model asks for %s\n", t.GetTurn(), strings.Join(asks, " and "))
 	if r := strings.TrimSpace(t.GetReasoning()); r != "" {
 		fmt.Fprintf(p.w, "reasoning: %s\n", indent(cleanBlock(r), "           "))
 	}

@@ -24,12 +24,12 @@ func unsafeRune(r rune) bool {
 	return false
 }
 
-// clean makes one line safe to print: every unsafe rune, newlines and tabs
-// included, becomes a visible escape (\x1b, \n, \u202e), and invalid
-// UTF-8 becomes U+FFFD.
+// clean makes one line safe to print: every unsafe rune, newlines
+// included, becomes a visible escape (\x1b, \n, \u202e), a tab becomes
+// spaces to the next 8-column stop, and invalid UTF-8 becomes U+FFFD.
 func clean(s string) string { return sanitize(s, false) }
 
-// cleanBlock is clean for multi-line text: newlines and tabs stay.
+// cleanBlock is clean for multi-line text: newlines stay.
 func cleanBlock(s string) string { return sanitize(s, true) }
 
 func sanitize(s string, block bool) string {
@@ -38,18 +38,25 @@ func sanitize(s string, block bool) string {
 	}
 	var b strings.Builder
 	b.Grow(len(s) + 16)
+	col := 0 // runes since the last newline, for tab stops
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		i += size
+		before := b.Len()
 		switch {
 		case r == utf8.RuneError && size == 1:
 			b.WriteRune(utf8.RuneError)
-		case block && (r == '\n' || r == '\t'):
+		case block && r == '\n':
 			b.WriteRune(r)
+			col = 0
+			continue
 		case r == '\n':
 			b.WriteString(`\n`)
 		case r == '\t':
-			b.WriteString(`\t`)
+			n := 8 - col%8
+			b.WriteString(strings.Repeat(" ", n))
+			col += n
+			continue
 		case r == '\r':
 			b.WriteString(`\r`)
 		case r < 0x80 && unsafeRune(r):
@@ -59,6 +66,7 @@ func sanitize(s string, block bool) string {
 		default:
 			b.WriteRune(r)
 		}
+		col += utf8.RuneCountInString(b.String()[before:])
 	}
 	return b.String()
 }
@@ -67,7 +75,7 @@ func safe(s string, block bool) bool {
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		i += size
-		if (r == utf8.RuneError && size == 1) || (unsafeRune(r) && !(block && (r == '\n' || r == '\t'))) {
+		if (r == utf8.RuneError && size == 1) || (unsafeRune(r) && !(block && r == '\n')) {
 			return false
 		}
 	}
@@ -80,16 +88,18 @@ func safe(s string, block bool) bool {
 // same rune, so the document's value is unchanged.
 func escapeJSON(data []byte) []byte {
 	s := string(data)
-	if safe(s, true) {
-		return data
-	}
 	var b strings.Builder
+	changed := false
 	for _, r := range s {
 		if r >= 0x20 && unsafeRune(r) {
+			changed = true
 			fmt.Fprintf(&b, `\u%04x`, r)
 			continue
 		}
 		b.WriteRune(r)
+	}
+	if !changed {
+		return data
 	}
 	return []byte(b.String())
 }

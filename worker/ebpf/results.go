@@ -384,6 +384,11 @@ func probeName(spec *brokerv1.TraceSpec) string {
 	case brokerv1.TraceKind_TRACE_KIND_TRACEPOINT:
 		return "tracepoint:" + spec.Target
 	case brokerv1.TraceKind_TRACE_KIND_SYSCALL:
+		// Sizes and return values are read at the exit alone.
+		switch spec.GetMeasure() {
+		case brokerv1.TraceMeasure_TRACE_MEASURE_SIZE, brokerv1.TraceMeasure_TRACE_MEASURE_RETVAL:
+			return "tracepoint:syscalls:sys_exit_" + spec.Target
+		}
 		return "tracepoint:syscalls:sys_enter_" + spec.Target + " and sys_exit_" + spec.Target
 	case brokerv1.TraceKind_TRACE_KIND_KPROBE:
 		return "kprobe:" + spec.Target

@@ -335,3 +335,18 @@ func TestHistogramPercentile(t *testing.T) {
 		t.Error("p0 answered")
 	}
 }
+
+func TestProbeNameFollowsTheMeasure(t *testing.T) {
+	cases := map[brokerv1.TraceMeasure]string{
+		brokerv1.TraceMeasure_TRACE_MEASURE_COUNT:   "tracepoint:syscalls:sys_enter_write and sys_exit_write",
+		brokerv1.TraceMeasure_TRACE_MEASURE_LATENCY: "tracepoint:syscalls:sys_enter_write and sys_exit_write",
+		brokerv1.TraceMeasure_TRACE_MEASURE_SIZE:    "tracepoint:syscalls:sys_exit_write",
+		brokerv1.TraceMeasure_TRACE_MEASURE_RETVAL:  "tracepoint:syscalls:sys_exit_write",
+	}
+	for m, want := range cases {
+		spec := &brokerv1.TraceSpec{Kind: brokerv1.TraceKind_TRACE_KIND_SYSCALL, Target: "write", Measure: m}
+		if got := probeName(spec); got != want {
+			t.Errorf("%s: %q, want %q", m, got, want)
+		}
+	}
+}
