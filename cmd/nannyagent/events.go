@@ -269,8 +269,13 @@ func (p *eventPrinter) trace(t *workerv1.TraceOutcome) {
 	if what == "" {
 		what = t.GetTarget()
 	}
-	if t.GetName() != "" {
+	switch {
+	case t.GetName() != "" && what != "":
 		what = t.GetName() + ": " + what
+	case t.GetName() != "":
+		what = t.GetName()
+	case what == "":
+		what = "(no target)"
 	}
 	if t.GetFilter() != "" {
 		what += " (" + t.GetFilter() + ")"
