@@ -66,7 +66,10 @@ type statusLine struct {
 }
 
 func (s statusLine) p(label, format string, a ...any) {
-	fmt.Fprintf(s.w, "%-14s %s\n", label+":", clean(fmt.Sprintf(format, a...)))
+	if label != "" {
+		label += ":"
+	}
+	fmt.Fprintf(s.w, "%-14s %s\n", label, clean(fmt.Sprintf(format, a...)))
 }
 
 func printStatus(w io.Writer, st *workerv1.StatusResponse, now time.Time) {
@@ -126,7 +129,8 @@ func humanDuration(d time.Duration) string {
 	case d >= 48*time.Hour:
 		return fmt.Sprintf("%d days", int(d.Hours()/24))
 	case d >= time.Hour:
-		return d.Round(time.Minute).String()
+		d = d.Round(time.Minute)
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
 	}
 	return d.Round(time.Second).String()
 }
@@ -208,9 +212,9 @@ func printRegistration(s statusLine, r *workerv1.Registration, set *workerv1.Set
 		}
 		s.p("refresh token", "%s", age)
 		if exp := r.GetRefreshTokenExpiresAt(); exp != nil {
-			cliff := "expires"
 			if exp.AsTime().Before(s.now) {
-				cliff = "EXPIRED"
+				s.p("", "  EXPIRED %s: no new access token can be had; run `nannyagent register --force`", s.when(exp.AsTime()))
+				return
 			}
 			renew := "this backend cannot renew it: run `nannyagent register --force` before then"
 			switch r.GetRenewSupport() {
@@ -219,7 +223,7 @@ func printRegistration(s statusLine, r *workerv1.Registration, set *workerv1.Set
 			case "unknown", "":
 				renew = "renewed automatically if the backend supports it; otherwise run `nannyagent register --force` before then"
 			}
-			s.p("", "  %s %s, %d day(s) left of its 30; %s", cliff, s.when(exp.AsTime()), r.GetRefreshTokenDaysLeft(), renew)
+			s.p("", "  expires %s, %d day(s) left of its 30; %s", s.when(exp.AsTime()), r.GetRefreshTokenDaysLeft(), renew)
 		}
 	}
 }
