@@ -281,3 +281,9 @@ func hasProblem(st statusJSON, what, fix string) bool {
 	}
 	return false
 }
+
+// statusAnswered: the worker answered status. A stack that is not
+// registered and has no NannyAPI is degraded, so status exits 1 there.
+func statusAnswered(res stack.Result) bool {
+	return (res.Code == 0 || res.Code == 1) && strings.Contains(res.Stdout, "worker:        running")
+}
