@@ -1,12 +1,15 @@
 package worker
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
 	"github.com/nannyai/nannyagent/worker/investigate"
 	"github.com/nannyai/nannyagent/worker/opstate"
 )
@@ -76,3 +79,40 @@ func TestStatusOperations(t *testing.T) {
 type errFor string
 
 func (e errFor) Error() string { return string(e) }
+
+// Each degraded part of the broker's probe comes with its fix.
+func TestBrokerProblems(t *testing.T) {
+	w, err := New(testConfig(t), "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	probe := &brokerv1.ProbeResponse{
+		Bpftrace: &brokerv1.BpftraceInfo{Error: `exec: "bpftrace": executable file not found in $PATH`},
+		Tracefs:  &brokerv1.TracefsInfo{},
+	}
+	cases := []struct {
+		b    *workerv1.BrokerStatus
+		want map[string]string // fix -> part of what
+	}{
+		{&workerv1.BrokerStatus{Error: "connection refused"}, map[string]string{"systemctl start nannyagent-broker.socket": "connection refused"}},
+		{&workerv1.BrokerStatus{Reachable: true, Probe: probe}, map[string]string{
+			"apt-get install bpftrace":                     "bpftrace is not installed",
+			"mount -t tracefs tracefs /sys/kernel/tracing": "tracefs is not mounted",
+		}},
+		{&workerv1.BrokerStatus{Reachable: true, Probe: &brokerv1.ProbeResponse{
+			Bpftrace: &brokerv1.BpftraceInfo{Found: true}, Tracefs: &brokerv1.TracefsInfo{Mounted: true}}}, map[string]string{}},
+	}
+	for i, c := range cases {
+		got := map[string]string{}
+		w.brokerProblems(c.b, func(fix, format string, a ...any) { got[fix] = fmt.Sprintf(format, a...) })
+		if len(got) != len(c.want) {
+			t.Errorf("case %d: problems %v, want %v", i, got, c.want)
+		}
+		for fix, what := range c.want {
+			if !strings.Contains(got[fix], what) {
+				t.Errorf("case %d: fix %q for %q, got %v", i, fix, what, got)
+			}
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -286,4 +287,27 @@ func hasProblem(st statusJSON, what, fix string) bool {
 // registered and has no NannyAPI is degraded, so status exits 1 there.
 func statusAnswered(res stack.Result) bool {
 	return (res.Code == 0 || res.Code == 1) && strings.Contains(res.Stdout, "worker:        running")
+}
+
+// The broker goes away: status names it with the command that brings it
+// back, and exits 1.
+func TestStatusBrokerUnreachable(t *testing.T) {
+	srv := startFake(t, fakeapi.Options{})
+	s, _ := tokenStack(t, srv, time.Now())
+	broker := s.BrokerProcess()
+	if err := syscall.Kill(broker.Pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(9 * time.Second)
+	for !broker.Exited() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	st, res := readStatus(t, s)
+	if res.Code != 1 || !hasProblem(st, "the broker does not answer", "systemctl start nannyagent-broker.socket") {
+		t.Errorf("exit %d, problems %+v", res.Code, st.Problems)
+	}
+	text := s.CLI(diagnoseCtx(t), nil, "status")
+	if !strings.Contains(text.Stdout, "broker:        UNREACHABLE") || !strings.Contains(text.Stdout, "fix: systemctl start nannyagent-broker.socket") {
+		t.Errorf("status text:\n%s", text.Stdout)
+	}
 }
