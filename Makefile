@@ -58,8 +58,10 @@ fuzz:
 	  done; \
 	done
 
-demo:
-	$(GO) run ./test/cmd/demo
+# A real problem in a temporary directory, a diagnosis with a denied
+# command and a trace, and the broker's decisions, on the built binaries.
+demo: build
+	$(GO) run ./test/cmd/demo -bin $(BIN)
 
 # Build the pinned tools once (buf takes minutes cold); later runs hit the
 # Go build cache.

@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/creack/pty v1.1.24
 	github.com/peterbourgon/ff/v3 v3.4.0
 	github.com/shirou/gopsutil/v4 v4.26.10
 	github.com/tmaxmax/go-sse v0.12.0

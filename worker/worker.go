@@ -44,6 +44,8 @@ type Worker struct {
 
 	// ops records handled operations (exactly once across restarts).
 	ops *opstate.Store
+	// recent remembers this process's investigations for status.
+	recent recentInvestigations
 
 	// The agent's loops run under runCtx once the host is registered; a
 	// forced re-registration restarts them for the new agent id.
