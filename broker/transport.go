@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -54,6 +55,24 @@ func peerAttrs(p peerauth.Peer) []any {
 		return attrs
 	}
 	return []any{"transport", string(peerauth.Unix), "peer_uid", p.Unix.UID, "peer_gid", p.Unix.GID, "peer_pid", p.Unix.PID}
+}
+
+// unixAddr is the address of the first unix listener in lns, or "": the
+// socket Alive dials.
+func unixAddr(lns []net.Listener) string {
+	for _, ln := range lns {
+		if ln.Addr().Network() == "unix" {
+			return ln.Addr().String()
+		}
+	}
+	return ""
+}
+
+// ownRoundTrip reports whether p is this process itself, over the unix
+// socket: the liveness round trip of Alive, which is not activity. A vsock
+// peer never is.
+func ownRoundTrip(p peerauth.Peer) bool {
+	return p.Transport == peerauth.Unix && int(p.Unix.PID) == os.Getpid()
 }
 
 // served notes a request in the served record.

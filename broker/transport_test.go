@@ -19,6 +19,8 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	"github.com/nannyai/nannyagent/ipc/keypin"
@@ -66,6 +68,10 @@ type cidListener struct {
 	net.Listener
 	cid uint32
 }
+
+// Addr is a vsock address, as a real vsock listener's: the broker tells
+// its unix socket from its vsock ports by their addresses.
+func (l cidListener) Addr() net.Addr { return vsocknet.PeerAddr(vsocknet.HostCID, 5101) }
 
 func (l cidListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
@@ -192,9 +198,9 @@ func startVsockBroker(t *testing.T, policyYAML string) *vsockFixture {
 	return f
 }
 
-// probeAsGuest sends a Probe over the stand-in vsock listener of cid,
-// through the worker's own client credential and dial path.
-func (f *vsockFixture) probeAsGuest(t *testing.T, cid uint32, key *keypin.Identity) error {
+// guestConn connects over the stand-in vsock listener of cid, through the
+// worker's own client credential and dial path.
+func (f *vsockFixture) guestConn(t *testing.T, cid uint32, key *keypin.Identity) *grpc.ClientConn {
 	t.Helper()
 	creds, err := peerauth.NewClientCredentials(key, []string{f.broker.Pin})
 	if err != nil {
@@ -209,10 +215,17 @@ func (f *vsockFixture) probeAsGuest(t *testing.T, cid uint32, key *keypin.Identi
 	if err != nil {
 		t.Fatal(err)
 	}
+	return conn
+}
+
+// probeAsGuest sends a Probe as the guest of cid.
+func (f *vsockFixture) probeAsGuest(t *testing.T, cid uint32, key *keypin.Identity) error {
+	t.Helper()
+	conn := f.guestConn(t, cid, key)
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = brokerv1.NewBrokerServiceClient(conn).Probe(ctx, &brokerv1.ProbeRequest{}, grpc.WaitForReady(false))
+	_, err := brokerv1.NewBrokerServiceClient(conn).Probe(ctx, &brokerv1.ProbeRequest{}, grpc.WaitForReady(false))
 	return err
 }
 
@@ -233,7 +246,26 @@ func (f *vsockFixture) decisions(t *testing.T) []map[string]any {
 	return out
 }
 
-// sinceCount returns the decision lines after the first n.
+// waitDecisions waits (at most 5 s) for a decision line after the first
+// n that match accepts, and returns the lines after the first n.
+func (f *vsockFixture) waitDecisions(t *testing.T, n int, match func(map[string]any) bool) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lines := since(f.decisions(t), n)
+		for _, l := range lines {
+			if match(l) {
+				return lines
+			}
+		}
+		if time.Now().After(deadline) {
+			return lines
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// since returns the decision lines after the first n.
 func since(all []map[string]any, n int) []map[string]any { return all[n:] }
 
 func TestVsockPeersThroughTheBroker(t *testing.T) {
@@ -274,6 +306,9 @@ func TestVsockPeersThroughTheBroker(t *testing.T) {
 			if err == nil {
 				t.Fatal("a refused guest was served")
 			}
+			// The client may see the failed handshake before the broker
+			// has written its refusal: wait for the line.
+			lines = f.waitDecisions(t, before, func(l map[string]any) bool { return l["rpc"] == "connect" })
 			// Refused in the handshake: one connect line with the CID and
 			// the reason, and no request line (nothing was read).
 			var refusals int
@@ -307,7 +342,7 @@ func TestVsockPeersThroughTheBroker(t *testing.T) {
 		if code != 3 || !strings.Contains(out, "PROBE refused") {
 			t.Fatalf("nobody: exit %d, %s; want refused", code, out)
 		}
-		lines := since(f.decisions(t), before)
+		lines := f.waitDecisions(t, before, func(l map[string]any) bool { return l["rpc"] == "connect" })
 		var found bool
 		for _, l := range lines {
 			if l["rpc"] != "connect" {
@@ -322,13 +357,19 @@ func TestVsockPeersThroughTheBroker(t *testing.T) {
 	})
 
 	t.Run("unix peer of the right uid on the same server", func(t *testing.T) {
+		// From another process: a round trip of the broker's own process
+		// is its liveness check (Alive) and stays out of the record.
+		self := stack.Identity{Name: "self", UID: uint32(os.Geteuid()), GID: uint32(os.Getegid())}
+		if out, code := probeAsUID(t, f.dir, f.unixSock, self); code != 0 {
+			t.Fatalf("this uid on the unix socket: exit %d, %s", code, out)
+		}
 		conn, err := unixsock.Dial(f.unixSock, 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()
 		if _, err := brokerv1.NewBrokerServiceClient(conn).Probe(context.Background(), &brokerv1.ProbeRequest{}); err != nil {
-			t.Fatalf("root on the unix socket: %v", err)
+			t.Fatalf("the broker's own process on the unix socket: %v", err)
 		}
 	})
 
@@ -348,8 +389,11 @@ func TestVsockPeersThroughTheBroker(t *testing.T) {
 	if g := seen["vsock/101/0"]; g.Guest != "pve-worker" || g.Key != workerA.Pin || g.Requests != 1 || g.LastServed.IsZero() {
 		t.Errorf("guest 101 in the record: %+v", g)
 	}
+	if u := seen[fmt.Sprintf("unix/0/%d", os.Geteuid())]; u.Requests != 1 {
+		t.Errorf("unix uid %d in the record: %+v; want the other process's one request, not the broker's own", os.Geteuid(), u)
+	}
 	if _, ok := seen["vsock/103/0"]; ok || len(rec.Peers) != 3 {
-		t.Errorf("record %+v: want 101, 102 and root on unix only", rec.Peers)
+		t.Errorf("record %+v: want 101, 102 and this uid on unix only", rec.Peers)
 	}
 	// The real vsock listener was served and is closed: its port binds
 	// again.
@@ -369,14 +413,17 @@ func probeAsUID(t *testing.T, dir, sock string, id stack.Identity) (string, int)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "probe.test")
 	in, err := os.Open(self)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer in.Close()
-	out, err := os.OpenFile(bin, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	out, err := os.CreateTemp(dir, "probe-*.test")
 	if err != nil {
+		t.Fatal(err)
+	}
+	bin := out.Name()
+	if err := out.Chmod(0o755); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := io.Copy(out, in); err != nil {
@@ -385,7 +432,9 @@ func probeAsUID(t *testing.T, dir, sock string, id stack.Identity) (string, int)
 	out.Close()
 	cmd := exec.Command(bin)
 	cmd.Env = []string{probeChildEnv + "=" + sock}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: []uint32{id.GID}}}
+	if id.UID != uint32(os.Geteuid()) {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: []uint32{id.GID}}}
+	}
 	b, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
@@ -395,6 +444,51 @@ func probeAsUID(t *testing.T, dir, sock string, id stack.Identity) (string, int)
 		t.Fatalf("run as %s: %v", id.Name, err)
 	}
 	return string(b), 0
+}
+
+// A guest that passed the handshake meets the same bounds as a unix peer:
+// the admission tap refuses a method outside the table before its message
+// is read, and a request over the policy's limits is measured and refused
+// before it is decoded. Both are logged with the guest's CID, name and key.
+func TestVsockRequestsMeetTheBrokersBounds(t *testing.T) {
+	keys := t.TempDir()
+	worker := newIdentity(t, keys, "worker")
+	f := startVsockBroker(t, transportPolicy(guestRule("vm-a", 101, "pve-worker", worker)))
+	conn := f.guestConn(t, 101, worker)
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	guestLine := func(t *testing.T, lines []map[string]any, rpc, reason string) {
+		t.Helper()
+		for _, l := range lines {
+			if l["rpc"] == rpc && l["decision"] == "deny" && l["transport"] == "vsock" && l["peer_cid"] == float64(101) &&
+				l["peer_name"] == "pve-worker" && l["peer_key"] == worker.Pin && strings.Contains(fmt.Sprint(l["reason"]), reason) {
+				return
+			}
+		}
+		t.Errorf("no deny line for %s naming guest 101 and %q: %v", rpc, reason, lines)
+	}
+
+	before := len(f.decisions(t))
+	err := conn.Invoke(ctx, "/nannyagent.broker.v1.BrokerService/Shell", &brokerv1.ProbeRequest{}, &brokerv1.ProbeResponse{})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a method outside the table: %v, want PermissionDenied", err)
+	}
+	guestLine(t, since(f.decisions(t), before), "unknown /nannyagent.broker.v1.BrokerService/Shell", reasonUnknownMethod)
+
+	lim := policy.DefaultLimits()
+	argv := make([]string, lim.ArgvCount+1)
+	for i := range argv {
+		argv[i] = "x"
+	}
+	argv[0] = "echo"
+	before = len(f.decisions(t))
+	resp, err := brokerv1.NewBrokerServiceClient(conn).RunCommand(ctx, &brokerv1.RunCommandRequest{Id: "c1", Stages: []*brokerv1.Stage{{Argv: argv}}})
+	if err == nil && resp.GetDecision().GetAllowed() {
+		t.Fatalf("a request over argv_count was run: %v", resp)
+	}
+	guestLine(t, since(f.decisions(t), before), "RunCommand", "too many arguments")
 }
 
 // Rotation: a new pin is added beside the old one and the old one removed
@@ -450,5 +544,61 @@ func TestServeNeedsAListener(t *testing.T) {
 	}
 	if err := srv.Serve(context.Background()); err == nil || !strings.Contains(err.Error(), "no listener") {
 		t.Errorf("Serve without listeners: %v", err)
+	}
+}
+
+// Alive, the watchdog's round trip, dials the unix socket whatever order
+// the listeners come in, and is neither activity nor a served peer; a
+// broker serving vsock alone says it has no round trip to make.
+func TestAliveDialsTheUnixSocket(t *testing.T) {
+	keys := t.TempDir()
+	worker := newIdentity(t, keys, "worker")
+	f := startVsockBroker(t, transportPolicy(guestRule("vm-a", 101, "pve-worker", worker)))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var err error
+	for range 100 {
+		if err = f.srv.Alive(ctx); err == nil || !strings.Contains(err.Error(), "not serving yet") {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("Alive beside vsock listeners: %v", err)
+	}
+	lines := f.decisions(t)
+	if len(lines) == 0 || lines[len(lines)-1]["transport"] != "unix" || lines[len(lines)-1]["rpc"] != "Probe" {
+		t.Errorf("Alive's round trip is not a unix Probe in the decision log: %v", lines)
+	}
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := lastserved.Read(f.record); err == nil && len(rec.Peers) != 0 {
+		t.Errorf("Alive's round trip is in the served record: %+v", rec.Peers)
+	}
+
+	vsockOnly, err := New(f.srv.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "cid.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- vsockOnly.Serve(sctx, cidListener{Listener: ln, cid: 101}) }()
+	for range 100 {
+		if err = vsockOnly.Alive(ctx); err == nil || !strings.Contains(err.Error(), "not serving yet") {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if serr := <-done; serr != nil {
+		t.Errorf("serve: %v", serr)
+	}
+	if err == nil || !strings.Contains(err.Error(), "no unix socket served") {
+		t.Errorf("Alive serving vsock alone: %v, want it to say there is no unix socket", err)
 	}
 }

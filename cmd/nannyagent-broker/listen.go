@@ -10,6 +10,8 @@ import (
 	"os/user"
 	"strconv"
 
+	"github.com/coreos/go-systemd/v22/daemon"
+
 	"github.com/nannyai/nannyagent/ipc/keypin"
 	"github.com/nannyai/nannyagent/ipc/unixsock"
 	"github.com/nannyai/nannyagent/ipc/vsocknet"
@@ -45,20 +47,34 @@ func (l listeners) addrs() []string {
 	return out
 }
 
+// The socket units' FileDescriptorName=: the broker takes each passed
+// socket by its name.
+const (
+	socketName = "broker" // nannyagent-broker.socket
+	vsockName  = "vsock"  // nannyagent-broker-vsock.socket
+)
+
 // listen takes the sockets systemd passed (unix, vsock, or both: the vsock
-// ones come from nannyagent-broker-vsock.socket) or, when not activated,
+// one comes from nannyagent-broker-vsock.socket) or, when not activated,
 // creates the unix socket (unless --socket is empty) with the runtime
 // layout's modes (directory 0750 and socket 0660, group-owned by the
 // worker's group) and binds --vsock-port (unless 0).
 func listen(ctx context.Context, o options) (listeners, error) {
-	act, err := vsocknet.TakeActivated()
+	passed := unixsock.Passed()
+	l, err := takePassed(passed)
+	// A passed socket the broker does not serve is a unit that does not
+	// match it: refused, like any other error here.
+	if cerr := passed.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
+		l.close()
 		return listeners{}, err
 	}
-	if len(act.All()) > 0 {
-		return listeners{unix: act.Unix, vsock: act.Vsock, activated: true}, nil
+	if len(l.all()) > 0 {
+		l.activated = true
+		return l, nil
 	}
-	var l listeners
 	if o.socket != "" {
 		gid, err := socketGID(o.socketGroup)
 		if err != nil {
@@ -82,6 +98,44 @@ func listen(ctx context.Context, o options) (listeners, error) {
 		return listeners{}, errors.New("nothing to listen on: --socket is empty and --vsock-port is 0")
 	}
 	return l, nil
+}
+
+// takePassed takes the unix socket passed as "broker" (or the one unnamed
+// unix socket) and the AF_VSOCK socket passed as "vsock".
+func takePassed(passed *unixsock.Activation) (listeners, error) {
+	var l listeners
+	ul, err := passed.Unix(socketName)
+	if err != nil {
+		return l, err
+	}
+	if ul != nil {
+		l.unix = append(l.unix, ul)
+	}
+	f, err := passed.File(vsockName)
+	if err != nil || f == nil {
+		return l, err
+	}
+	defer f.Close() // the listener holds its own descriptor
+	vl, err := vsocknet.FileListener(f)
+	if err != nil {
+		return l, fmt.Errorf("socket activation: %q: %w", vsockName, err)
+	}
+	l.vsock = append(l.vsock, vl)
+	return l, nil
+}
+
+// watchdogNeedsUnix refuses to serve vsock alone under systemd's watchdog:
+// its liveness round trip (broker.Server.Alive) dials the unix socket, so
+// without one every round trip would fail and systemd would restart the
+// broker over and over.
+func watchdogNeedsUnix(l listeners) error {
+	if len(l.unix) > 0 {
+		return nil
+	}
+	if interval, err := daemon.SdWatchdogEnabled(false); err != nil || interval <= 0 {
+		return nil
+	}
+	return errors.New("WatchdogSec= is set but no unix socket is served: the watchdog's round trip dials it (serve nannyagent-broker.socket or --socket beside the vsock port)")
 }
 
 // vsockIdentity loads the broker's key when it serves vsock; without a

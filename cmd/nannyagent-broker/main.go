@@ -41,8 +41,11 @@ type options struct {
 	policyFile   string
 	policyDir    string
 	idleExit     time.Duration
+	ownCgroup    string
+	readTimeout  time.Duration
 	logLevel     string
 	logFormat    string
+	landlock     string
 	showVersion  bool
 }
 
@@ -74,8 +77,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.policyFile, "policy", "/usr/share/nannyagent/policy.yaml", "vendor policy file")
 	fs.StringVar(&o.policyDir, "policy-dir", "/etc/nannyagent/policy.d", "directory of local policy files (*.yaml)")
 	fs.DurationVar(&o.idleExit, "idle-exit", 5*time.Minute, "exit after this long without requests when socket-activated (0: never)")
+	fs.DurationVar(&o.readTimeout, "read-timeout", 10*time.Second, "longest wait for a request's message once its headers arrived")
+	fs.StringVar(&o.ownCgroup, "own-cgroup", "auto", "move into a leaf cgroup of its own, where its memory ceiling is set: auto (when systemd delegated the cgroup, Delegate=yes), always or never")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	fs.StringVar(&o.landlock, "landlock", "auto", "confine every run with Landlock where the kernel has it (auto), or never (off: for tests of the policy's option tables alone)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	err := ff.Parse(fs, args, ff.WithEnvVarPrefix("NANNYAGENT_BROKER"))
 	return o, err
@@ -96,6 +102,10 @@ func run(args []string, stderr io.Writer) int {
 			return 0
 		}
 		fmt.Fprintln(stderr, "nannyagent-broker:", err)
+		return 1
+	}
+	if o.landlock != "auto" && o.landlock != "off" {
+		fmt.Fprintf(stderr, "nannyagent-broker: --landlock %q is not auto or off\n", o.landlock)
 		return 1
 	}
 	if o.showVersion {
@@ -123,8 +133,16 @@ func serve(o options, log *slog.Logger) error {
 	if !loadOpts.RequireRootOwned {
 		log.Warn("not running as root: policy file ownership is not enforced and nothing privileged can run")
 	}
+	own, err := ownCgroup(o.ownCgroup)
+	if err != nil {
+		return err
+	}
 	lns, err := listen(ctx, o)
 	if err != nil {
+		return err
+	}
+	if err := watchdogNeedsUnix(lns); err != nil {
+		lns.close()
 		return err
 	}
 	vsockID, err := vsockIdentity(o, lns, log)
@@ -142,7 +160,10 @@ func serve(o options, log *slog.Logger) error {
 		Limits:        unixsock.DefaultLimits,
 		VsockIdentity: vsockID,
 		ServedRecord:  o.servedRecord,
+		OwnCgroup:     own,
+		ReadTimeout:   o.readTimeout,
 		Log:           log,
+		Landlock:      map[string]execute.LandlockMode{"auto": execute.LandlockAuto, "off": execute.LandlockOff}[o.landlock],
 	})
 	if err != nil {
 		lns.close()
@@ -163,7 +184,7 @@ func serve(o options, log *slog.Logger) error {
 	loopCtx, cancelLoops := context.WithCancel(ctx)
 	defer cancelLoops()
 	wg.Add(3)
-	go func() { defer wg.Done(); service.Watchdog(loopCtx, log) }()
+	go func() { defer wg.Done(); service.WatchdogWhileAlive(loopCtx, log, srv.Alive) }()
 	go func() { defer wg.Done(); reloadOnHangup(loopCtx, hup, srv) }()
 	go func() { defer wg.Done(); service.ReleaseMemory(loopCtx, time.Second, time.Minute) }()
 
@@ -177,6 +198,18 @@ func serve(o options, log *slog.Logger) error {
 	err = srv.Serve(ctx, limited...)
 	service.Stopping(log)
 	return err
+}
+
+func ownCgroup(v string) (execute.OwnCgroup, error) {
+	switch v {
+	case "auto":
+		return execute.OwnCgroupAuto, nil
+	case "always":
+		return execute.OwnCgroupAlways, nil
+	case "never":
+		return execute.OwnCgroupNever, nil
+	}
+	return 0, fmt.Errorf("--own-cgroup %q: want auto, always or never", v)
 }
 
 func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, srv *broker.Server) {

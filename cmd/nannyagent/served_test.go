@@ -28,7 +28,7 @@ func TestStatusOnAHostWhoseWorkerRunsInAGuest(t *testing.T) {
 	noWorker := filepath.Join(t.TempDir(), "worker.sock")
 
 	var out, errb bytes.Buffer
-	code := run([]string{"status", "--socket", noWorker, "--served-record", record}, &out, &errb)
+	code := run([]string{"status", "--socket", noWorker, "--served-record", record}, strings.NewReader(""), &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d, stderr %q", code, errb.String())
 	}
@@ -44,7 +44,7 @@ func TestStatusOnAHostWhoseWorkerRunsInAGuest(t *testing.T) {
 	}
 
 	out.Reset()
-	if code := run([]string{"status", "--json", "--socket", noWorker, "--served-record", record}, &out, &errb); code != 0 {
+	if code := run([]string{"status", "--json", "--socket", noWorker, "--served-record", record}, strings.NewReader(""), &out, &errb); code != 0 {
 		t.Fatalf("json: exit %d", code)
 	}
 	var js struct {
@@ -64,7 +64,7 @@ func TestStatusWithoutWorkerOrGuestStillFails(t *testing.T) {
 		"corrupt record":  func() string { p := writeRecord(t); return p + ".x" }(),
 	} {
 		var out, errb bytes.Buffer
-		code := run([]string{"status", "--socket", noWorker, "--served-record", record}, &out, &errb)
+		code := run([]string{"status", "--socket", noWorker, "--served-record", record}, strings.NewReader(""), &out, &errb)
 		if code != 1 || !strings.Contains(errb.String(), "the worker is not running") {
 			t.Errorf("%s: exit %d, stderr %q: want the worker reported not running", name, code, errb.String())
 		}

@@ -1,12 +1,9 @@
 package vsocknet
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -146,66 +143,6 @@ type addrConn struct {
 
 func (c addrConn) RemoteAddr() net.Addr { return c.remote }
 
-// activationChildEnv makes the test binary act as a socket-activated
-// process: TestActivationChild takes the passed sockets and reports them.
-const activationChildEnv = "VSOCKNET_ACTIVATION_CHILD"
-
-type activationReport struct {
-	Unix, Vsock []string
-	Err         string
-}
-
-// TestActivationChild runs only in the child started by
-// runActivated; it claims the passed fds as systemd would hand them.
-func TestActivationChild(t *testing.T) {
-	if os.Getenv(activationChildEnv) == "" {
-		t.Skip("helper for TestTakeActivated")
-	}
-	// systemd sets LISTEN_PID to the service's pid; the parent cannot know
-	// it before exec, so the child claims the fds itself.
-	os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
-	act, err := TakeActivated()
-	var r activationReport
-	if err != nil {
-		r.Err = err.Error()
-	}
-	for _, ln := range act.Unix {
-		r.Unix = append(r.Unix, ln.Addr().String())
-	}
-	for _, ln := range act.Vsock {
-		port, _ := Port(ln)
-		r.Vsock = append(r.Vsock, strconv.FormatUint(uint64(port), 10))
-	}
-	act.Close()
-	if os.Getenv("LISTEN_FDS") != "" {
-		r.Err += "; LISTEN_FDS left in the environment"
-	}
-	out, _ := json.Marshal(r)
-	fmt.Println("REPORT " + string(out))
-}
-
-func runActivated(t *testing.T, files ...*os.File) activationReport {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestActivationChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), activationChildEnv+"=1", "LISTEN_FDS="+strconv.Itoa(len(files)))
-	cmd.ExtraFiles = files
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("child: %v\n%s", err, out)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if rest, ok := strings.CutPrefix(line, "REPORT "); ok {
-			var r activationReport
-			if err := json.Unmarshal([]byte(rest), &r); err != nil {
-				t.Fatal(err)
-			}
-			return r
-		}
-	}
-	t.Fatalf("child printed no report:\n%s", out)
-	return activationReport{}
-}
-
 func fileOf(t *testing.T, ln interface{ File() (*os.File, error) }) *os.File {
 	t.Helper()
 	f, err := ln.File()
@@ -242,42 +179,6 @@ func vsockFile(t *testing.T) (*os.File, uint32) {
 	return f, sa.(*unix.SockaddrVM).Port
 }
 
-func TestTakeActivated(t *testing.T) {
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "b.sock")
-	uln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer uln.Close()
-	vf, port := vsockFile(t)
-
-	r := runActivated(t, fileOf(t, uln), vf)
-	if r.Err != "" || len(r.Unix) != 1 || r.Unix[0] != sock || len(r.Vsock) != 1 || r.Vsock[0] != strconv.FormatUint(uint64(port), 10) {
-		t.Errorf("unix + vsock: report %+v, want unix %s and vsock port %d", r, sock, port)
-	}
-
-	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer udp.Close()
-	if r := runActivated(t, vf, fileOf(t, udp)); !strings.Contains(r.Err, "not a stream socket") || len(r.Vsock) != 0 {
-		t.Errorf("a datagram socket: report %+v, want a refusal and nothing kept", r)
-	}
-	tcp, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tcp.Close()
-	if r := runActivated(t, fileOf(t, tcp)); !strings.Contains(r.Err, "only unix and vsock") {
-		t.Errorf("a TCP socket: report %+v, want a refusal", r)
-	}
-	if r := runActivated(t); r.Err != "" || len(r.Unix)+len(r.Vsock) != 0 {
-		t.Errorf("no sockets: report %+v, want nothing and no error", r)
-	}
-}
-
 func TestFileListener(t *testing.T) {
 	vf, port := vsockFile(t)
 	ln, err := FileListener(vf)
@@ -295,5 +196,27 @@ func TestFileListener(t *testing.T) {
 	defer uln.Close()
 	if _, err := FileListener(fileOf(t, uln)); err == nil || !strings.Contains(err.Error(), "not an AF_VSOCK socket") {
 		t.Errorf("a unix socket: %v", err)
+	}
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	if _, err := FileListener(fileOf(t, udp)); err == nil || !strings.Contains(err.Error(), "not a stream socket") {
+		t.Errorf("a datagram socket: %v", err)
+	}
+	// A vsock socket bound but not listening (a unit with Accept=yes
+	// hands over connections, not the listener).
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := os.NewFile(uintptr(fd), "vsock")
+	defer idle.Close()
+	if err := unix.Bind(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_ANY, Port: unix.VMADDR_PORT_ANY}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := FileListener(idle); err == nil || !strings.Contains(err.Error(), "not listening") {
+		t.Errorf("a vsock socket not listening: %v", err)
 	}
 }

@@ -199,10 +199,12 @@ func missingFile(stages []policy.Stage) bool {
 	return false
 }
 
-// missingLiteral is a run that stopped because its operand does not exist.
+// missingLiteral is a run whose operand does not exist: the broker hands
+// the literal name to the tool (nothing expands it), which reads nothing
+// and says so in its own words.
 func missingLiteral(resp *brokerv1.RunCommandResponse) bool {
-	return resp.GetExitCode() != 0 && len(resp.GetStdout()) == 0 && len(resp.GetStages()) == 0 &&
-		strings.Contains(string(resp.GetStderr()), "no such file")
+	return resp.GetExitCode() != 0 && len(resp.GetStdout()) == 0 &&
+		strings.Contains(string(resp.GetStderr()), "No such file or directory")
 }
 
 func clip(b []byte) string {
