@@ -163,6 +163,59 @@ transport:
 	}
 }
 
+// TestBrokerRefusesAUnixSocketPassedAsVsock: the descriptor named vsock
+// (the vsock socket unit's FileDescriptorName=) must be a listening
+// AF_VSOCK socket; anything else stops the broker at start, naming it.
+func TestBrokerRefusesAUnixSocketPassedAsVsock(t *testing.T) {
+	requireRoot(t)
+	activate, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Skip("systemd-socket-activate not installed: " + err.Error())
+	}
+	dir, err := stack.WorldReadableTempDir("vsock-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte("version: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock, notVsock := filepath.Join(dir, "broker.sock"), filepath.Join(dir, "vsock.sock")
+	var logBuf syncWriter
+	cmd := exec.Command(activate, "-l", sock, "-l", notVsock, "--fdname", "broker:vsock", "--",
+		filepath.Join(binDir, stack.Broker), "--worker-user", "root", "--policy", filepath.Join(dir, "policy.yaml"),
+		"--policy-dir", filepath.Join(dir, "policy.d"), "--served-record", "", "--log-format", "json")
+	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	if !waitFor(t, func() bool { _, err := os.Stat(notVsock); return err == nil }) {
+		t.Fatalf("the activator never created %s:\n%s", notVsock, logBuf.String())
+	}
+	for _, p := range []string{sock, notVsock} {
+		if err := os.Chmod(p, 0o660); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first connection starts the broker, which refuses to serve.
+	res := (&stack.Stack{BinDir: binDir}).Run(ctxT(t), nil, stack.BrokerProbe, "--socket", sock)
+	if res.Code == 0 {
+		t.Errorf("the broker served with a unix socket passed as vsock")
+	}
+	select {
+	case err := <-exited:
+		if err == nil || !strings.Contains(logBuf.String(), `socket activation: \"vsock\"`) ||
+			!strings.Contains(logBuf.String(), "not an AF_VSOCK socket") {
+			t.Errorf("broker exit %v; want a refusal naming the vsock descriptor:\n%s", err, logBuf.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the broker kept running with a unix socket passed as vsock:\n%s", logBuf.String())
+	}
+}
+
 // TestBrokerRefusesVsockWithoutItsKey: a vsock listener and no key is a
 // clear error at start, and the port is released.
 func TestBrokerRefusesVsockWithoutItsKey(t *testing.T) {
