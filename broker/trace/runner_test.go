@@ -116,7 +116,13 @@ func TestRunOutcomes(t *testing.T) {
 		t.Run(tt.mode, func(t *testing.T) {
 			t.Parallel()
 			r := fakeRunner(t, tt.mode, func(c *Config) {
-				c.StartTimeout = 500 * time.Millisecond
+				// Only noattach waits the start timeout out; the others
+				// attach as soon as the fake starts, which takes longer
+				// than 500ms on a loaded machine with -race.
+				c.StartTimeout = 10 * time.Second
+				if tt.mode == "noattach" {
+					c.StartTimeout = 500 * time.Millisecond
+				}
 				c.ExitGrace = 200 * time.Millisecond
 				c.KillGrace = 300 * time.Millisecond
 			})

@@ -88,8 +88,9 @@ func comparable(line string, stages []policy.Stage, d policy.Decision) (runAs st
 		}
 	}
 	// Counters and clocks move: sysctl -a walks /proc/sys, ip -s prints
-	// packet counts, journalctl --since is relative to now.
-	for _, moving := range []string{"sysctl -a", "/etc/mtab", " -s ", " -stats", "-statistics", " -s", "--since", "-b"} {
+	// packet counts, journalctl --since is relative to now, lsblk -f prints
+	// free space, which moves with every file written elsewhere.
+	for _, moving := range []string{"sysctl -a", "/etc/mtab", " -s ", " -stats", "-statistics", " -s", "--since", "-b", "lsblk -f"} {
 		if strings.Contains(line, moving) {
 			return "", false
 		}
