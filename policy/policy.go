@@ -495,6 +495,8 @@ func (p *Policy) Proxmox() Proxmox {
 func (p *Policy) Patches() Patches {
 	x := p.patches
 	x.Targets = append([]string(nil), x.Targets...)
+	x.Modes = append([]string(nil), x.Modes...)
+	x.Interpreters = append([]string(nil), x.Interpreters...)
 	x.Pinned = append([]PinnedScript(nil), x.Pinned...)
 	return x
 }

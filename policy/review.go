@@ -144,6 +144,13 @@ func (p *Policy) lint() []string {
 	if p.patches.Enabled && p.patches.Mode == PatchPinned && len(p.patches.Pinned) == 0 {
 		out = append(out, "patches are enabled in pinned mode but no script is pinned: no patch can run")
 	}
+	if p.patches.Enabled {
+		for _, in := range p.patches.Interpreters {
+			if _, err := os.Stat(in); err != nil {
+				out = append(out, fmt.Sprintf("patches.interpreters: %s does not exist on this host", in))
+			}
+		}
+	}
 	if p.reboots.Enabled && !p.reboots.Host && !p.reboots.Containers {
 		out = append(out, "reboots are enabled but neither host nor containers is: no reboot can happen")
 	}
