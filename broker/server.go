@@ -20,6 +20,7 @@ import (
 
 	"github.com/nannyai/nannyagent/broker/execute"
 	"github.com/nannyai/nannyagent/broker/metrics"
+	"github.com/nannyai/nannyagent/broker/patch"
 	"github.com/nannyai/nannyagent/broker/probe"
 	"github.com/nannyai/nannyagent/broker/trace"
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
@@ -66,6 +67,9 @@ type Config struct {
 	IdleExit time.Duration
 	// GracePeriod bounds how long Serve waits for requests in flight at stop.
 	GracePeriod time.Duration
+	// StateDir keeps patch runs and their results (root-only; never the
+	// worker's directory). Empty: patch runs are unavailable.
+	StateDir string
 	// Log receives the decision log and operational messages.
 	Log *slog.Logger
 	// Landlock says whether runs are confined (auto) or not (off, a test
@@ -89,9 +93,13 @@ type Server struct {
 	runner     *execute.Runner
 	traceSlots *trace.Slots
 	readSlots  readSlotsSem
-	dlog       decisionLog
-	idle       idleTracker
-	grpc       *grpc.Server
+	// patches runs patch scripts; nil (with patchErr saying why) when
+	// the state directory is unusable.
+	patches  *patch.Manager
+	patchErr string
+	dlog     decisionLog
+	idle     idleTracker
+	grpc     *grpc.Server
 	// addr is the unix socket Serve answers on, for Alive.
 	addr atomic.Pointer[string]
 	// servedRecord says when each peer was last served (transport.go).
@@ -129,6 +137,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Probe.Runner = s.probeRunner
 	}
 	s.prober = probe.New(cfg.Probe)
+	s.patches, s.patchErr = s.newPatches()
 	s.dlog = decisionLog{log: cfg.Log, policy: s.policies.sha256}
 	s.newServedRecord()
 	s.readSlots = make(readSlotsSem, readSlots)
@@ -198,9 +207,34 @@ func (s *Server) authorize(p peercred.Peer) error {
 	return fmt.Errorf("uid %d is neither root nor the worker account %q", p.UID, s.cfg.WorkerUser)
 }
 
-// Close releases what New set up (the command runner and its cgroups). Serve
-// calls it when it returns; call it yourself when Serve never runs.
-func (s *Server) Close() error { return s.runner.Close() }
+// Close releases what New set up (a patch run in progress is stopped and
+// recorded interrupted; the command runner and its cgroups). Serve calls
+// it when it returns; call it yourself when Serve never runs.
+func (s *Server) Close() error {
+	var errs []error
+	if s.patches != nil {
+		errs = append(errs, s.patches.Close())
+	}
+	return errors.Join(append(errs, s.runner.Close())...)
+}
+
+// newPatches opens the patch runs' state directory. Without one the
+// broker still serves everything else, and RunPatch says why it cannot.
+func (s *Server) newPatches() (*patch.Manager, string) {
+	if s.cfg.StateDir == "" {
+		return nil, "patch runs are unavailable: the broker has no state directory (--state-dir)"
+	}
+	m, err := patch.New(patch.Config{
+		StateDir: s.cfg.StateDir, Launcher: detachedLauncher{s.runner}, Log: s.log,
+		// The broker stays up while a run goes on (no idle exit).
+		Hold: func() func() { s.idle.begin(); return s.idle.end },
+	})
+	if err != nil {
+		s.log.Error("patch runs unavailable", "state_dir", s.cfg.StateDir, "error", err.Error())
+		return nil, "patch runs are unavailable: " + err.Error()
+	}
+	return m, ""
+}
 
 // SetIdleExit sets how long Serve waits without requests before it returns;
 // zero never returns for idleness. Call it before Serve.

@@ -50,6 +50,9 @@ type Process interface {
 type Exit struct {
 	// StartErr is set when the process never started; nothing else is.
 	StartErr error
+	// Lost is set when the launcher lost track of a started run (its
+	// supervision failed): its outcome is unknown.
+	Lost error
 	// Code is the exit status, -1 when a signal ended it (Signal).
 	Code            int
 	Signal          string
@@ -308,6 +311,8 @@ func (m *Manager) finish(rec Record, s Settings, x Exit) {
 		rec.State, rec.ExitCode, rec.Error = FailedToStart, -1, "the script could not be started: "+x.StartErr.Error()
 	case x.Killed && closing:
 		rec.State, rec.Error = Interrupted, ReasonBrokerStopped
+	case x.Lost != nil:
+		rec.State, rec.Error = Interrupted, "the broker lost track of the run, so its outcome is unknown: "+x.Lost.Error()
 	default:
 		rec.State, rec.Error = Finished, exitNote(x, s)
 	}

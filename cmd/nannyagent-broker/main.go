@@ -40,6 +40,7 @@ type options struct {
 	workerUser   string
 	policyFile   string
 	policyDir    string
+	stateDir     string
 	idleExit     time.Duration
 	ownCgroup    string
 	readTimeout  time.Duration
@@ -76,6 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.workerUser, "worker-user", "nannyagent", "the only non-root account served")
 	fs.StringVar(&o.policyFile, "policy", "/usr/share/nannyagent/policy.yaml", "vendor policy file")
 	fs.StringVar(&o.policyDir, "policy-dir", "/etc/nannyagent/policy.d", "directory of local policy files (*.yaml)")
+	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/nannyagent-broker", "root-only directory for patch runs and their results")
 	fs.DurationVar(&o.idleExit, "idle-exit", 5*time.Minute, "exit after this long without requests when socket-activated (0: never)")
 	fs.DurationVar(&o.readTimeout, "read-timeout", 10*time.Second, "longest wait for a request's message once its headers arrived")
 	fs.StringVar(&o.ownCgroup, "own-cgroup", "auto", "move into a leaf cgroup of its own, where its memory ceiling is set: auto (when systemd delegated the cgroup, Delegate=yes), always or never")
@@ -162,6 +164,7 @@ func serve(o options, log *slog.Logger) error {
 		ServedRecord:  o.servedRecord,
 		OwnCgroup:     own,
 		ReadTimeout:   o.readTimeout,
+		StateDir:      o.stateDir,
 		Log:           log,
 		Landlock:      map[string]execute.LandlockMode{"auto": execute.LandlockAuto, "off": execute.LandlockOff}[o.landlock],
 	})
