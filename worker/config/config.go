@@ -70,6 +70,10 @@ type Config struct {
 	// backend; tests shorten it).
 	RegisterPollInterval time.Duration
 
+	// PatchPollInterval spaces the checks of a running patch run (and of
+	// one a previous worker process left running).
+	PatchPollInterval time.Duration
+
 	// Warnings are problems that did not stop loading (unknown keys).
 	Warnings []string
 }
@@ -300,6 +304,9 @@ func (c *Config) validate() error {
 		func() error { return checkPositive("ai_turn_timeout", c.AITurnTimeout) },
 		func() error { return checkPositive("investigation_timeout", c.InvestigationTimeout) },
 		func() error { return checkPositive("register_poll_interval", c.RegisterPollInterval) },
+		func() error {
+			return checkRange("patch_poll_interval", c.PatchPollInterval, 100*time.Millisecond, time.Hour)
+		},
 		c.validatePlainHTTP,
 		func() error {
 			if c.InvestigationMaxTurns < 1 || c.InvestigationMaxTurns > 100 {
