@@ -141,9 +141,12 @@ type Stack struct {
 	StateDir     string
 	// ServedRecord is where the broker records the peers it served.
 	ServedRecord string
-	Worker       Identity
-	AdminGroup   string
-	AdminGID     uint32
+	// BrokerStateDir is the broker's own state directory (patch runs),
+	// created by the broker, root-only.
+	BrokerStateDir string
+	Worker         Identity
+	AdminGroup     string
+	AdminGID       uint32
 
 	broker *Process
 	worker *Process
@@ -189,7 +192,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	brokerArgs := append([]string{
 		"--socket", s.BrokerSocket, "--socket-group", groupName(s.Worker.GID),
 		"--worker-user", s.Worker.Name, "--policy", s.PolicyFile,
-		"--policy-dir", filepath.Join(s.Dir, "policy.d"), "--log-format", "json",
+		"--policy-dir", filepath.Join(s.Dir, "policy.d"), "--state-dir", s.BrokerStateDir, "--log-format", "json",
 		"--served-record", s.ServedRecord,
 	}, opts.ExtraBrokerArgs...)
 	var clone uintptr
@@ -263,6 +266,8 @@ func prepare(opts Options) (*Stack, error) {
 		PolicyFile:   filepath.Join(dir, "policy.yaml"),
 		StateDir:     filepath.Join(dir, "state"),
 		ServedRecord: filepath.Join(dir, "served.json"),
+		// Created by the broker itself, as root-only.
+		BrokerStateDir: filepath.Join(dir, "broker-state"),
 	}
 	policy := opts.Policy
 	if policy == "" {
