@@ -170,11 +170,13 @@ func TestPatchDryRunCompletes(t *testing.T) {
 	bin := newAptBin(t)
 	srv := startFake(t, fakeapi.Options{})
 	s, creds := registeredStack(t, srv, patchPolicy(bin, ""), patchPoll...)
+	start := time.Now()
 	id, err := srv.CreatePatch(creds.ID, fakeapi.PatchSpec{Mode: "dry-run", Exclusions: []string{"linux-image-amd64"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec := waitPatch(t, s, srv, id)
+	t.Logf("create to completed: %v (polling every 100ms)", time.Since(start).Round(time.Millisecond))
 	if rec["status"] != "completed" || fmt.Sprint(rec["exit_code"]) != "0" || rec["error_msg"] != "" {
 		t.Errorf("record %v", rec)
 	}
