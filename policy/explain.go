@@ -117,9 +117,6 @@ func (p *Policy) Explain() Explanation {
 		}
 	}
 	for _, f := range limitFields {
-		if _, later := unenforced[f.key]; later {
-			continue
-		}
 		src := p.sources["limits."+f.key]
 		if src == "" {
 			src = "default"
@@ -364,6 +361,8 @@ func (e Explanation) writePatches(ew *errWriter) {
 	ew.printf("  PATH=%s LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive, stdin /dev/null, one run at a time\n", x.Path)
 	ew.printf("  stopped after %s (limits.patch_max_runtime); script at most %s; output kept up to %s each for stdout and stderr\n",
 		e.limitValue("patch_max_runtime"), e.limitValue("patch_script_bytes"), e.limitValue("patch_output_bytes"))
+	ew.printf("  its process tree capped at %s of memory and %s tasks (limits.patch_child_memory, patch_child_tasks); no Landlock: it writes wherever a package manager does\n",
+		e.limitValue("patch_child_memory"), e.limitValue("patch_child_tasks"))
 	if x.Mode == PatchTrustBackend {
 		ew.printf("  ANY script the backend sends runs as root: the backend, and anyone who takes over the worker, can run anything (see WARNING above)\n")
 		return

@@ -154,6 +154,7 @@ patches:
 		"PATH=/opt/fake/bin:/usr/bin LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive",
 		"/bin/sh, /bin/bash",
 		"stopped after 45m",
+		"capped at 2GiB of memory and 1024 tasks (limits.patch_child_memory, patch_child_tasks); no Landlock",
 		"apt-update.sh sha256 " + standInSum + " [rule apt-update]",
 		"(no name) sha256 " + strings.Repeat("1", 64) + " [rule nameless]",
 		"the 2 pinned script(s) can be run as root",
