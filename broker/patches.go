@@ -146,7 +146,7 @@ func patchSettings(p *policy.Policy, rule string) patch.Settings {
 	x, lim := p.Patches(), p.Limits()
 	return patch.Settings{
 		Rule: rule, Interpreters: x.Interpreters, Path: x.Path, Timeout: lim.PatchMaxRuntime,
-		ScriptBytes: lim.PatchScriptBytes, OutputBytes: lim.PatchOutputBytes, MemoryBytes: lim.ChildMemory, Tasks: lim.ChildTasks,
+		ScriptBytes: lim.PatchScriptBytes, OutputBytes: lim.PatchOutputBytes, MemoryBytes: lim.PatchChildMemory, Tasks: lim.PatchChildTasks,
 	}
 }
 
