@@ -152,6 +152,33 @@ func TestRunPatchPinned(t *testing.T) {
 	}
 }
 
+// TestPatchRunKeepsItsOwnLimits: through the real launcher, a patch run
+// outlives command_timeout (its deadline is patch_max_runtime), keeps
+// patch_output_bytes of each stream, and forks within patch_child_tasks,
+// not child_tasks; the record says which limits it met.
+func TestPatchRunKeepsItsOwnLimits(t *testing.T) {
+	script := "#!/bin/sh\nhead -c 3000 /dev/zero | tr '\\0' x\nhead -c 2000 /dev/zero | tr '\\0' y >&2\nsleep 2\n" +
+		"i=0; while [ $i -lt 40 ]; do sleep 1 & i=$((i+1)); done; wait\n"
+	b, _ := patchBroker(t, "version: 1\npatches: {enabled: true, mode: trust_backend}\n"+
+		"limits: {command_timeout: 1s, child_tasks: 4, patch_output_bytes: 1KiB, patch_child_tasks: 16, patch_max_runtime: 30s}\n")
+	resp, err := b.client.RunPatch(context.Background(), patchReq("lim1", script, brokerv1.PatchMode_PATCH_MODE_DRY_RUN))
+	if err != nil || resp.GetState() != brokerv1.PatchState_PATCH_STATE_RUNNING {
+		t.Fatalf("run: %v %v", resp, err)
+	}
+	r := waitPatch(t, b, "lim1")
+	if r.GetState() != brokerv1.PatchState_PATCH_STATE_FINISHED || r.GetTimedOut() {
+		t.Fatalf("a 2s patch run under a 1s command_timeout: %v", r)
+	}
+	if string(r.GetStdout()) != strings.Repeat("x", 1024) || !r.GetStdoutTruncated() || !strings.HasPrefix(string(r.GetStderr()), strings.Repeat("y", 1024)) || !r.GetStderrTruncated() {
+		t.Errorf("output: %d bytes (truncated %v), stderr %d bytes (truncated %v)", len(r.GetStdout()), r.GetStdoutTruncated(), len(r.GetStderr()), r.GetStderrTruncated())
+	}
+	for _, want := range []string{"limits.patch_child_tasks, 16", "output beyond 1024 bytes per stream was dropped (limits.patch_output_bytes)"} {
+		if !strings.Contains(r.GetError(), want) {
+			t.Errorf("record error %q lacks %q", r.GetError(), want)
+		}
+	}
+}
+
 func TestRunPatchBusyThenNext(t *testing.T) {
 	release := filepath.Join(t.TempDir(), "release")
 	slow := "#!/bin/sh\nwhile [ ! -e " + release + " ]; do sleep 0.05; done\necho slow\n"

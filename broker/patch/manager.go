@@ -339,10 +339,10 @@ func exitNote(x Exit, s Settings) string {
 		notes = append(notes, "the script was killed by "+x.Signal)
 	}
 	if x.MemoryLimitHit {
-		notes = append(notes, fmt.Sprintf("a process was killed at the memory limit (limits.child_memory, %d MiB)", s.MemoryBytes>>20))
+		notes = append(notes, fmt.Sprintf("a process was killed at the memory limit (limits.patch_child_memory, %d MiB)", s.MemoryBytes>>20))
 	}
 	if x.TaskLimitHit {
-		notes = append(notes, fmt.Sprintf("a process could not start at the task limit (limits.child_tasks, %d)", s.Tasks))
+		notes = append(notes, fmt.Sprintf("a process could not start at the task limit (limits.patch_child_tasks, %d)", s.Tasks))
 	}
 	if x.StdoutTruncated || x.StderrTruncated {
 		notes = append(notes, fmt.Sprintf("output beyond %d bytes per stream was dropped (limits.patch_output_bytes)", s.OutputBytes))
