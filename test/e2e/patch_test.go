@@ -305,12 +305,29 @@ func TestPatchHashMismatchRunsNothing(t *testing.T) {
 	noBrokerRecord(t, s, "forged1")
 }
 
+// waitCaughtUp waits until the worker's first catch-up of every kind is
+// done (status --json shows realtime.lastCatchUp). An apply created before
+// it is, rightly, found in a fresh install's backlog and not run.
+func waitCaughtUp(t *testing.T, s *stack.Stack) {
+	t.Helper()
+	var res stack.Result
+	for deadline := time.Now().Add(9 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		res = s.CLI(ctxT(t), nil, "status", "--json")
+		var st struct{ Realtime struct{ LastCatchUp string } }
+		if json.Unmarshal([]byte(res.Stdout), &st) == nil && st.Realtime.LastCatchUp != "" {
+			return
+		}
+	}
+	t.Fatalf("the worker never caught up: %s %s", res.Stdout, res.Stderr)
+}
+
 // Apply: no --dry-run, exclusions as --exclude a,b, and a child that reads
 // stdin (a dpkg prompt) gets /dev/null, not the rest of the script.
 func TestPatchApplyArgsAndStdin(t *testing.T) {
 	bin := newAptBin(t)
 	srv := startFake(t, fakeapi.Options{})
 	s, creds := registeredStack(t, srv, patchPolicy(bin, ""), patchPoll...)
+	waitCaughtUp(t, s)
 	id, err := srv.CreatePatch(creds.ID, fakeapi.PatchSpec{Mode: "apply", Exclusions: []string{"linux-image-amd64", "libc6"}})
 	if err != nil {
 		t.Fatal(err)
