@@ -9,7 +9,7 @@ BIN       := bin
 BUF       := $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
 STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build test generate lint bench demo fuzz tools nspawn-test
+.PHONY: build test generate lint bench demo fuzz tools nspawn-test package
 
 # Static binaries (CGO_ENABLED=0): accounts are static (sysusers.d), so the
 # pure-Go /etc/passwd lookup suffices, and no libc is mapped.
@@ -32,6 +32,28 @@ nspawn-test:
 
 generate:
 	$(BUF) generate
+
+# .deb and .rpm for each architecture in dist/ (packaging/nfpm.yaml). The
+# version is the git tag on HEAD (v1.2.3 gives 1.2.3), else the VERSION file.
+# Each architecture is staged in build/pkg/: static binaries, man pages and
+# the Debian changelog compressed as Debian wants them (gzip -9n).
+NFPM      := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
+PKG_VERSION ?= $(shell t=$$(git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null) && echo $${t\#v} || cat VERSION)
+PKG_ARCHES  ?= amd64 arm64
+PKG_FORMATS ?= deb rpm
+DIST      ?= dist
+package:
+	@set -e; mkdir -p $(DIST); for arch in $(PKG_ARCHES); do \
+	  rm -rf build/pkg && mkdir -p build/pkg; \
+	  CGO_ENABLED=0 GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w -X main.version=$(PKG_VERSION)" \
+	    -o build/pkg/ ./cmd/nannyagent ./cmd/nannyagent-broker ./cmd/nannyagent-worker; \
+	  for m in packaging/man/*.[18]; do gzip -9n <$$m >build/pkg/$$(basename $$m).gz; done; \
+	  gzip -9n <packaging/debian/changelog >build/pkg/changelog.gz; \
+	  for fmt in $(PKG_FORMATS); do \
+	    NANNYAGENT_ARCH=$$arch NANNYAGENT_VERSION=$(PKG_VERSION) \
+	      $(NFPM) package --config packaging/nfpm.yaml --packager $$fmt --target $(DIST)/; \
+	  done; \
+	done; rm -rf build/pkg
 
 # buf lint, generated code that matches the .proto files, gofmt, vet and
 # staticcheck.
