@@ -28,7 +28,7 @@ test: lint
 # systemd-nspawn. The first run builds the Debian base with debootstrap
 # (a few minutes; cached in /var/cache/nannyagent-test).
 nspawn-test:
-	NANNYAGENT_NSPAWN=1 $(GO) test -count=1 -timeout 20m -v ./test/nspawn/ ./test/units/
+	NANNYAGENT_NSPAWN=1 $(GO) test -count=1 -timeout 20m -v ./test/nspawn/ ./test/units/ ./test/packages/
 
 generate:
 	$(BUF) generate
