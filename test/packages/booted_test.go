@@ -243,11 +243,12 @@ agent_id: "` + refAgentID + `"
   "expires_at": "2099-01-01T00:00:00.000000000Z",
   "agent_id": "` + refAgentID + `"
 }`
-	// A stand-in for the binary: the daemon waits, --version answers.
+	// A stand-in for the binary: the daemon waits; anything else answers
+	// at once, so a check that runs it by mistake fails rather than hangs.
 	refBinary = `#!/bin/sh
 case "$1" in
---version) echo "nannyagent version 0.0.12 (reference)" ;;
-*) exec sleep infinity ;;
+--daemon) exec sleep infinity ;;
+*) echo "nannyagent version 0.0.12 (reference)" ;;
 esac
 `
 	refUnit = `[Unit]
