@@ -9,7 +9,7 @@ BIN       := bin
 BUF       := $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
 STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build test generate lint bench demo fuzz tools nspawn-test
+.PHONY: build test generate lint bench demo fuzz tools nspawn-test package package-check
 
 # Static binaries (CGO_ENABLED=0): accounts are static (sysusers.d), so the
 # pure-Go /etc/passwd lookup suffices, and no libc is mapped.
@@ -28,10 +28,42 @@ test: lint
 # systemd-nspawn. The first run builds the Debian base with debootstrap
 # (a few minutes; cached in /var/cache/nannyagent-test).
 nspawn-test:
-	NANNYAGENT_NSPAWN=1 $(GO) test -count=1 -timeout 20m -v ./test/nspawn/ ./test/units/
+	NANNYAGENT_NSPAWN=1 $(GO) test -count=1 -timeout 20m -v ./test/nspawn/ ./test/units/ ./test/packages/
 
 generate:
 	$(BUF) generate
+
+# .deb and .rpm for each architecture in dist/ (packaging/nfpm.yaml). The
+# version is the git tag on HEAD (v1.2.3 gives 1.2.3), else the VERSION file.
+# Each architecture is staged in a temporary directory (nfpm.yaml's
+# build/pkg/, rewritten, so two builds never share it): static binaries,
+# man pages and the Debian changelog compressed as Debian wants (gzip -9n).
+NFPM      := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
+PKG_VERSION ?= $(shell t=$$(git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null) && echo $${t\#v} || cat VERSION)
+PKG_ARCHES  ?= amd64 arm64
+PKG_FORMATS ?= deb rpm
+DIST      ?= dist
+package:
+	@set -e; mkdir -p $(DIST); stage=$$(mktemp -d); trap 'rm -rf "$$stage"' EXIT; \
+	sed "s#build/pkg/#$$stage/#" packaging/nfpm.yaml >$$stage/nfpm.yaml; \
+	for m in packaging/man/*.[18]; do gzip -9n <$$m >$$stage/$$(basename $$m).gz; done; \
+	gzip -9n <packaging/debian/changelog >$$stage/changelog.gz; \
+	for arch in $(PKG_ARCHES); do \
+	  CGO_ENABLED=0 GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w -X main.version=$(PKG_VERSION)" \
+	    -o $$stage/ ./cmd/nannyagent ./cmd/nannyagent-broker ./cmd/nannyagent-worker; \
+	  for fmt in $(PKG_FORMATS); do \
+	    NANNYAGENT_ARCH=$$arch NANNYAGENT_VERSION=$(PKG_VERSION) \
+	      $(NFPM) package --config $$stage/nfpm.yaml --packager $$fmt --target $(DIST)/; \
+	  done; \
+	done
+
+# The packages as a reviewer checks them: lintian on the amd64 .deb (no
+# error, no warning; overrides in packaging/debian/lintian-overrides), the
+# .rpm's files and scriptlets. Installing them is test/packages' job.
+package-check: package
+	lintian --fail-on error,warning -EI $(DIST)/nannyagent_$(PKG_VERSION)_amd64.deb
+	rpm -qpl $(DIST)/nannyagent-$(PKG_VERSION)-1.x86_64.rpm
+	rpm -qp --scripts $(DIST)/nannyagent-$(PKG_VERSION)-1.x86_64.rpm
 
 # buf lint, generated code that matches the .proto files, gofmt, vet and
 # staticcheck.
