@@ -9,7 +9,7 @@ BIN       := bin
 BUF       := $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
 STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build test generate lint bench demo fuzz tools nspawn-test package package-check
+.PHONY: build test generate lint bench demo footprint fuzz tools nspawn-test package package-check
 
 # Static binaries (CGO_ENABLED=0): accounts are static (sysusers.d), so the
 # pure-Go /etc/passwd lookup suffices, and no libc is mapped.
@@ -94,6 +94,15 @@ fuzz:
 # command and a trace, and the broker's decisions, on the built binaries.
 demo: build
 	$(GO) run ./test/cmd/demo -bin $(BIN)
+
+# What the agent costs a host at rest, as root: the stack against the fake
+# NannyAPI (broker socket-activated, worker as daemon) after one diagnosis,
+# VmRSS, RssAnon and CPU per process, CPU from a cgroup holding them all.
+# FOOTPRINT_CPU_WINDOW=1m for a quicker, rougher CPU figure;
+# FOOTPRINT_ARGS=-lifetime=resident for a resident broker.
+FOOTPRINT_CPU_WINDOW ?= 10m
+footprint: build
+	$(GO) run ./test/cmd/footprint -bin $(BIN) -cpu-window $(FOOTPRINT_CPU_WINDOW) $(FOOTPRINT_ARGS)
 
 # Build the pinned tools once (buf takes minutes cold); later runs hit the
 # Go build cache.
