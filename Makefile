@@ -4,7 +4,7 @@
 SHELL     := /bin/bash
 GO        ?= go
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X main.version=$(VERSION)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := bin
 BUF       := $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
 STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -14,7 +14,7 @@ STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Static binaries (CGO_ENABLED=0): accounts are static (sysusers.d), so the
 # pure-Go /etc/passwd lookup suffices, and no libc is mapped.
 build:
-	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/nannyagent ./cmd/nannyagent-broker ./cmd/nannyagent-worker
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/nannyagent ./cmd/nannyagent-broker ./cmd/nannyagent-worker
 
 # The README's test command: static checks, then every test with the race
 # detector. Tests that need root skip with a printed reason without it.

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
@@ -41,6 +42,7 @@ type options struct {
 	settle    time.Duration
 	cpuWindow time.Duration
 	env       string
+	profiles  string
 }
 
 func main() {
@@ -51,6 +53,7 @@ func main() {
 	flag.DurationVar(&o.settle, "settle", 60*time.Second, "idle time after the diagnosis before memory is read")
 	flag.DurationVar(&o.cpuWindow, "cpu-window", 10*time.Minute, "idle window over which CPU is measured (the goal is stated for 10m)")
 	flag.StringVar(&o.env, "env", "", "extra environment for both daemons, comma-separated (e.g. GOGC=50)")
+	flag.StringVar(&o.profiles, "heap-profiles", "", "write exact heap profiles of our processes into this directory when memory is read, and print their tops (exact profiling costs memory itself: the table is then not the footprint)")
 	flag.Parse()
 	if o.lifetime != "activated" && o.lifetime != "resident" {
 		fmt.Fprintln(os.Stderr, "footprint: -lifetime is activated or resident")
@@ -107,10 +110,21 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if o.idleExit > 0 {
 		opts.ExtraBrokerArgs = []string{"--idle-exit", o.idleExit.String()}
 	}
+	var env []string
 	if o.env != "" {
-		env := strings.Split(o.env, ",")
-		opts.BrokerEnv, opts.WorkerEnv = env, env
+		env = strings.Split(o.env, ",")
 	}
+	if o.profiles != "" {
+		if err := os.MkdirAll(o.profiles, 0o755); err != nil {
+			return err
+		}
+		// The worker's account writes there too; sticky, as /tmp.
+		if err := os.Chmod(o.profiles, 0o1777); err != nil {
+			return err
+		}
+		env = append(env, "NANNYAGENT_HEAP_PROFILE_DIR="+o.profiles, "GODEBUG=memprofilerate=1")
+	}
+	opts.BrokerEnv, opts.WorkerEnv = env, env
 	s, err := stack.Start(ctx, opts)
 	if err != nil {
 		return err
@@ -135,6 +149,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	mem := cg.processes()
+	if o.profiles != "" {
+		printProfiles(out, o.profiles, mem)
+	}
 	fmt.Fprintf(out, "idling %s for CPU\n", o.cpuWindow)
 	startAct := s.Activations()
 	cpu0, err := cg.cpu()
@@ -471,4 +488,20 @@ func copyBinaries(from string) (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// printProfiles asks each process for a heap profile (SIGUSR1) and prints
+// the top of each.
+func printProfiles(out io.Writer, dir string, ps []proc) {
+	for _, p := range ps {
+		_ = syscall.Kill(p.pid, syscall.SIGUSR1)
+	}
+	time.Sleep(2 * time.Second)
+	files, _ := filepath.Glob(filepath.Join(dir, "*.pprof"))
+	for _, f := range files {
+		fmt.Fprintf(out, "\nheap profile %s (in use):\n", f)
+		cmd := exec.Command("go", "tool", "pprof", "-sample_index=inuse_space", "-top", "-nodecount=25", f)
+		cmd.Stdout, cmd.Stderr = out, io.Discard
+		_ = cmd.Run()
+	}
 }
