@@ -78,7 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.policyFile, "policy", "/usr/share/nannyagent/policy.yaml", "vendor policy file")
 	fs.StringVar(&o.policyDir, "policy-dir", "/etc/nannyagent/policy.d", "directory of local policy files (*.yaml)")
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/nannyagent-broker", "root-only directory for patch runs and their results")
-	fs.DurationVar(&o.idleExit, "idle-exit", 5*time.Minute, "exit after this long without requests when socket-activated (0: never)")
+	fs.DurationVar(&o.idleExit, "idle-exit", 2*time.Second, "exit after this long without requests when socket-activated (0: never); shorter than the worker's metrics interval, so an idle host keeps no broker (make footprint)")
 	fs.DurationVar(&o.readTimeout, "read-timeout", 10*time.Second, "longest wait for a request's message once its headers arrived")
 	fs.StringVar(&o.ownCgroup, "own-cgroup", "auto", "move into a leaf cgroup of its own, where its memory ceiling is set: auto (when systemd delegated the cgroup, Delegate=yes), always or never")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")

@@ -134,7 +134,7 @@ func mixedStack(b *testing.B, host string) (*stack.Stack, brokerv1.BrokerService
 	policy = strings.Replace(policy, "pmxcfs_root: /etc/pve", "pmxcfs_root: "+pmxcfs, 1)
 	opts := stack.Options{BinDir: binDir, Policy: policy}
 	if dir := os.Getenv(heapProfilesEnv); dir != "" {
-		opts.BrokerEnv = []string{"NANNYAGENT_HEAP_PROFILE_DIR=" + dir, "GODEBUG=memprofilerate=1"}
+		opts.BrokerEnv = []string{"NANNYAGENT_HEAP_PROFILE_DIR=" + dir}
 	}
 	s, err := stack.Start(context.Background(), opts)
 	if err != nil {
@@ -205,9 +205,9 @@ func mixedLoad(host string) []request {
 	return reqs
 }
 
-// heapProfilesEnv names a directory for exact heap profiles of the broker
-// at start-up, after the work and at the end (exact profiling costs memory
-// itself: the RssAnon figures are then not the footprint).
+// heapProfilesEnv names a directory for heap profiles (sampled, as the
+// runtime's default rate) and the runtime's memory classes of the broker
+// at start-up, after the work and at the end.
 const heapProfilesEnv = "NANNYAGENT_BENCH_HEAP_PROFILES"
 
 func heapProfile(b *testing.B, pid int, name string) {
@@ -216,13 +216,21 @@ func heapProfile(b *testing.B, pid int, name string) {
 		return
 	}
 	written := filepath.Join(dir, fmt.Sprintf("broker-%d.pprof", pid))
+	classes := strings.TrimSuffix(written, ".pprof") + ".memclasses"
 	_ = os.Remove(written)
+	_ = os.Remove(classes)
 	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
 		b.Fatal(err)
 	}
+	// The profile is written after the classes.
 	for i := 0; i < 50; i++ {
 		time.Sleep(100 * time.Millisecond)
-		if err := os.Rename(written, filepath.Join(dir, name+".pprof")); err == nil {
+		if _, err := os.Stat(written); err == nil {
+			time.Sleep(100 * time.Millisecond)
+			_ = os.Rename(classes, filepath.Join(dir, name+".memclasses"))
+			if err := os.Rename(written, filepath.Join(dir, name+".pprof")); err != nil {
+				b.Fatal(err)
+			}
 			return
 		}
 	}

@@ -53,7 +53,7 @@ func main() {
 	flag.DurationVar(&o.settle, "settle", 60*time.Second, "idle time after the diagnosis before memory is read")
 	flag.DurationVar(&o.cpuWindow, "cpu-window", 10*time.Minute, "idle window over which CPU is measured (the goal is stated for 10m)")
 	flag.StringVar(&o.env, "env", "", "extra environment for both daemons, comma-separated (e.g. GOGC=50)")
-	flag.StringVar(&o.profiles, "heap-profiles", "", "write exact heap profiles of our processes into this directory when memory is read, and print their tops (exact profiling costs memory itself: the table is then not the footprint)")
+	flag.StringVar(&o.profiles, "heap-profiles", "", "write heap profiles and the runtime's memory classes of our processes into this directory when memory is read, and print them (-env GODEBUG=memprofilerate=1 makes the profiles exact, at a cost in memory that then shows in the table)")
 	flag.Parse()
 	if o.lifetime != "activated" && o.lifetime != "resident" {
 		fmt.Fprintln(os.Stderr, "footprint: -lifetime is activated or resident")
@@ -122,7 +122,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		if err := os.Chmod(o.profiles, 0o1777); err != nil {
 			return err
 		}
-		env = append(env, "NANNYAGENT_HEAP_PROFILE_DIR="+o.profiles, "GODEBUG=memprofilerate=1")
+		env = append(env, "NANNYAGENT_HEAP_PROFILE_DIR="+o.profiles)
 	}
 	opts.BrokerEnv, opts.WorkerEnv = env, env
 	s, err := stack.Start(ctx, opts)
@@ -497,6 +497,11 @@ func printProfiles(out io.Writer, dir string, ps []proc) {
 		_ = syscall.Kill(p.pid, syscall.SIGUSR1)
 	}
 	time.Sleep(2 * time.Second)
+	classes, _ := filepath.Glob(filepath.Join(dir, "*.memclasses"))
+	for _, f := range classes {
+		data, _ := os.ReadFile(f)
+		fmt.Fprintf(out, "\n%s:\n%s", f, data)
+	}
 	files, _ := filepath.Glob(filepath.Join(dir, "*.pprof"))
 	for _, f := range files {
 		fmt.Fprintf(out, "\nheap profile %s (in use):\n", f)
