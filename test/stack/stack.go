@@ -201,23 +201,21 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		return nil, err
 	}
 	s.cgroups = opts.Cgroups
+	// The socket unit's broker gets the same arguments but --socket.
+	common := append([]string{
+		"--socket-group", groupName(s.Worker.GID),
+		"--worker-user", s.Worker.Name, "--policy", s.PolicyFile,
+		"--policy-dir", filepath.Join(s.Dir, "policy.d"), "--state-dir", s.BrokerStateDir, "--log-format", "json",
+		"--served-record", s.ServedRecord,
+	}, opts.ExtraBrokerArgs...)
 	if opts.SocketActivated {
-		args := append([]string{"--socket-group", groupName(s.Worker.GID),
-			"--worker-user", s.Worker.Name, "--policy", s.PolicyFile,
-			"--policy-dir", filepath.Join(s.Dir, "policy.d"), "--log-format", "json",
-		}, opts.ExtraBrokerArgs...)
-		if err := s.startActivator(filepath.Join(opts.BinDir, Broker), args, opts.BrokerEnv); err != nil {
+		if err := s.startActivator(filepath.Join(opts.BinDir, Broker), common, opts.BrokerEnv); err != nil {
 			s.cleanup()
 			return nil, err
 		}
 		return s, s.startWorkerAfterBroker(ctx, opts)
 	}
-	brokerArgs := append([]string{
-		"--socket", s.BrokerSocket, "--socket-group", groupName(s.Worker.GID),
-		"--worker-user", s.Worker.Name, "--policy", s.PolicyFile,
-		"--policy-dir", filepath.Join(s.Dir, "policy.d"), "--state-dir", s.BrokerStateDir, "--log-format", "json",
-		"--served-record", s.ServedRecord,
-	}, opts.ExtraBrokerArgs...)
+	brokerArgs := append([]string{"--socket", s.BrokerSocket}, common...)
 	var clone uintptr
 	if opts.BrokerPIDNamespace {
 		clone = syscall.CLONE_NEWPID
