@@ -353,8 +353,11 @@ func (e Explanation) writePatches(ew *errWriter) {
 	}
 	ew.printf("  enabled, mode %s, targets %s\n", x.Mode, strings.Join(x.Targets, ", "))
 	if contains(x.Targets, PatchTargetLXC) {
-		// Container runs (through pct) come with the systemd-unit runs.
-		ew.printf("  container targets (through %s) are refused by this version\n", x.Pct)
+		vmids := "none (no container run is allowed)"
+		if len(x.VMIDs) > 0 {
+			vmids = strings.Join(x.VMIDs, ", ")
+		}
+		ew.printf("  containers (patches.vmids): %s; the checked bytes are pushed with %s push into /run, run there with %s exec and removed\n", vmids, x.Pct, x.Pct)
 	}
 	ew.printf("  run modes allowed: %s\n", strings.Join(x.Modes, ", "))
 	ew.printf("  runs as root from a sealed copy of the checked bytes, with an interpreter from: %s\n", strings.Join(x.Interpreters, ", "))

@@ -3,7 +3,11 @@ package policy
 import (
 	"encoding/hex"
 	"fmt"
+	"path"
+	"strconv"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Patch run modes, as the backend names them.
@@ -61,6 +65,8 @@ type PatchQuery struct {
 	// Name is the script's name as the backend gives it; it only shapes
 	// the hint of a refusal.
 	Name string
+	// VMID is the container of a PatchTargetLXC run.
+	VMID string
 }
 
 // CheckPatch judges a patch run and returns the rule that allows it. A
@@ -87,6 +93,8 @@ func (p *Policy) CheckPatch(q PatchQuery) (string, error) {
 	case !contains(pt.Targets, q.Target):
 		return "", deniedHint("patches", fmt.Sprintf("patches:\n  targets: [%s]\n", strings.Join(append(append([]string(nil), pt.Targets...), q.Target), ", ")),
 			"patch target %q is not allowed by this host's policy (patches.targets: %s)", clipValue(q.Target), strings.Join(pt.Targets, ", "))
+	case q.Target == PatchTargetLXC && !pt.vmidAllowed(q.VMID):
+		return "", pt.vmidRefusal(q.VMID)
 	case !contains(patchModes, q.Mode):
 		return "", denied("patches", "patch mode %q is neither dry-run nor apply", clipValue(q.Mode))
 	case !contains(pt.Modes, q.Mode):
@@ -177,4 +185,70 @@ func clipValue(s string) string {
 
 func deniedHint(section, hint, format string, args ...any) error {
 	return &DeniedError{Section: section, Reason: fmt.Sprintf(format, args...), Hint: hint}
+}
+
+// vmidPattern checks a patches.vmids entry: digits and the glob
+// characters * ? [ ] -, a valid pattern.
+func vmidPattern(s string) error {
+	if s == "" || len(s) > 32 {
+		return fmt.Errorf("%q: 1-32 characters", clipValue(s))
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && !strings.ContainsRune("*?[]-", rune(c)) {
+			return fmt.Errorf("%q: only digits and the pattern characters * ? [ ] -", clipValue(s))
+		}
+	}
+	if _, err := path.Match(s, ""); err != nil {
+		return fmt.Errorf("%q: %v", s, err)
+	}
+	return nil
+}
+
+// patchVMIDs decodes patches.vmids.
+func (d *decoder) patchVMIDs(doc *fileDoc, m map[string]*yaml.Node) {
+	vn, has := m["vmids"]
+	if !has {
+		return
+	}
+	vmids, ok := d.strs(vn, "patches.vmids")
+	for _, v := range vmids {
+		if err := vmidPattern(v); err != nil {
+			d.errorf(vn, "patches.vmids: %v", err)
+			ok = false
+		}
+	}
+	if ok {
+		doc.settings = append(doc.settings, setting{key: "patches.vmids", at: d.at(vn),
+			apply: func(p *Policy) { p.patches.VMIDs = vmids }})
+	}
+}
+
+// vmidAllowed: the container is named by one of patches.vmids. A vmid
+// is 1-9 digits without a leading zero.
+func (pt Patches) vmidAllowed(vmid string) bool {
+	if vmid == "" || len(vmid) > 9 || vmid[0] == '0' || strings.Trim(vmid, "0123456789") != "" {
+		return false
+	}
+	for _, p := range pt.VMIDs {
+		if ok, _ := path.Match(p, vmid); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (pt Patches) vmidRefusal(vmid string) error {
+	named := "none"
+	if len(pt.VMIDs) > 0 {
+		named = strings.Join(pt.VMIDs, ", ")
+	}
+	if vmid == "" || len(vmid) > 9 || vmid[0] == '0' || strings.Trim(vmid, "0123456789") != "" {
+		return denied("patches", "%q is not a container id (digits)", clipValue(vmid))
+	}
+	quoted := make([]string, 0, len(pt.VMIDs)+1)
+	for _, v := range append(append([]string(nil), pt.VMIDs...), vmid) {
+		quoted = append(quoted, strconv.Quote(v))
+	}
+	return deniedHint("patches", fmt.Sprintf("patches:\n  vmids: [%s]\n", strings.Join(quoted, ", ")),
+		"container %s is not named by this host's policy (patches.vmids: %s)", vmid, named)
 }

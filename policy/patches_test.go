@@ -174,3 +174,57 @@ patches:
 		t.Errorf("trust_backend explain lacks the warning:\n%s", out)
 	}
 }
+
+func TestPatchVMIDs(t *testing.T) {
+	p := mustLoadYAML(t, "version: 1\npatches:\n  enabled: true\n  vmids: [100, \"2*\", \"30[0-4]\"]\n")
+	if got := p.Patches().VMIDs; !reflect.DeepEqual(got, []string{"100", "2*", "30[0-4]"}) {
+		t.Fatalf("vmids %v", got)
+	}
+	lxc := func(vmid string) PatchQuery {
+		return PatchQuery{SHA256: standInSum, Target: PatchTargetLXC, Mode: PatchModeDryRun, Name: "apk-upgrade.sh", VMID: vmid}
+	}
+	pinned := mustLoadYAML(t, "version: 1\npatches:\n  enabled: true\n  vmids: [100, \"2*\", \"30[0-4]\"]\n  pinned:\n    - {id: p1, sha256: "+standInSum+"}\n")
+	for _, v := range []string{"100", "2", "250", "299999", "303"} {
+		if rule, err := pinned.CheckPatch(lxc(v)); err != nil || rule != "p1" {
+			t.Errorf("vmid %s: %q %v", v, rule, err)
+		}
+	}
+	for _, v := range []string{"101", "1000", "305", "30", "", "0100", "1e3", "100 ", "-1", "1234567890"} {
+		_, err := pinned.CheckPatch(lxc(v))
+		var d *DeniedError
+		if !errors.As(err, &d) {
+			t.Errorf("vmid %q allowed: %v", v, err)
+			continue
+		}
+		if v == "101" && (!strings.Contains(d.Reason, "container 101 is not named") || d.Hint != "patches:\n  vmids: [\"100\", \"2*\", \"30[0-4]\", \"101\"]\n") {
+			t.Errorf("refusal of 101: %q hint %q", d.Reason, d.Hint)
+		}
+	}
+	// No vmids: no container.
+	none := mustLoadYAML(t, "version: 1\npatches:\n  enabled: true\n  mode: trust_backend\n")
+	if _, err := none.CheckPatch(lxc("100")); err == nil || !strings.Contains(err.Error(), "patches.vmids: none") {
+		t.Errorf("no vmids: %v", err)
+	}
+	// The host ignores vmids.
+	if _, err := none.CheckPatch(PatchQuery{SHA256: standInSum, Target: PatchTargetHost, Mode: PatchModeDryRun}); err != nil {
+		t.Errorf("host: %v", err)
+	}
+	for body, want := range map[string]string{
+		"vmids: [abc]":    "only digits",
+		"vmids: ['1[0-']": "syntax error",
+		"vmids: ['']":     "1-32 characters",
+		"vmids: {a: 1}":   "patches.vmids",
+	} {
+		_, err := loadYAML(t, "version: 1\npatches:\n  "+body+"\n")
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), ":3:") {
+			t.Errorf("%s: got %v, want an error at line 3 containing %q", body, err, want)
+		}
+	}
+	var buf bytes.Buffer
+	if err := pinned.Explain().WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "containers (patches.vmids): 100, 2*, 30[0-4]") {
+		t.Errorf("explain:\n%s", buf.String())
+	}
+}

@@ -499,6 +499,7 @@ func (p *Policy) Proxmox() Proxmox {
 func (p *Policy) Patches() Patches {
 	x := p.patches
 	x.Targets = append([]string(nil), x.Targets...)
+	x.VMIDs = append([]string(nil), x.VMIDs...)
 	x.Modes = append([]string(nil), x.Modes...)
 	x.Interpreters = append([]string(nil), x.Interpreters...)
 	x.Pinned = append([]PinnedScript(nil), x.Pinned...)

@@ -357,13 +357,14 @@ func checkProxmoxRulePath(s string) error {
 }
 
 func (d *decoder) patchesSection(doc *fileDoc, n *yaml.Node) {
-	m, _ := d.mapping(n, "patches", "enabled", "mode", "modes", "interpreters", "path", "pct", "targets", "pinned")
+	m, _ := d.mapping(n, "patches", "enabled", "mode", "modes", "interpreters", "path", "pct", "targets", "vmids", "pinned")
 	if m == nil {
 		return
 	}
 	d.flag(doc, m, "enabled", "patches.enabled", func(p *Policy, b bool) { p.patches.Enabled = b })
 	d.program(doc, m, "pct", "patches.pct", func(p *Policy, s string) { p.patches.Pct = s })
 	d.patchRunSettings(doc, m)
+	d.patchVMIDs(doc, m)
 	if mn, has := m["mode"]; has {
 		if s, ok := d.str(mn, "patches.mode"); ok {
 			mode := PatchMode(s)

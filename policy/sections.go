@@ -89,9 +89,12 @@ type Patches struct {
 	// script finds.
 	Path string `json:"path"`
 	// Pct is the absolute path of pct, for container targets.
-	Pct     string         `json:"pct"`
-	Targets []string       `json:"targets"`
-	Pinned  []PinnedScript `json:"pinned"`
+	Pct     string   `json:"pct"`
+	Targets []string `json:"targets"`
+	// VMIDs are the containers a script may run in: patterns over the
+	// guest id ("100", "2*", "30[0-4]"). None: no container target.
+	VMIDs  []string       `json:"vmids"`
+	Pinned []PinnedScript `json:"pinned"`
 }
 
 // PinnedScript is one script the policy trusts by hash.

@@ -233,8 +233,8 @@ reboots: {enabled: true, containers: true}
 	if _, err := on.CheckReboot(false); err == nil {
 		t.Error("host reboot allowed")
 	}
-	trust := mustLoadYAML(t, "version: 1\npatches: {enabled: true, mode: trust_backend}\n")
-	if rule, err := trust.CheckPatch(PatchQuery{SHA256: other, Target: PatchTargetLXC, Mode: PatchModeDryRun}); err != nil || rule != "patches.trust_backend" {
+	trust := mustLoadYAML(t, "version: 1\npatches: {enabled: true, mode: trust_backend, vmids: [100]}\n")
+	if rule, err := trust.CheckPatch(PatchQuery{SHA256: other, Target: PatchTargetLXC, Mode: PatchModeDryRun, VMID: "100"}); err != nil || rule != "patches.trust_backend" {
 		t.Errorf("trust_backend: %q %v", rule, err)
 	}
 	if m := off.Metrics(); !m.Enabled {
