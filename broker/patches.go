@@ -31,7 +31,7 @@ func (s *Server) RunPatch(ctx context.Context, req *brokerv1.RunPatchRequest) (*
 	describePatch(a, req)
 	pr := patch.Request{
 		OperationID: req.GetOperationId(), Script: req.GetScript(), SHA256: strings.ToLower(req.GetSha256()),
-		Mode: patchMode(req.GetMode()), Exclusions: req.GetExclusions(), Name: req.GetScriptName(),
+		Mode: patchMode(req.GetMode()), Exclusions: req.GetExclusions(), Name: req.GetScriptName(), VMID: req.GetVmid(),
 	}
 	if err := patch.CheckShape(pr, lim.PatchScriptBytes, req.GetCheckOnly()); err != nil {
 		a.decision, a.reason = decisionDeny, err.Error()
@@ -54,7 +54,9 @@ func (s *Server) RunPatch(ctx context.Context, req *brokerv1.RunPatchRequest) (*
 	if req.GetVmid() != "" {
 		target = policy.PatchTargetLXC
 	}
-	rule, err := lp.policy.CheckPatch(policy.PatchQuery{SHA256: pr.SHA256, Target: target, Mode: string(pr.Mode), Name: pr.Name})
+	// A container the policy does not name is refused here, before
+	// anything is pushed into it.
+	rule, err := lp.policy.CheckPatch(policy.PatchQuery{SHA256: pr.SHA256, Target: target, Mode: string(pr.Mode), Name: pr.Name, VMID: pr.VMID})
 	var denied *policy.DeniedError
 	if errors.As(err, &denied) {
 		return refuse(denied.Reason, denied.Hint)
@@ -63,9 +65,6 @@ func (s *Server) RunPatch(ctx context.Context, req *brokerv1.RunPatchRequest) (*
 		return refuse(err.Error(), "")
 	}
 	a.ruleID, resp.RuleId = rule, rule
-	if target == policy.PatchTargetLXC {
-		return refuse("patches in containers are not supported by this version of the broker; nothing ran", "")
-	}
 	if req.GetCheckOnly() {
 		a.decision = decisionAllow
 		resp.State = brokerv1.PatchState_PATCH_STATE_ALLOWED
@@ -139,6 +138,9 @@ func describePatch(a *audit, req *brokerv1.RunPatchRequest) {
 	if req.GetCheckOnly() {
 		argv = append(argv, "check_only")
 	}
+	if req.GetVmid() != "" {
+		argv = append(argv, "vmid="+clipText(req.GetVmid()))
+	}
 	a.stages = [][]string{argv}
 }
 
@@ -147,6 +149,7 @@ func patchSettings(p *policy.Policy, rule string) patch.Settings {
 	return patch.Settings{
 		Rule: rule, Interpreters: x.Interpreters, Path: x.Path, Timeout: lim.PatchMaxRuntime,
 		ScriptBytes: lim.PatchScriptBytes, OutputBytes: lim.PatchOutputBytes, MemoryBytes: lim.PatchChildMemory, Tasks: lim.PatchChildTasks,
+		Pct: x.Pct,
 	}
 }
 

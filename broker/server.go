@@ -70,6 +70,13 @@ type Config struct {
 	// StateDir keeps patch runs and their results (root-only; never the
 	// worker's directory). Empty: patch runs are unavailable.
 	StateDir string
+	// PatchRunner is the command line of the patch runner (this binary
+	// and patch.RunnerCommand); runs in containers and in units need it.
+	PatchRunner []string
+	// PatchUnits, when set, starts every patch run in a transient
+	// systemd unit of its own (systemd is PID 1), which outlives the
+	// broker.
+	PatchUnits patch.UnitLauncher
 	// Log receives the decision log and operational messages.
 	Log *slog.Logger
 	// Landlock says whether runs are confined (auto) or not (off, a test
@@ -227,6 +234,7 @@ func (s *Server) newPatches() (*patch.Manager, string) {
 	}
 	m, err := patch.New(patch.Config{
 		StateDir: s.cfg.StateDir, Launcher: detachedLauncher{s.runner}, Log: s.log,
+		Runner: s.cfg.PatchRunner, Units: s.cfg.PatchUnits,
 		// The broker stays up while a run goes on (no idle exit).
 		Hold: func() func() { s.idle.begin(); return s.idle.end },
 	})

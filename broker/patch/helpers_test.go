@@ -94,8 +94,15 @@ func testSettings() Settings {
 
 func newManager(t *testing.T, l Launcher) (*Manager, string) {
 	t.Helper()
+	return newManagerCfg(t, Config{Launcher: l})
+}
+
+// newManagerCfg opens a manager on a new state directory.
+func newManagerCfg(t *testing.T, cfg Config) (*Manager, string) {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "state")
-	m, err := New(Config{StateDir: dir, Launcher: l})
+	cfg.StateDir = dir
+	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

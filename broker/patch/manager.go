@@ -66,7 +66,17 @@ type Exit struct {
 	MemoryLimitHit bool
 	TaskLimitHit   bool
 	Duration       time.Duration
+	// Detached: the broker stopped watching a run that goes on in its own
+	// unit; nothing is recorded, and the next broker finds it again.
+	Detached bool
+	// Note is what the runner adds for an operator (a pushed script that
+	// could not be removed).
+	Note string
 }
+
+// detacher is a Process that can go on without the broker (a run in its
+// own unit): at the broker's stop it is detached, not killed.
+type detacher interface{ Detach() }
 
 // Config sets up a Manager.
 type Config struct {
@@ -85,6 +95,13 @@ type Config struct {
 	Log            *slog.Logger
 	// Now is the clock for records (default time.Now).
 	Now func() time.Time
+	// Runner is the command line that starts the runner (the broker's
+	// own binary and RunnerCommand). Runs in units and in containers
+	// need it.
+	Runner []string
+	// Units, when set, starts every run in a transient systemd unit of
+	// its own (systemd is PID 1); Launcher is then unused.
+	Units UnitLauncher
 }
 
 // Status is what Start did.
@@ -108,6 +125,9 @@ type Manager struct {
 	mu      sync.Mutex
 	active  *activeRun
 	closing bool
+	// watched are the runs being waited for, by operation: the active
+	// one, and any other found running in its unit after a restart.
+	watched map[string]Process
 	wg      sync.WaitGroup
 }
 
@@ -138,8 +158,8 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{cfg: cfg, store: st, log: cfg.Log}
-	m.recoverInterrupted()
+	m := &Manager{cfg: cfg, store: st, log: cfg.Log, watched: map[string]Process{}}
+	m.recoverRuns()
 	m.prune()
 	return m, nil
 }
@@ -149,16 +169,21 @@ func New(cfg Config) (*Manager, error) {
 const ReasonBrokerStopped = "the broker stopped while the script ran, and the script's processes were killed with it; " +
 	"the outcome is unknown: check the host's package state before running it again"
 
-func (m *Manager) recoverInterrupted() {
+func (m *Manager) recoverRuns() {
 	recs, errs := m.store.list()
 	for _, err := range errs {
-		m.log.Warn("unreadable patch record left alone", "error", err.Error())
+		m.log.Warn("unreadable patch record left alone", "operation_id", "", "error", err.Error())
 	}
 	for _, r := range recs {
 		// The directory is locked to this manager, which has started
 		// nothing yet: every run still "running" belonged to a broker
-		// process that has ended, and its children ended with it.
+		// process that has ended. A run in a unit of its own may go on:
+		// it is watched again; a child of that broker ended with it.
 		if r.State != Running {
+			continue
+		}
+		if r.Unit != "" {
+			m.reattach(r)
 			continue
 		}
 		r.State, r.Error, r.ExitCode = Interrupted, ReasonBrokerStopped, -1
@@ -197,14 +222,28 @@ func (m *Manager) Start(req Request, s Settings) (Status, error) {
 	if m.active != nil {
 		return Status{}, fmt.Errorf("%w (operation %s); try again when it has finished", ErrBusy, m.active.op)
 	}
-	sealed, argv, err := prepare(req, sum, s)
+	pl, err := m.plan(req, sum, s)
+	if err != nil {
+		return Status{}, err
+	}
+	sealed, err := sealedCopy(req.OperationID, req.Script)
 	if err != nil {
 		return Status{}, err
 	}
 	defer sealed.Close()
+	if err := verifySealed(sealed, sum); err != nil {
+		return Status{}, err
+	}
+	argv := pl.argv
 	rec := Record{
-		OperationID: req.OperationID, SHA256: sum, Name: req.Name, Mode: req.Mode, Exclusions: req.Exclusions,
+		OperationID: req.OperationID, SHA256: sum, Name: req.Name, Mode: req.Mode, Exclusions: req.Exclusions, VMID: req.VMID,
 		Rule: s.Rule, Argv: argv, Runner: RunnerBroker, BrokerPID: os.Getpid(), State: Running, StartedAt: m.cfg.Now(),
+		Limits: recordLimits(s),
+	}
+	if m.cfg.Units != nil {
+		// Named before it starts: a broker that dies right after the
+		// start finds the unit again by this name.
+		rec.Runner, rec.Unit = RunnerUnit, UnitName(req.OperationID)
 	}
 	// On disk before anything runs: a crash from here on leaves a record
 	// that the next broker marks interrupted, never a run without one.
@@ -214,10 +253,7 @@ func (m *Manager) Start(req Request, s Settings) (Status, error) {
 		}
 		return Status{}, fmt.Errorf("record the run: %w", err)
 	}
-	proc, err := m.cfg.Launcher.Launch(Spec{
-		Program: argv[0], Argv: argv, Env: runEnv(s.Path), Files: []*os.File{sealed},
-		Timeout: s.Timeout, OutputBytes: s.OutputBytes, MemoryBytes: s.MemoryBytes, Tasks: s.Tasks,
-	})
+	proc, err := m.launch(rec, pl, sealed, s)
 	if err != nil {
 		rec.State, rec.ExitCode, rec.Error, rec.FinishedAt = FailedToStart, -1, "the script could not be started: "+err.Error(), m.cfg.Now()
 		if serr := m.store.saveOutput(rec); serr != nil {
@@ -225,7 +261,17 @@ func (m *Manager) Start(req Request, s Settings) (Status, error) {
 		}
 		return Status{State: FailedToStart, Argv: argv}, nil
 	}
-	m.active = &activeRun{op: req.OperationID, proc: proc}
+	m.watch(rec, pl.viaRunner, proc)
+	return Status{State: Running, Argv: argv}, nil
+}
+
+// watch makes proc the active run and records its end. The caller holds
+// m.mu.
+func (m *Manager) watch(rec Record, viaRunner bool, proc Process) {
+	if m.active == nil {
+		m.active = &activeRun{op: rec.OperationID, proc: proc}
+	}
+	m.watched[rec.OperationID] = proc
 	release := func() {}
 	if m.cfg.Hold != nil {
 		release = m.cfg.Hold()
@@ -234,35 +280,16 @@ func (m *Manager) Start(req Request, s Settings) (Status, error) {
 	go func() {
 		defer m.wg.Done()
 		defer release()
-		m.finish(rec, s, proc.Wait())
+		x := proc.Wait()
+		if x.Detached {
+			m.detached(rec.OperationID)
+			return
+		}
+		if viaRunner {
+			x = m.collect(rec.OperationID, x)
+		}
+		m.finish(rec, rec.Limits.settings(), x)
 	}()
-	return Status{State: Running, Argv: argv}, nil
-}
-
-// prepare resolves the interpreter and makes the sealed copy the run
-// reads, checked against the hash once more.
-func prepare(req Request, sum string, s Settings) (*os.File, []string, error) {
-	sb, err := parseShebang(req.Script)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := checkRunPath(s.Path); err != nil {
-		return nil, nil, err
-	}
-	argv, err := interpreterArgv(sb, s, "/dev/fd/3")
-	if err != nil {
-		return nil, nil, err
-	}
-	argv = append(argv, Args(req.Mode, req.Exclusions)...)
-	sealed, err := sealedCopy(req.OperationID, req.Script)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := verifySealed(sealed, sum); err != nil {
-		sealed.Close()
-		return nil, nil, err
-	}
-	return sealed, argv, nil
 }
 
 // runEnv is a run's whole environment.
@@ -316,10 +343,16 @@ func (m *Manager) finish(rec Record, s Settings, x Exit) {
 	default:
 		rec.State, rec.Error = Finished, exitNote(x, s)
 	}
+	if x.Note != "" {
+		rec.Error = strings.TrimPrefix(rec.Error+"; "+x.Note, "; ")
+	}
 	if err := m.store.saveOutput(rec); err != nil {
 		m.log.Error("cannot record the end of a patch run", "operation_id", rec.OperationID, "error", err.Error())
 	}
-	m.active = nil
+	if m.active != nil && m.active.op == rec.OperationID {
+		m.active = nil
+	}
+	delete(m.watched, rec.OperationID)
 	m.mu.Unlock()
 	m.log.Info("patch run ended", "operation_id", rec.OperationID, "state", string(rec.State), "exit_code", rec.ExitCode,
 		"timed_out", rec.TimedOut, "duration_ms", x.Duration.Milliseconds())
@@ -375,8 +408,13 @@ func (m *Manager) Close() error {
 	m.mu.Lock()
 	already := m.closing
 	m.closing = true
-	if m.active != nil {
-		m.active.proc.Kill()
+	for _, proc := range m.watched {
+		// A run in a unit of its own goes on without the broker.
+		if d, ok := proc.(detacher); ok {
+			d.Detach()
+		} else {
+			proc.Kill()
+		}
 	}
 	m.mu.Unlock()
 	m.wg.Wait()

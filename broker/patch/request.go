@@ -31,6 +31,9 @@ type Request struct {
 	Exclusions []string
 	// Name is the script's name per the backend, for records and logs.
 	Name string
+	// VMID is the container to run the script in (pct); empty for the
+	// host.
+	VMID string
 }
 
 // Settings are the policy's terms for a run.
@@ -50,6 +53,8 @@ type Settings struct {
 	// MemoryBytes and Tasks cap the run's process tree.
 	MemoryBytes int64
 	Tasks       int
+	// Pct is the absolute path of pct, for a run in a container.
+	Pct string
 }
 
 // Limits on a request's shape.
@@ -88,6 +93,8 @@ func CheckShape(r Request, maxScript int64, checkOnly bool) error {
 		return fmt.Errorf("%w: %q is not a sha256 (64 hex digits)", ErrInvalid, clip(r.SHA256))
 	case r.Mode != DryRun && r.Mode != Apply:
 		return fmt.Errorf("%w: mode %q is neither dry-run nor apply", ErrInvalid, clip(string(r.Mode)))
+	case r.VMID != "" && !ValidVMID(r.VMID):
+		return fmt.Errorf("%w: vmid %q is not a guest id (digits)", ErrInvalid, clip(r.VMID))
 	case len(r.Name) > maxScriptNameLen:
 		return fmt.Errorf("%w: script name longer than %d bytes", ErrInvalid, maxScriptNameLen)
 	case checkOnly && len(r.Script) > 0:

@@ -35,10 +35,14 @@ func (s State) valid() bool {
 	return false
 }
 
-// RunnerBroker marks a run that is a child of the broker process: it ends
-// when that process does. (Runs in their own systemd unit, which survive
-// the broker, will carry another runner and their unit's name.)
-const RunnerBroker = "broker"
+// The runners. RunnerBroker marks a run that is a child of the broker
+// process: it ends when that process does. RunnerUnit marks a run in a
+// transient systemd unit of its own (Record.Unit), which outlives the
+// broker.
+const (
+	RunnerBroker = "broker"
+	RunnerUnit   = "systemd"
+)
 
 // Record is one patch run as kept in the state directory.
 type Record struct {
@@ -47,6 +51,8 @@ type Record struct {
 	Name        string   `json:"name,omitempty"`
 	Mode        Mode     `json:"mode"`
 	Exclusions  []string `json:"exclusions,omitempty"`
+	// VMID is the container the script ran in; empty for the host.
+	VMID string `json:"vmid,omitempty"`
 	// Rule is the policy rule that allowed the run.
 	Rule string `json:"rule"`
 	// Argv is what ran: the interpreter, the sealed script's
@@ -57,6 +63,9 @@ type Record struct {
 	Runner    string `json:"runner"`
 	BrokerPID int    `json:"broker_pid"`
 	Unit      string `json:"unit,omitempty"`
+	// Limits are the policy's terms the run started with, so a broker
+	// that finds the run again after a restart explains its end in them.
+	Limits RunLimits `json:"limits,omitzero"`
 
 	State    State  `json:"state"`
 	ExitCode int    `json:"exit_code"`
@@ -103,6 +112,10 @@ func DecodeRecord(data []byte) (Record, error) {
 		return Record{}, fmt.Errorf("record %s: state %q", r.OperationID, clip(string(r.State)))
 	case r.StartedAt.IsZero():
 		return Record{}, fmt.Errorf("record %s: no start time", r.OperationID)
+	case r.VMID != "" && !ValidVMID(r.VMID):
+		return Record{}, fmt.Errorf("record %s: vmid %q", r.OperationID, clip(r.VMID))
+	case r.Unit != "" && r.Unit != UnitName(r.OperationID):
+		return Record{}, fmt.Errorf("record %s: unit %q is not this operation's", r.OperationID, clip(r.Unit))
 	}
 	return r, nil
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/nannyai/nannyagent/broker"
 	"github.com/nannyai/nannyagent/broker/execute"
+	"github.com/nannyai/nannyagent/broker/patch"
 	"github.com/nannyai/nannyagent/broker/probe"
 	"github.com/nannyai/nannyagent/cmd/internal/service"
 	"github.com/nannyai/nannyagent/ipc/lastserved"
@@ -41,6 +42,7 @@ type options struct {
 	policyFile   string
 	policyDir    string
 	stateDir     string
+	patchUnits   string
 	idleExit     time.Duration
 	ownCgroup    string
 	readTimeout  time.Duration
@@ -55,6 +57,11 @@ func main() {
 	// before anything else starts.
 	if execute.IsHelper() {
 		execute.HelperMain()
+	}
+	// The hidden patch-run subcommand carries out one patch run in its
+	// own unit or container (see broker/patch).
+	if patch.IsRunner(os.Args[1:]) {
+		os.Exit(patch.RunnerMain(os.Args[2:], os.Stderr))
 	}
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
@@ -78,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.policyFile, "policy", "/usr/share/nannyagent/policy.yaml", "vendor policy file")
 	fs.StringVar(&o.policyDir, "policy-dir", "/etc/nannyagent/policy.d", "directory of local policy files (*.yaml)")
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/nannyagent-broker", "root-only directory for patch runs and their results")
+	fs.StringVar(&o.patchUnits, "patch-units", "auto", "run patches in transient systemd units that outlive the broker: auto (when systemd is PID 1) or never (children of the broker)")
 	fs.DurationVar(&o.idleExit, "idle-exit", 2*time.Second, "exit after this long without requests when socket-activated (0: never); shorter than the worker's metrics interval, so an idle host keeps no broker (make footprint)")
 	fs.DurationVar(&o.readTimeout, "read-timeout", 10*time.Second, "longest wait for a request's message once its headers arrived")
 	fs.StringVar(&o.ownCgroup, "own-cgroup", "auto", "move into a leaf cgroup of its own, where its memory ceiling is set: auto (when systemd delegated the cgroup, Delegate=yes), always or never")
@@ -152,7 +160,7 @@ func serve(o options, log *slog.Logger) error {
 		lns.close()
 		return err
 	}
-	srv, err := broker.New(broker.Config{
+	cfg := broker.Config{
 		Version:    version,
 		WorkerUser: o.workerUser,
 		LoadPolicy: func() (*policy.Policy, error) {
@@ -167,7 +175,12 @@ func serve(o options, log *slog.Logger) error {
 		StateDir:      o.stateDir,
 		Log:           log,
 		Landlock:      map[string]execute.LandlockMode{"auto": execute.LandlockAuto, "off": execute.LandlockOff}[o.landlock],
-	})
+	}
+	if err := patchRunner(&cfg, o.patchUnits, log); err != nil {
+		lns.close()
+		return err
+	}
+	srv, err := broker.New(cfg)
 	if err != nil {
 		lns.close()
 		return err
@@ -225,4 +238,25 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, srv *broker.Serve
 			_ = srv.Reload() // a failed reload keeps the old policy and is logged
 		}
 	}
+}
+
+// patchRunner gives the broker the patch runner (this binary) and, where
+// systemd is PID 1, transient units for the runs.
+func patchRunner(cfg *broker.Config, units string, log *slog.Logger) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the broker's own binary for patch runs: %w", err)
+	}
+	cfg.PatchRunner = []string{self, patch.RunnerCommand}
+	switch units {
+	case "never":
+	case "auto":
+		if patch.SystemdBooted() {
+			cfg.PatchUnits = patch.NewUnits()
+		}
+	default:
+		return fmt.Errorf("--patch-units %q: auto or never", units)
+	}
+	log.Info("patch runs", "transient_units", cfg.PatchUnits != nil, "runner", self)
+	return nil
 }
