@@ -180,8 +180,8 @@ func newRun(o runnerOptions, stops <-chan os.Signal) *run {
 	return r
 }
 
-func (r *run) run() runnerResult {
-	res := runnerResult{StartedAt: r.start}
+func (r *run) run() (res runnerResult) {
+	res.StartedAt = r.start
 	defer func() { res.FinishedAt = time.Now() }()
 	out, err := openOutput(r.o.dir, r.o.outputBytes)
 	if err != nil {
