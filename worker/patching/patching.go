@@ -113,6 +113,11 @@ func (h *Handler) run(ctx context.Context, op nannyapi.PatchOperation) (outcome,
 	if err != nil {
 		return failed(op, err.Error()), nil
 	}
+	if op.LXCID != "" && op.VMID == "" {
+		// Without the vmid the broker would take the operation for the
+		// host's: a container's patch must never run on the host.
+		return failed(op, fmt.Sprintf("the operation targets container %s but carries no vmid; nothing ran", clip(op.LXCID, 40))), nil
+	}
 	if op.ScriptArgs != "" {
 		h.log().Warn("script_args of a patch operation ignored: the broker builds the arguments", "operation", op.ID)
 	}

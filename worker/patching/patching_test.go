@@ -331,3 +331,63 @@ func TestRecover(t *testing.T) {
 		t.Errorf("uploads %+v, error_msg %q", api.results, api.errorMsg())
 	}
 }
+
+// TestContainerOperation: a container's operation goes to the broker with
+// its vmid, and every upload, failures included, carries its lxc_id.
+func TestContainerOperation(t *testing.T) {
+	lxc := func(mode string) nannyapi.PatchOperation {
+		o := op(mode)
+		o.LXCID, o.VMID = "7sfzjqlwhc0ptu5", "100"
+		return o
+	}
+	foreign := lxc("dry-run")
+	foreign.ScriptURL = "https://evil.example/api/files/a/abcdefghij12345/x.sh"
+	noVMID := lxc("dry-run")
+	noVMID.VMID = ""
+	refused := &brokerv1.RunPatchResponse{State: brokerv1.PatchState_PATCH_STATE_REFUSED, Reason: "container 100 is not named by this host's policy"}
+	for name, c := range map[string]struct {
+		api    *fakeAPI
+		broker *fakeBroker
+		op     nannyapi.PatchOperation
+		ok     bool
+		asked  bool
+	}{
+		"success":      {&fakeAPI{hash: scriptHash()}, &fakeBroker{start: running, finish: finished(0, "ok\n", "")}, lxc("dry-run"), true, true},
+		"script fails": {&fakeAPI{hash: scriptHash()}, &fakeBroker{start: running, finish: finished(2, "", "E: x\n")}, lxc("apply"), false, true},
+		"refused":      {&fakeAPI{hash: scriptHash()}, &fakeBroker{check: refused}, lxc("dry-run"), false, true},
+		"download":     {&fakeAPI{hash: scriptHash(), download: errors.New("404")}, &fakeBroker{start: running}, lxc("dry-run"), false, true},
+		"tampered":     {&fakeAPI{hash: scriptHash(), body: "#!/bin/sh\nreboot\n"}, &fakeBroker{start: running}, lxc("dry-run"), false, true},
+		"foreign url":  {&fakeAPI{hash: scriptHash()}, &fakeBroker{}, foreign, false, false},
+		"bad mode":     {&fakeAPI{hash: scriptHash()}, &fakeBroker{}, lxc("yolo"), false, false},
+		"no vmid":      {&fakeAPI{hash: scriptHash()}, &fakeBroker{}, noVMID, false, false},
+		"broker down":  {&fakeAPI{hash: scriptHash()}, &fakeBroker{checkErr: status.Error(codes.Unavailable, "dial")}, lxc("dry-run"), false, true},
+	} {
+		err := handler(c.api, c.broker).HandlePatch(context.Background(), c.op)
+		if (err == nil) != c.ok {
+			t.Errorf("%s: %v", name, err)
+		}
+		if len(c.api.results) != 1 || c.api.results[0].LXCID != "7sfzjqlwhc0ptu5" {
+			t.Errorf("%s: uploads %+v, want one with lxc_id", name, c.api.results)
+		}
+		if c.asked != (len(c.broker.got) > 0) {
+			t.Errorf("%s: broker asked %d times", name, len(c.broker.got))
+		}
+		for _, g := range c.broker.got {
+			if g.GetVmid() != "100" {
+				t.Errorf("%s: broker asked for vmid %q", name, g.GetVmid())
+			}
+		}
+	}
+	// An lxc_id without a vmid never becomes a run on the host.
+	api := &fakeAPI{hash: scriptHash()}
+	_ = handler(api, &fakeBroker{}).HandlePatch(context.Background(), noVMID)
+	if msg := "carries no vmid"; !strings.Contains(api.errorMsg(), msg) || !strings.Contains(string(api.results[0].Stderr), msg) {
+		t.Errorf("no vmid: error_msg %q", api.errorMsg())
+	}
+	// Recovery after a restart uploads with the lxc_id too.
+	api = &fakeAPI{}
+	if r, err := handler(api, &fakeBroker{finish: finished(0, "ok\n", "")}).Recover(context.Background(), "op1", "7sfzjqlwhc0ptu5"); err != nil || r.State != Reported ||
+		len(api.results) != 1 || api.results[0].LXCID != "7sfzjqlwhc0ptu5" {
+		t.Errorf("recovered: %+v %v %+v", r, err, api.results)
+	}
+}
