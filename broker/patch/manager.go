@@ -421,6 +421,9 @@ func (m *Manager) Close() error {
 	if already {
 		return nil
 	}
+	if c, ok := m.cfg.Units.(interface{ Close() }); ok {
+		c.Close()
+	}
 	return m.store.close()
 }
 

@@ -70,9 +70,14 @@ type Units struct {
 	// CallTimeout bounds each D-Bus call (default 30s).
 	CallTimeout time.Duration
 
+	// connect opens a connection that lives until its context ends (the
+	// D-Bus library closes it then): it is given the launcher's own
+	// context, never a call's.
 	connect func(context.Context) (unitConn, error)
 	mu      sync.Mutex
 	conn    unitConn
+	life    context.Context
+	end     context.CancelFunc
 }
 
 // NewUnits returns a launcher that talks to the system manager.
@@ -84,6 +89,14 @@ func NewUnits() *Units {
 		}
 		return c, nil
 	}}
+}
+
+// lifetime is the context connections live in, made on first use.
+func (u *Units) lifetime() context.Context {
+	if u.life == nil {
+		u.life, u.end = context.WithCancel(context.Background())
+	}
+	return u.life
 }
 
 // SystemdBooted reports whether systemd is the system manager (PID 1),
@@ -111,9 +124,10 @@ func (u *Units) call(fn func(context.Context, unitConn) error) error {
 	defer cancel()
 	u.mu.Lock()
 	c := u.conn
+	life := u.lifetime()
 	u.mu.Unlock()
 	if c == nil {
-		nc, err := u.connect(ctx)
+		nc, err := u.connect(life)
 		if err != nil {
 			return fmt.Errorf("connect to systemd over D-Bus: %w", err)
 		}
@@ -147,6 +161,10 @@ func (u *Units) Close() {
 	if u.conn != nil {
 		u.conn.Close()
 		u.conn = nil
+	}
+	if u.end != nil {
+		u.end()
+		u.life, u.end = nil, nil
 	}
 }
 
