@@ -51,6 +51,11 @@ func FuzzDecodeRecord(f *testing.F) {
 		if !ValidOperationID(r.OperationID) || !validSum(r.SHA256) || !r.State.valid() {
 			t.Fatalf("accepted %+v", r)
 		}
+		// A record names no unit but its own run's: a broker that finds
+		// it again watches nothing else.
+		if (r.Unit != "" && r.Unit != UnitName(r.OperationID)) || (r.VMID != "" && !ValidVMID(r.VMID)) {
+			t.Fatalf("accepted unit %q vmid %q", r.Unit, r.VMID)
+		}
 	})
 }
 

@@ -164,7 +164,7 @@ func (m *Manager) collect(op string, x Exit) Exit {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if !x.TimedOut && !x.MemoryLimitHit && !x.Killed {
-			x.Note = strings.TrimPrefix(x.Note+"; the run ended without recording its outcome (the runner was killed); check the host's package state", "; ")
+			x.Note = strings.TrimPrefix(x.Note+"; the run ended (or never started) without recording its outcome; check the host's package state", "; ")
 		}
 		if x.Code == 0 {
 			x.Code = -1

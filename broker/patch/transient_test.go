@@ -332,3 +332,42 @@ func TestUnitRunnerRefusesOtherBytes(t *testing.T) {
 		}
 	}
 }
+
+// A run whose runner was killed while no broker watched ends recorded,
+// with what is known and the reason its outcome is not.
+func TestUnitRunKilledWhileUnwatched(t *testing.T) {
+	f := newFakeSystemd(t)
+	state := filepath.Join(t.TempDir(), "state")
+	cfg := Config{StateDir: state, Launcher: &execLauncher{}, Runner: testRunner(t), Units: f.units_()}
+	m1, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m1.Start(request("op1", slowScript(filepath.Join(t.TempDir(), "never")), Apply), testSettings()); err != nil {
+		t.Fatal(err)
+	}
+	// The script printed before the broker stopped.
+	deadline := time.Now().Add(9 * time.Second)
+	for out, _ := os.ReadFile(filepath.Join(state, "patches", "op1", stdoutFile)); string(out) != "started\n"; out, _ = os.ReadFile(filepath.Join(state, "patches", "op1", stdoutFile)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the script did not start: %q", out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := m1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	u := f.unit("nannyagent-patch-op1.service")
+	if err := syscall.Kill(-u.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	m2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m2.Close() })
+	r := waitDone(t, m2, "op1")
+	if r.State != Finished || r.ExitCode != -1 || !strings.Contains(r.Error, "without recording its outcome") || string(r.Stdout) != "started\n" {
+		t.Errorf("record %+v stdout %q", r, r.Stdout)
+	}
+}
