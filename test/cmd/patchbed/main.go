@@ -1,12 +1,13 @@
 // Command patchbed is the fake NannyAPI for a booted test machine's patch
 // checks (test/units): it serves test/fakeapi on -listen, approves the
-// machine's registration, creates one patch operation for the agent once
-// it is subscribed, and keeps what became of it in files under -dir for a
-// checks script to read: "url" at start, "patch-id" once the operation
-// exists, and "state" (rewritten every 100 ms: the number of result
-// uploads, the record's status, the uploaded exit code, stdout, lxc_id).
+// machine's registration, and once the agent is subscribed creates the
+// patch operations -ops names, each after the one before ended. It keeps
+// what became of them in files under -dir for a checks script to read:
+// "url" at start, "patch-id-N" once operation N exists, and "state-N"
+// (rewritten every 100 ms: the number of result uploads, the record's
+// status, each upload's exit code, lxc_id, stdout and stderr).
 //
-//	patchbed -listen 127.0.0.1:8089 -dir /run/patchbed [-mode apply] [-vmid 100 -lxc-id ID]
+//	patchbed -listen 127.0.0.1:8089 -dir /run/patchbed -ops apply,dry-run:105:7sfzjqlwhc0ptu5
 package main
 
 import (
@@ -35,11 +36,21 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("patchbed", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8089", "listen address")
 	dir := fs.String("dir", "/run/patchbed", "directory for url, patch-id and state")
-	mode := fs.String("mode", "dry-run", "the operation's mode")
-	vmid := fs.String("vmid", "", "target container's vmid")
-	lxcID := fs.String("lxc-id", "", "target container's record id")
+	ops := fs.String("ops", "dry-run", "operations, comma-separated: MODE or MODE:VMID:LXC_ID")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var specs []fakeapi.PatchSpec
+	for _, op := range strings.Split(*ops, ",") {
+		f := strings.Split(op, ":")
+		switch len(f) {
+		case 1:
+			specs = append(specs, fakeapi.PatchSpec{Mode: f[0]})
+		case 3:
+			specs = append(specs, fakeapi.PatchSpec{Mode: f[0], VMID: f[1], LXCID: f[2]})
+		default:
+			return fmt.Errorf("-ops: %q is not MODE or MODE:VMID:LXC_ID", op)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -66,18 +77,25 @@ func run(args []string) error {
 	if err := waitCatchUp(ctx, srv); err != nil {
 		return err
 	}
-	id, err := srv.CreatePatch(agent, fakeapi.PatchSpec{Mode: *mode, VMID: *vmid, LXCID: *lxcID})
-	if err != nil {
-		return err
-	}
-	if err := write(*dir, "patch-id", id); err != nil {
-		return err
-	}
+	var ids []string
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if err := write(*dir, "state", state(srv, id)); err != nil {
-			return err
+		// The next operation once the last one ended.
+		if len(ids) < len(specs) && (len(ids) == 0 || ended(srv, ids[len(ids)-1])) {
+			id, err := srv.CreatePatch(agent, specs[len(ids)])
+			if err != nil {
+				return err
+			}
+			if err := write(*dir, fmt.Sprintf("patch-id-%d", len(ids)), id); err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		for i, id := range ids {
+			if err := write(*dir, fmt.Sprintf("state-%d", i), state(srv, id)); err != nil {
+				return err
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -85,6 +103,13 @@ func run(args []string) error {
 		case <-t.C:
 		}
 	}
+}
+
+// ended: the operation is completed or failed, with its error_msg (which
+// follows the result upload) in.
+func ended(srv *fakeapi.Server, id string) bool {
+	rec, ok := srv.Record("patch_operations", id)
+	return ok && (rec["status"] == "completed" || rec["status"] == "failed" && rec["error_msg"] != "")
 }
 
 // waitAgent waits for the machine's registration and returns its agent id.
