@@ -53,7 +53,7 @@ func newFakeSystemd(t *testing.T) *fakeSystemd {
 	return f
 }
 
-func (f *fakeSystemd) units_() *Units {
+func (f *fakeSystemd) launcher() *Units {
 	return &Units{Poll: 10 * time.Millisecond, connect: func(context.Context) (unitConn, error) { return f, nil }}
 }
 
@@ -188,7 +188,7 @@ func slowScript(gate string) string {
 
 func TestUnitRunProperties(t *testing.T) {
 	f := newFakeSystemd(t)
-	m, dir := newManagerCfg(t, Config{Launcher: &execLauncher{}, Runner: testRunner(t), Units: f.units_()})
+	m, dir := newManagerCfg(t, Config{Launcher: &execLauncher{}, Runner: testRunner(t), Units: f.launcher()})
 	s := testSettings()
 	s.Timeout, s.MemoryBytes, s.Tasks = 7*time.Minute, 256<<20, 64
 	gate := filepath.Join(t.TempDir(), "gate")
@@ -233,7 +233,7 @@ func TestUnitRunProperties(t *testing.T) {
 func TestUnitRunOutlivesTheBroker(t *testing.T) {
 	f := newFakeSystemd(t)
 	state := filepath.Join(t.TempDir(), "state")
-	cfg := Config{StateDir: state, Launcher: &execLauncher{}, Runner: testRunner(t), Units: f.units_()}
+	cfg := Config{StateDir: state, Launcher: &execLauncher{}, Runner: testRunner(t), Units: f.launcher()}
 	m1, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +274,7 @@ func TestUnitRunOutlivesTheBroker(t *testing.T) {
 
 func TestUnitRunTimeout(t *testing.T) {
 	f := newFakeSystemd(t)
-	units := f.units_()
+	units := f.launcher()
 	units.StopTimeout = 2 * time.Second
 	m, _ := newManagerCfg(t, Config{Launcher: &execLauncher{}, Runner: testRunner(t), Units: units})
 	s := testSettings()
@@ -338,7 +338,7 @@ func TestUnitRunnerRefusesOtherBytes(t *testing.T) {
 func TestUnitRunKilledWhileUnwatched(t *testing.T) {
 	f := newFakeSystemd(t)
 	state := filepath.Join(t.TempDir(), "state")
-	cfg := Config{StateDir: state, Launcher: &execLauncher{}, Runner: testRunner(t), Units: f.units_()}
+	cfg := Config{StateDir: state, Launcher: &execLauncher{}, Runner: testRunner(t), Units: f.launcher()}
 	m1, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
