@@ -52,6 +52,30 @@ func operatorStack(t *testing.T, ai fakeapi.AI) (*stack.Stack, *fakeapi.Server) 
 	return s, srv
 }
 
+// openatActivity opens a file every few milliseconds until the test ends,
+// so the one-second openat trace has something to count on a machine that
+// happens to be quiet (it counted nothing once under load).
+func openatActivity(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if f, err := os.Open("/etc/hostname"); err == nil {
+					f.Close()
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 func diagnoseCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
@@ -67,6 +91,7 @@ func TestDiagnoseTextShowsEveryStep(t *testing.T) {
 	requireTracing(t)
 	ai := fakeapi.NewScriptedAI(operatorTurn, fakeapi.Resolution("the disk is full "+escape, "1. free space\n2. rotate logs"))
 	s, _ := operatorStack(t, ai)
+	openatActivity(t)
 	res := s.CLI(diagnoseCtx(t), nil, "diagnose", "-v", "the disk is slow today")
 	if res.Code != 0 {
 		t.Fatalf("diagnose exit %d:\n%s%s", res.Code, res.Stdout, res.Stderr)
@@ -154,6 +179,7 @@ func TestDiagnoseJSONStream(t *testing.T) {
 	requireTracing(t)
 	ai := fakeapi.NewScriptedAI(operatorTurn, fakeapi.Resolution("the disk is full", "1. free space"))
 	s, _ := operatorStack(t, ai)
+	openatActivity(t)
 	res := s.CLI(diagnoseCtx(t), nil, "diagnose", "--json", "the disk is slow today")
 	if res.Code != 0 {
 		t.Fatalf("diagnose --json exit %d:\n%s%s", res.Code, res.Stdout, res.Stderr)
@@ -211,6 +237,7 @@ func TestDiagnoseFailure(t *testing.T) {
 		return "", errString("model overloaded")
 	})
 	s, _ := operatorStack(t, ai)
+	openatActivity(t)
 	res := s.CLI(diagnoseCtx(t), nil, "diagnose", "the disk is slow today")
 	if res.Code != 1 || !strings.Contains(res.Stdout, "=== DIAGNOSIS FAILED ===") || !strings.Contains(res.Stdout, "model overloaded") {
 		t.Errorf("exit %d:\n%s%s", res.Code, res.Stdout, res.Stderr)
