@@ -20,6 +20,7 @@ import (
 	"github.com/nannyai/nannyagent/broker/execute"
 	"github.com/nannyai/nannyagent/broker/metrics"
 	"github.com/nannyai/nannyagent/broker/probe"
+	"github.com/nannyai/nannyagent/broker/reboot"
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	"github.com/nannyai/nannyagent/ipc/peercred"
 	"github.com/nannyai/nannyagent/ipc/unixsock"
@@ -44,6 +45,14 @@ type Config struct {
 	IdleExit time.Duration
 	// GracePeriod bounds how long Serve waits for requests in flight at stop.
 	GracePeriod time.Duration
+	// StateDir is the broker's own state directory (DefaultStateDir when
+	// empty): 0700, the broker's account only, never the worker's.
+	StateDir string
+	// Patches reports a patch run in progress (reboots wait for it); by
+	// default the patch runs recorded in StateDir.
+	Patches reboot.PatchActivity
+	// Uptime overrides how long the host has been up (tests).
+	Uptime func() (time.Duration, error)
 	// Log receives the decision log and operational messages.
 	Log *slog.Logger
 }
@@ -59,6 +68,7 @@ type Server struct {
 	prober   *probe.Prober
 	metrics  *metrics.Collector
 	runner   *execute.Runner
+	rebooter *reboot.Rebooter
 	dlog     decisionLog
 	idle     idleTracker
 	grpc     *grpc.Server
@@ -81,9 +91,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("command runner: %w", err)
 	}
+	rebooter, err := newRebooter(cfg, runner)
+	if err != nil {
+		_ = runner.Close()
+		return nil, err
+	}
 	s := &Server{
 		cfg: cfg, table: requestTable, log: cfg.Log, policies: policies,
-		prober: probe.New(cfg.Probe), metrics: metrics.New(cfg.Metrics), runner: runner,
+		prober: probe.New(cfg.Probe), metrics: metrics.New(cfg.Metrics), runner: runner, rebooter: rebooter,
 	}
 	s.dlog = decisionLog{log: cfg.Log, policy: policies.sha256}
 	creds := peercred.NewServerCredentials(s.authorize, s.dlog.refusedConnection, cfg.Log)
@@ -93,6 +108,23 @@ func New(cfg Config) (*Server, error) {
 	)...)
 	brokerv1.RegisterBrokerServiceServer(s.grpc, s)
 	return s, nil
+}
+
+func newRebooter(cfg Config, runner *execute.Runner) (*reboot.Rebooter, error) {
+	if cfg.StateDir == "" {
+		cfg.StateDir = DefaultStateDir
+	}
+	if cfg.Patches == nil {
+		cfg.Patches = newPatchStateDir(cfg.StateDir)
+	}
+	r, err := reboot.New(reboot.Config{StateDir: cfg.StateDir, Patches: cfg.Patches, Launcher: runner, Uptime: cfg.Uptime})
+	if err != nil {
+		return nil, err
+	}
+	if err := r.StateError(); err != nil {
+		cfg.Log.Error("the broker's state directory cannot be trusted: host reboots are refused", "state_dir", cfg.StateDir, "error", err.Error())
+	}
+	return r, nil
 }
 
 // authorize serves root and the worker account, nobody else.

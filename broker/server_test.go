@@ -75,6 +75,18 @@ func startBrokerWith(t testing.TB, idle time.Duration, policyYAML string) *testB
 	if err := os.WriteFile(policyPath, []byte(policyYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return startBrokerAt(t, dir, idle)
+}
+
+// startBrokerInDir starts a broker again on the policy and state another
+// one used in dir (as after a restart).
+func startBrokerInDir(t testing.TB, dir string) *testBroker {
+	t.Helper()
+	return startBrokerAt(t, dir, 0)
+}
+
+func startBrokerAt(t testing.TB, dir string, idle time.Duration) *testBroker {
+	policyPath := filepath.Join(dir, "policy.yaml")
 	me, err := user.Current()
 	if err != nil {
 		t.Fatal(err)
@@ -87,12 +99,14 @@ func startBrokerWith(t testing.TB, idle time.Duration, policyYAML string) *testB
 		Probe:      fakeProbeConfig(t),
 		Limits:     unixsock.DefaultLimits,
 		IdleExit:   idle,
+		StateDir:   filepath.Join(dir, "state"),
 		Log:        slog.New(slog.NewJSONHandler(logBuf, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "b.sock")
+	_ = os.Remove(sock)
 	ln, err := unixsock.Listen(context.Background(), unixsock.ListenConfig{Path: sock, DirMode: 0o755, SocketMode: 0o660, GID: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +161,6 @@ func TestUnimplementedRequestsAnswerUnimplemented(t *testing.T) {
 	calls := map[string]func() error{
 		"RunPatch":    func() error { _, err := b.client.RunPatch(ctx, &brokerv1.RunPatchRequest{}); return err },
 		"PatchResult": func() error { _, err := b.client.PatchResult(ctx, &brokerv1.PatchResultRequest{}); return err },
-		"Reboot":      func() error { _, err := b.client.Reboot(ctx, &brokerv1.RebootRequest{}); return err },
 	}
 	for name, call := range calls {
 		if code := status.Code(call()); code != codes.Unimplemented {

@@ -36,6 +36,7 @@ type options struct {
 	workerUser  string
 	policyFile  string
 	policyDir   string
+	stateDir    string
 	idleExit    time.Duration
 	logLevel    string
 	logFormat   string
@@ -60,6 +61,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.workerUser, "worker-user", "nannyagent", "the only non-root account served")
 	fs.StringVar(&o.policyFile, "policy", "/usr/share/nannyagent/policy.yaml", "vendor policy file")
 	fs.StringVar(&o.policyDir, "policy-dir", "/etc/nannyagent/policy.d", "directory of local policy files (*.yaml)")
+	fs.StringVar(&o.stateDir, "state-dir", broker.DefaultStateDir, "the broker's own state directory (0700 root): the loop guard's record of the last host reboot")
 	fs.DurationVar(&o.idleExit, "idle-exit", 5*time.Minute, "exit after this long without requests when socket-activated (0: never)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
@@ -113,9 +115,10 @@ func serve(o options, log *slog.Logger) error {
 		LoadPolicy: func() (*policy.Policy, error) {
 			return policy.LoadInstalled(loadOpts, o.policyFile, o.policyDir)
 		},
-		Probe:  probe.DefaultConfig(),
-		Limits: unixsock.DefaultLimits,
-		Log:    log,
+		Probe:    probe.DefaultConfig(),
+		Limits:   unixsock.DefaultLimits,
+		StateDir: o.stateDir,
+		Log:      log,
 	})
 	if err != nil {
 		return err

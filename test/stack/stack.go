@@ -128,9 +128,11 @@ type Stack struct {
 	WorkerSocket string
 	PolicyFile   string
 	StateDir     string
-	Worker       Identity
-	AdminGroup   string
-	AdminGID     uint32
+	// BrokerStateDir is the broker's own state directory (0700, root).
+	BrokerStateDir string
+	Worker         Identity
+	AdminGroup     string
+	AdminGID       uint32
 
 	broker *Process
 	worker *Process
@@ -173,7 +175,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	brokerArgs := append([]string{
 		"--socket", s.BrokerSocket, "--socket-group", groupName(s.Worker.GID),
 		"--worker-user", s.Worker.Name, "--policy", s.PolicyFile,
-		"--policy-dir", filepath.Join(s.Dir, "policy.d"), "--log-format", "json",
+		"--policy-dir", filepath.Join(s.Dir, "policy.d"), "--state-dir", s.BrokerStateDir, "--log-format", "json",
 	}, opts.ExtraBrokerArgs...)
 	s.broker, err = s.start(filepath.Join(opts.BinDir, Broker), brokerArgs, nil, nil, "broker.log")
 	if err != nil {
@@ -237,10 +239,11 @@ func prepare(opts Options) (*Stack, error) {
 	}
 	s := &Stack{
 		Dir: dir, BinDir: opts.BinDir, Worker: worker, AdminGroup: admin, AdminGID: adminGID,
-		BrokerSocket: filepath.Join(dir, "run/nannyagent-broker/broker.sock"),
-		WorkerSocket: filepath.Join(dir, "run/nannyagent/worker.sock"),
-		PolicyFile:   filepath.Join(dir, "policy.yaml"),
-		StateDir:     filepath.Join(dir, "state"),
+		BrokerSocket:   filepath.Join(dir, "run/nannyagent-broker/broker.sock"),
+		WorkerSocket:   filepath.Join(dir, "run/nannyagent/worker.sock"),
+		PolicyFile:     filepath.Join(dir, "policy.yaml"),
+		StateDir:       filepath.Join(dir, "state"),
+		BrokerStateDir: filepath.Join(dir, "broker-state"),
 	}
 	policy := opts.Policy
 	if policy == "" {

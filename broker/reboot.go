@@ -1,0 +1,76 @@
+package broker
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nannyai/nannyagent/broker/reboot"
+	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+)
+
+// DefaultStateDir is the broker's own state directory (0700 root); the
+// worker never writes there.
+const DefaultStateDir = "/var/lib/nannyagent-broker"
+
+// Reboot judges a host or container reboot against the policy and the
+// guards (a patch running, another reboot, min_uptime, min_interval) and,
+// unless the request only checks, warns logged-in users and runs the
+// reboot command. A refusal is a normal answer with the reason.
+func (s *Server) Reboot(ctx context.Context, req *brokerv1.RebootRequest) (*brokerv1.RebootResponse, error) {
+	lp := s.policies.current()
+	rb := lp.policy.Reboots()
+	a := auditFrom(ctx)
+	argv := reboot.Command(rb, req.GetVmid())
+	a.program, a.argv = argv[0], argv[1:]
+	rule, err := lp.policy.CheckReboot(req.GetVmid())
+	if err != nil {
+		a.decision, a.reason = decisionDeny, err.Error()
+		return &brokerv1.RebootResponse{Reason: err.Error()}, nil
+	}
+	a.ruleID = rule
+	out := s.rebooter.Reboot(ctx, rb, reboot.Request{
+		ID: req.GetRebootId(), VMID: req.GetVmid(), Reason: req.GetReason(), CheckOnly: req.GetCheckOnly(),
+	})
+	resp := &brokerv1.RebootResponse{Allowed: out.Allowed, Reason: out.Reason, RuleId: rule, Started: out.Started,
+		ExitCode: int32(out.ExitCode), Output: out.Output, Warned: out.Warned}
+	switch {
+	case !out.Allowed:
+		a.decision, a.reason = decisionDeny, out.Reason
+	case req.GetCheckOnly():
+		a.decision, a.reason = decisionAllow, "check only: "+req.GetRebootId()+" would be allowed now"
+	case !out.Started:
+		a.decision, a.reason = decisionError, strings.TrimSpace(out.Reason+": "+out.Output)
+	default:
+		a.decision, a.reason = decisionAllow, "reboot "+req.GetRebootId()+" started"
+	}
+	return resp, nil
+}
+
+// patchStateDir is the patch machinery's answer to "is a patch running?"
+// until broker/patch provides it: a run in progress is a "*.running" entry
+// in the patches directory of the broker's state directory.
+type patchStateDir struct{ dir string }
+
+// Running reports a patch run in progress. An unreadable directory counts
+// as a run in progress: a reboot must not cut a patch short on a guess.
+func (p patchStateDir) Running() bool {
+	entries, err := os.ReadDir(p.dir)
+	if os.IsNotExist(err) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".running") {
+			return true
+		}
+	}
+	return false
+}
+
+func newPatchStateDir(stateDir string) patchStateDir {
+	return patchStateDir{dir: filepath.Join(stateDir, "patches")}
+}
