@@ -246,6 +246,9 @@ func (r *Realtime) changed(o op, action string) {
 		r.stats.foreign.Add(1)
 		return
 	}
+	if o.kind == opstate.Reboot && r.cfg.RebootChanged != nil && action != "create" {
+		r.cfg.RebootChanged(*o.reboot)
+	}
 	if action != "delete" && o.status == openStatus(o.kind) {
 		return
 	}

@@ -51,9 +51,12 @@ func (r *Realtime) run(ctx context.Context, o op) {
 	r.log.Info("operation started", "kind", o.kind, "id", o.id)
 	err := r.call(hctx, o)
 	cancel()
+	var refusal *RefusedError
 	switch {
 	case err == nil:
 		r.finish(o, opstate.Outcome{State: opstate.Done})
+	case errors.As(err, &refusal):
+		r.skip(o, verdict{skip: true, reason: clipText(refusal.Reason, 1000), report: true})
 	case ctx.Err() != nil:
 		// The worker is stopping mid-run: the entry stays running and the
 		// next start recovers it rather than running it again.
@@ -63,6 +66,16 @@ func (r *Realtime) run(ctx context.Context, o op) {
 		r.finish(o, opstate.Outcome{State: opstate.Failed, Note: clipText(err.Error(), 1000)})
 	}
 }
+
+// RefusedError is what a handler returns when it decided not to carry the
+// operation out and changed nothing (a reboot the broker refused): the
+// operation is recorded Skipped with the reason, logged with its id, and
+// the reason is reported where the backend takes reports.
+type RefusedError struct {
+	Reason string
+}
+
+func (e *RefusedError) Error() string { return "refused: " + e.Reason }
 
 func (r *Realtime) finish(o op, out opstate.Outcome) {
 	if out.State == opstate.Done {
