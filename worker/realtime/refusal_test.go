@@ -68,3 +68,23 @@ func TestRefusedRebootIsSkippedAndReported(t *testing.T) {
 		})
 	}
 }
+
+// A handler's FailedError (it failed after acknowledging) is recorded
+// Failed with the reason and reported where the backend takes reports.
+func TestFailedRebootIsReported(t *testing.T) {
+	e := newEnv(t, fakeapi.Options{RebootFail: true})
+	rec := newRecorder()
+	r := e.start(e.config(e.openStore(t.TempDir()), rec), rec)
+	e.waitSubscribed()
+	id := e.createReboot(120)
+	rec.mu.Lock()
+	rec.fail[key(opstate.Reboot, id)] = &realtime.FailedError{Reason: "the reboot command failed: exit 1"}
+	rec.mu.Unlock()
+	eventually(t, "the failure recorded and reported", func() bool {
+		got, ok := r.store.Get(opstate.Reboot, id)
+		return ok && got.State == opstate.Failed && got.Report == "" && got.Note == "the reboot command failed: exit 1"
+	})
+	if fails := e.fake.RebootFails(); len(fails) != 1 || !strings.Contains(fails[0].Body, "exit 1") {
+		t.Errorf("fail posts %+v", fails)
+	}
+}

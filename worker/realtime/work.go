@@ -52,11 +52,16 @@ func (r *Realtime) run(ctx context.Context, o op) {
 	err := r.call(hctx, o)
 	cancel()
 	var refusal *RefusedError
+	var failure *FailedError
 	switch {
 	case err == nil:
 		r.finish(o, opstate.Outcome{State: opstate.Done})
 	case errors.As(err, &refusal):
 		r.skip(o, verdict{skip: true, reason: clipText(refusal.Reason, 1000), report: true})
+	case errors.As(err, &failure):
+		reason := clipText(failure.Reason, 1000)
+		r.finish(o, opstate.Outcome{State: opstate.Failed, Note: reason, Report: reason})
+		kick(r.reportKick)
 	case ctx.Err() != nil:
 		// The worker is stopping mid-run: the entry stays running and the
 		// next start recovers it rather than running it again.
@@ -76,6 +81,16 @@ type RefusedError struct {
 }
 
 func (e *RefusedError) Error() string { return "refused: " + e.Reason }
+
+// FailedError is what a handler returns when the operation failed after it
+// changed something (a reboot acknowledged, then its command failed): it
+// is recorded Failed with the reason, which is reported where the backend
+// takes reports.
+type FailedError struct {
+	Reason string
+}
+
+func (e *FailedError) Error() string { return e.Reason }
 
 func (r *Realtime) finish(o op, out opstate.Outcome) {
 	if out.State == opstate.Done {
