@@ -60,6 +60,7 @@ func (w *Worker) Status(ctx context.Context) *workerv1.StatusResponse {
 		resp.Warnings = append(resp.Warnings, warning)
 	}
 	resp.Warnings = append(resp.Warnings, w.session.tokens.Status().Warnings...)
+	resp.Warnings = append(resp.Warnings, w.rebootWarnings(time.Now())...)
 	return resp
 }
 

@@ -64,6 +64,13 @@ type Config struct {
 	// backend; tests shorten it).
 	RegisterPollInterval time.Duration
 
+	// RebootMonitorInterval is the backend's reboot monitor period (30 s):
+	// metrics stay held after a failed reboot for at most
+	// acknowledged_at + timeout_seconds + two of these.
+	RebootMonitorInterval time.Duration
+	// RebootPollInterval is how often a held reboot's record is read.
+	RebootPollInterval time.Duration
+
 	// Warnings are problems that did not stop loading (unknown keys).
 	Warnings []string
 }
@@ -294,6 +301,12 @@ func (c *Config) validate() error {
 		func() error { return checkPositive("ai_turn_timeout", c.AITurnTimeout) },
 		func() error { return checkPositive("investigation_timeout", c.InvestigationTimeout) },
 		func() error { return checkPositive("register_poll_interval", c.RegisterPollInterval) },
+		func() error {
+			return checkRange("reboot_monitor_interval", c.RebootMonitorInterval, 100*time.Millisecond, time.Hour)
+		},
+		func() error {
+			return checkRange("reboot_poll_interval", c.RebootPollInterval, 10*time.Millisecond, time.Hour)
+		},
 		c.validatePlainHTTP,
 		func() error {
 			if c.InvestigationMaxTurns < 1 || c.InvestigationMaxTurns > 100 {
