@@ -137,6 +137,7 @@ type Stack struct {
 	broker *Process
 	worker *Process
 
+	brokerArgs []string
 	workerArgs []string
 	workerEnv  []string
 
@@ -177,13 +178,13 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		"--worker-user", s.Worker.Name, "--policy", s.PolicyFile,
 		"--policy-dir", filepath.Join(s.Dir, "policy.d"), "--state-dir", s.BrokerStateDir, "--log-format", "json",
 	}, opts.ExtraBrokerArgs...)
-	s.broker, err = s.start(filepath.Join(opts.BinDir, Broker), brokerArgs, nil, nil, "broker.log")
-	if err != nil {
-		s.cleanup()
-		return nil, err
-	}
-	if err := waitSocket(ctx, s.BrokerSocket, s.broker); err != nil {
-		s.Stop()
+	s.brokerArgs = brokerArgs
+	if err := s.StartBroker(ctx); err != nil {
+		if s.broker == nil {
+			s.cleanup()
+		} else {
+			s.Stop()
+		}
 		return nil, err
 	}
 	if opts.BeforeWorker != nil {
@@ -205,6 +206,21 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	}
 	return s, nil
 }
+
+// StartBroker starts the broker (again, after StopBroker) with the same
+// arguments and waits for its socket.
+func (s *Stack) StartBroker(ctx context.Context) error {
+	p, err := s.start(filepath.Join(s.BinDir, Broker), s.brokerArgs, nil, nil, "broker.log")
+	if err != nil {
+		return err
+	}
+	s.broker = p
+	return waitSocket(ctx, s.BrokerSocket, p)
+}
+
+// StopBroker stops the broker with SIGTERM, as `systemctl stop` would, and
+// fails if it does not exit cleanly.
+func (s *Stack) StopBroker() error { return s.broker.stop() }
 
 // StartWorker starts the worker (again, after KillWorker) with the same
 // arguments and waits for worker.sock.
@@ -421,7 +437,7 @@ func (s *Stack) Stop() error {
 	defer s.cleanup()
 	var errs []string
 	for _, p := range []*Process{s.worker, s.broker} {
-		if p == nil || p.killed() {
+		if p == nil || p.killed() || p.stoppedCleanly() {
 			continue
 		}
 		if err := p.stop(); err != nil {
@@ -457,6 +473,10 @@ func (p *Process) killed() bool {
 	st, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
 	return ok && st.Signaled() && st.Signal() == syscall.SIGKILL
 }
+
+// stoppedCleanly reports a process that already exited with status 0
+// (StopBroker).
+func (p *Process) stoppedCleanly() bool { return p.Exited() && p.waitErr == nil }
 
 // Exited reports whether the process has ended.
 func (p *Process) Exited() bool {
