@@ -9,7 +9,7 @@ BIN       := bin
 BUF       := $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
 STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build test generate lint bench demo fuzz tools
+.PHONY: build test generate lint bench demo fuzz tools nspawn-test
 
 # Static binaries (CGO_ENABLED=0): accounts are static (sysusers.d), so the
 # pure-Go /etc/passwd lookup suffices, and no libc is mapped.
@@ -22,6 +22,13 @@ test: lint
 	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /test/policycorpus)
 	@# The corpora's counts are part of the result: show them.
 	set -o pipefail; $(GO) test -race -count=1 -timeout 10m -v ./test/policycorpus/ | grep -E '^(ok|FAIL|--- FAIL|panic)|corpus: |^  denied |^    reason: ' 
+
+# The booted-systemd tests (test/nspawn, test/units), as root: the units,
+# sysusers.d and tmpfiles.d installed in a Debian system booted with
+# systemd-nspawn. The first run builds the Debian base with debootstrap
+# (a few minutes; cached in /var/cache/nannyagent-test).
+nspawn-test:
+	NANNYAGENT_NSPAWN=1 $(GO) test -count=1 -timeout 20m -v ./test/nspawn/ ./test/units/
 
 generate:
 	$(BUF) generate
@@ -51,8 +58,10 @@ fuzz:
 	  done; \
 	done
 
-demo:
-	$(GO) run ./test/cmd/demo
+# A real problem in a temporary directory, a diagnosis with a denied
+# command and a trace, and the broker's decisions, on the built binaries.
+demo: build
+	$(GO) run ./test/cmd/demo -bin $(BIN)
 
 # Build the pinned tools once (buf takes minutes cold); later runs hit the
 # Go build cache.

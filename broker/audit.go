@@ -17,21 +17,26 @@ const (
 	decisionError = "error"
 )
 
-// maxLoggedArgv bounds what one log line carries of a request's argv.
+// Bounds on what one log line carries of a request.
 const (
 	maxLoggedArgs    = 32
 	maxLoggedArgLen  = 256
+	maxLoggedText    = 1024
 	noRule           = "no rule"
 	truncationMarker = "…"
 )
 
 // audit is what a handler tells the decision log about its request.
 type audit struct {
-	program  string
-	argv     []string
+	// stages are the argv vectors the request names or runs, each with
+	// its program first: redaction needs the program to know which
+	// options carry secrets (mysql -p, sshpass -p, curl -u).
+	stages   [][]string
 	decision string
 	ruleID   string
 	reason   string
+	// policy is the policy that judged the request.
+	policy *loadedPolicy
 }
 
 type auditKey struct{}
@@ -44,13 +49,13 @@ func auditFrom(ctx context.Context) *audit {
 	return &audit{}
 }
 
-func withAudit(ctx context.Context) (context.Context, *audit) {
-	a := &audit{}
+func withAudit(ctx context.Context, lp *loadedPolicy) (context.Context, *audit) {
+	a := &audit{policy: lp}
 	return context.WithValue(ctx, auditKey{}, a), a
 }
 
 // decisionLog writes one structured line per request and per refused
-// connection.
+// connection. Everything it writes of a request passes through redact.
 type decisionLog struct {
 	log    *slog.Logger
 	policy func() string
@@ -68,19 +73,26 @@ func (d decisionLog) request(p peercred.Peer, rpc string, a *audit, dur time.Dur
 	if rule == "" {
 		rule = noRule
 	}
+	sha := ""
+	if a.policy != nil {
+		sha = a.policy.policy.SHA256()
+	} else {
+		sha = d.policy()
+	}
 	attrs := []any{
-		"peer_uid", p.UID, "peer_pid", p.PID, "rpc", rpc,
-		"decision", decision, "rule", rule, "policy_sha256", d.policy(),
+		"peer_uid", p.UID, "peer_pid", p.PID, "rpc", redactText(rpc),
+		"decision", decision, "rule", rule, "policy_sha256", sha,
 		"duration_ms", float64(dur.Microseconds()) / 1000,
 	}
-	if a.program != "" {
-		attrs = append(attrs, "program", a.program, "argv", truncateArgv(a.argv))
+	if len(a.stages) > 0 {
+		program, argv := loggedStages(a.stages)
+		attrs = append(attrs, "program", program, "argv", argv)
 	}
 	if a.reason != "" {
-		attrs = append(attrs, "reason", a.reason)
+		attrs = append(attrs, "reason", redactText(a.reason))
 	}
 	if err != nil {
-		attrs = append(attrs, "error", err.Error())
+		attrs = append(attrs, "error", redactText(err.Error()))
 	}
 	d.log.Info("decision", attrs...)
 }
@@ -88,23 +100,63 @@ func (d decisionLog) request(p peercred.Peer, rpc string, a *audit, dur time.Dur
 func (d decisionLog) refusedConnection(p peercred.Peer, reason error) {
 	d.log.Warn("decision", "peer_uid", p.UID, "peer_gid", p.GID, "peer_pid", p.PID,
 		"rpc", "connect", "decision", decisionDeny, "rule", noRule,
-		"policy_sha256", d.policy(), "reason", reason.Error())
+		"policy_sha256", d.policy(), "reason", redactText(reason.Error()))
 }
 
-// truncateArgv keeps log lines bounded whatever the request carried, after
-// removing secrets (a password on a command line must not reach the log).
+// loggedStages is the request for the log: the programs joined by "|", and
+// the arguments of every stage joined by "|". Each stage is redacted with
+// its program, then the whole is bounded.
+func loggedStages(stages [][]string) (string, []string) {
+	var programs, argv []string
+	for i, st := range stages {
+		if len(programs) == maxLoggedArgs {
+			programs = append(programs, truncationMarker)
+			break
+		}
+		if len(st) == 0 {
+			continue
+		}
+		st = redact.Argv(st[:min(len(st), maxLoggedArgs+1):min(len(st), maxLoggedArgs+1)])
+		programs = append(programs, clip(st[0], maxLoggedArgLen))
+		if i > 0 {
+			argv = append(argv, "|")
+		}
+		argv = append(argv, st[1:]...)
+	}
+	return strings.Join(programs, "|"), truncateArgv(argv)
+}
+
+// truncateArgv keeps log lines bounded whatever the request carried.
 func truncateArgv(argv []string) []string {
 	n := min(len(argv), maxLoggedArgs)
-	kept := redact.Argv(argv[:n:n])
 	out := make([]string, 0, n+1)
-	for _, arg := range kept {
-		if len(arg) > maxLoggedArgLen {
-			arg = strings.ToValidUTF8(arg[:maxLoggedArgLen], "") + truncationMarker
-		}
-		out = append(out, arg)
+	for _, arg := range argv[:n] {
+		out = append(out, clip(arg, maxLoggedArgLen))
 	}
 	if len(argv) > n {
 		out = append(out, truncationMarker)
 	}
 	return out
+}
+
+// redactText removes secrets from text the log writes (a reason quoting a
+// denied path, an error quoting a tool), and bounds it.
+func redactText(s string) string {
+	return clip(redact.String(clip(s, 4*maxLoggedText)), maxLoggedText)
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + truncationMarker
+}
+
+// policyOf is the policy that judges the request in ctx: the one in force
+// when it arrived, also if a reload lands while it is served.
+func policyOf(ctx context.Context, s *Server) *loadedPolicy {
+	if a, ok := ctx.Value(auditKey{}).(*audit); ok && a.policy != nil {
+		return a.policy
+	}
+	return s.policies.current()
 }

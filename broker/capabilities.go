@@ -2,7 +2,6 @@ package broker
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
 	"strings"
 
@@ -25,9 +24,13 @@ type capabilities struct {
 // kprobeEvents marks a kernel with kprobe support (tracefs mounted).
 var kprobeEvents = []string{"/sys/kernel/tracing/kprobe_events", "/sys/kernel/debug/tracing/kprobe_events"}
 
-func newCapabilities(p *policy.Policy, log *slog.Logger) (*capabilities, error) {
+// capabilitiesFor builds what p configures, on the server's launcher and
+// its trace slots (shared across policies, so a reload cannot double the
+// traces running at once).
+func (s *Server) capabilitiesFor(p *policy.Policy) (*capabilities, error) {
 	tcfg, rules := traceConfig(p)
-	tracer, err := trace.NewRunner(tcfg, log)
+	tcfg.Slots = s.traceSlots
+	tracer, err := trace.NewRunner(tcfg, s.runner, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("trace settings from policy %s: %w", p.SHA256(), err)
 	}
@@ -40,6 +43,7 @@ func newCapabilities(p *policy.Policy, log *slog.Logger) (*capabilities, error) 
 	reader, err := proxmox.New(proxmox.Config{
 		PveshPath: px.Pvesh, PmxcfsRoot: px.PmxcfsRoot, AllowedPaths: paths,
 		Timeout: lim.ProxmoxTimeout, OutputCap: int(lim.ProxmoxOutputBytes),
+		Launcher: s.runner, ChildMemory: lim.ChildMemory, ChildTasks: lim.ChildTasks,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxmox settings from policy %s: %w", p.SHA256(), err)
@@ -88,6 +92,8 @@ func traceConfig(p *policy.Policy) (trace.Config, map[string]string) {
 		AllowedKinds:     t.Kinds,
 		AllowedTargets:   targets,
 		KprobesAvailable: anyExists(kprobeEvents),
+		ChildMemory:      lim.ChildMemory,
+		ChildTasks:       lim.ChildTasks,
 	}
 	return cfg, rules
 }

@@ -3,8 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io/fs"
 	"strings"
 
 	"github.com/nannyai/nannyagent/broker/execute"
@@ -18,34 +16,37 @@ import (
 // denial, or a run refused before anything started (a path that does not
 // resolve safely, a limit), is a normal response with the reason.
 func (s *Server) RunCommand(ctx context.Context, req *brokerv1.RunCommandRequest) (*brokerv1.RunCommandResponse, error) {
-	lp := s.policies.current()
+	lp := policyOf(ctx, s)
 	a := auditFrom(ctx)
+	// The request's shape was measured before it was decoded (inbound):
+	// the stages here are within the policy's counts.
 	stages := make([]policy.Stage, len(req.GetStages()))
 	for i, st := range req.GetStages() {
 		stages[i] = policy.Stage{Argv: st.GetArgv(), StdoutToNull: st.GetStdoutToNull(), StderrToNull: st.GetStderrToNull(), StderrToStdout: st.GetStderrToStdout()}
 	}
-	a.program, a.argv = pipelineText(stages)
+	a.stages = stageArgvs(stages)
 	decision := lp.policy.Evaluate(stages)
 	out := &brokerv1.RunCommandResponse{Id: req.GetId(), Decision: decisionProto(decision, lp.policy.SHA256())}
 	a.ruleID = ruleIDs(decision)
-	if decision.Allowed {
-		// Log what really runs: the policy's absolute programs.
-		approved := make([]policy.Stage, len(decision.Stages))
-		for i, sd := range decision.Stages {
-			approved[i] = policy.Stage{Argv: sd.Argv}
-		}
-		a.program, a.argv = pipelineText(approved)
-	}
 	if !decision.Allowed {
 		a.decision, a.reason = decisionDeny, decision.Reason
 		out.ExitCode = -1
 		return out, nil
 	}
+	// Log what really runs: the policy's absolute programs.
+	approved := make([][]string, len(decision.Stages))
+	for i, sd := range decision.Stages {
+		approved[i] = sd.Argv
+	}
+	a.stages = approved
 	res, err := s.runner.Run(ctx, execute.Request{Stages: executeStages(decision, stages), Limits: executeLimits(lp.policy.Limits()), Judge: lp.policy})
 	if err != nil {
 		return refusedRun(out, a, err), nil
 	}
 	a.decision = decisionAllow
+	if len(res.MissingOperands) > 0 {
+		a.reason = "no such file: " + strings.Join(res.MissingOperands, ", ") + " (the tool reported it itself)"
+	}
 	ran := res.Proto()
 	ran.Id, ran.Decision = out.Id, out.Decision
 	return ran, nil
@@ -57,13 +58,11 @@ func (s *Server) RunCommand(ctx context.Context, req *brokerv1.RunCommandRequest
 func refusedRun(out *brokerv1.RunCommandResponse, a *audit, err error) *brokerv1.RunCommandResponse {
 	out.ExitCode = -1
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		// A missing operand is the tool's ordinary failure, not a denial:
-		// answer as the tool would (exit 1, the reason on stderr). The
-		// path was judged before it was looked up, so this reveals
-		// nothing about denied paths.
-		out.ExitCode = 1
-		out.Stderr = []byte(strings.TrimPrefix(err.Error(), execute.ErrPathRefused.Error()+": ") + "\n")
+	case errors.Is(err, execute.ErrNotInstalled):
+		// What a shell says: the program is missing here, exit 127. The
+		// policy allowed it; the model can try another tool.
+		out.ExitCode = 127
+		out.Stderr = []byte(err.Error() + "\n")
 		a.decision, a.reason = decisionAllow, err.Error()
 	case errors.Is(err, execute.ErrPathRefused), errors.Is(err, execute.ErrLimit),
 		errors.Is(err, execute.ErrInvalid), errors.Is(err, execute.ErrBusy):
@@ -82,18 +81,21 @@ func executeStages(d policy.Decision, stages []policy.Stage) []execute.Stage {
 	for i, sd := range d.Stages {
 		paths := make([]execute.PathOperand, len(sd.Paths))
 		for j, p := range sd.Paths {
-			mode := execute.OpenCheckOnly
-			if p.Open == policy.OpenFD {
-				mode = execute.OpenFD
-			}
-			paths[j] = execute.PathOperand{Index: p.Index, Prefix: p.Prefix, Path: p.Path, Roots: p.Roots, Open: mode}
+			paths[j] = execute.PathOperand{Index: p.Index, Prefix: p.Prefix, Path: p.Path, Roots: p.Roots,
+				Open: openModes[p.Open], CharDevices: p.CharDevices}
 		}
 		out[i] = execute.Stage{
-			Program: sd.Program, Argv: sd.Argv, RunAs: sd.RunAs, Paths: paths,
+			Program: sd.Program, Argv: sd.Argv, RunAs: sd.RunAs, Paths: paths, Writes: sd.Writes,
 			StdoutToNull: stages[i].StdoutToNull, StderrToNull: stages[i].StderrToNull, StderrToStdout: stages[i].StderrToStdout,
 		}
 	}
 	return out
+}
+
+// openModes maps the policy's open modes onto the runner's; an unset
+// mode stays unset and the runner refuses it.
+var openModes = map[policy.OpenMode]execute.OpenMode{
+	policy.OpenFD: execute.OpenFD, policy.OpenCheckOnly: execute.OpenCheckOnly, policy.OpenDevice: execute.OpenDevice,
 }
 
 func executeLimits(l policy.Limits) execute.Limits {
@@ -129,22 +131,11 @@ func ruleIDs(d policy.Decision) string {
 	return strings.Join(ids, "|")
 }
 
-// pipelineText is the pipeline for the decision log: the programs, and the
-// argv of every stage joined by "|".
-func pipelineText(stages []policy.Stage) (string, []string) {
-	var programs []string
-	var argv []string
+// stageArgvs is the argv of every stage, program first, for the log.
+func stageArgvs(stages []policy.Stage) [][]string {
+	out := make([][]string, len(stages))
 	for i, st := range stages {
-		if i > 0 {
-			argv = append(argv, "|")
-		}
-		if len(st.Argv) > 0 {
-			programs = append(programs, st.Argv[0])
-			argv = append(argv, st.Argv[1:]...)
-		}
+		out[i] = st.Argv
 	}
-	if len(stages) > maxLoggedArgs {
-		programs = append(programs[:maxLoggedArgs], fmt.Sprintf("… %d stages", len(stages)))
-	}
-	return strings.Join(programs, "|"), argv
+	return out
 }

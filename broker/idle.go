@@ -11,6 +11,10 @@ import (
 type idleTracker struct {
 	inflight atomic.Int64
 	lastEnd  atomic.Int64 // unix nanoseconds
+	// busy reports work that outlives requests (detached runs); the
+	// broker is not idle while it does, and the idle time counts from
+	// when it ends.
+	busy func() bool
 }
 
 func (t *idleTracker) begin() { t.inflight.Add(1) }
@@ -24,6 +28,10 @@ func (t *idleTracker) end() {
 // request is in flight.
 func (t *idleTracker) idleSince(start, now time.Time) time.Duration {
 	if t.inflight.Load() > 0 {
+		return 0
+	}
+	if t.busy != nil && t.busy() {
+		t.lastEnd.Store(now.UnixNano())
 		return 0
 	}
 	last := time.Unix(0, t.lastEnd.Load())

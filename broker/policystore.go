@@ -21,8 +21,11 @@ type loadedPolicy struct {
 	caps     *capabilities
 }
 
-func newLoaded(p *policy.Policy, log *slog.Logger) (*loadedPolicy, error) {
-	caps, err := newCapabilities(p, log)
+// capabilityBuilder builds the runtime objects a policy configures.
+type capabilityBuilder func(*policy.Policy) (*capabilities, error)
+
+func newLoaded(p *policy.Policy, build capabilityBuilder) (*loadedPolicy, error) {
+	caps, err := build(p)
 	if err != nil {
 		return nil, err
 	}
@@ -34,18 +37,19 @@ func newLoaded(p *policy.Policy, log *slog.Logger) (*loadedPolicy, error) {
 // policyStore holds the policy in force. A reload that fails keeps the old
 // policy, so a typo in a new file never leaves the broker without one.
 type policyStore struct {
-	load PolicyLoader
-	cur  atomic.Pointer[loadedPolicy]
-	log  *slog.Logger
+	load  PolicyLoader
+	build capabilityBuilder
+	cur   atomic.Pointer[loadedPolicy]
+	log   *slog.Logger
 }
 
-func newPolicyStore(load PolicyLoader, log *slog.Logger) (*policyStore, error) {
-	s := &policyStore{load: load, log: log}
+func newPolicyStore(load PolicyLoader, build capabilityBuilder, log *slog.Logger) (*policyStore, error) {
+	s := &policyStore{load: load, build: build, log: log}
 	p, err := load()
 	if err != nil {
 		return nil, err
 	}
-	lp, err := newLoaded(p, log)
+	lp, err := newLoaded(p, build)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +70,7 @@ func (s *policyStore) reload() error {
 	p, err := s.load()
 	var lp *loadedPolicy
 	if err == nil {
-		lp, err = newLoaded(p, s.log)
+		lp, err = newLoaded(p, s.build)
 	}
 	if err != nil {
 		s.log.Error("policy reload failed; keeping the policy in force", "policy_sha256", old, "error", err.Error())

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nannyai/nannyagent/broker/execute"
 	"github.com/nannyai/nannyagent/broker/reboot"
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 )
@@ -19,18 +20,22 @@ const DefaultStateDir = "/var/lib/nannyagent-broker"
 // unless the request only checks, warns logged-in users and runs the
 // reboot command. A refusal is a normal answer with the reason.
 func (s *Server) Reboot(ctx context.Context, req *brokerv1.RebootRequest) (*brokerv1.RebootResponse, error) {
-	lp := s.policies.current()
+	lp := policyOf(ctx, s)
 	rb := lp.policy.Reboots()
 	a := auditFrom(ctx)
 	argv := reboot.Command(rb, req.GetVmid())
-	a.program, a.argv = argv[0], argv[1:]
+	a.stages = [][]string{argv}
 	rule, err := lp.policy.CheckReboot(req.GetVmid())
 	if err != nil {
 		a.decision, a.reason = decisionDeny, err.Error()
 		return &brokerv1.RebootResponse{Reason: err.Error()}, nil
 	}
 	a.ruleID = rule
-	out := s.rebooter.Reboot(ctx, rb, reboot.Request{
+	lim := lp.policy.Limits()
+	// The policy's child limits bound wall, systemctl and pct like any
+	// other child; the reboots section's timeout bounds the command.
+	child := execute.Limits{ChildTasks: lim.ChildTasks, ChildMemory: lim.ChildMemory}
+	out := s.rebooter.Reboot(ctx, rb, child, reboot.Request{
 		ID: req.GetRebootId(), VMID: req.GetVmid(), Reason: req.GetReason(), CheckOnly: req.GetCheckOnly(),
 	})
 	resp := &brokerv1.RebootResponse{Allowed: out.Allowed, Reason: out.Reason, RuleId: rule, Started: out.Started,

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"os/user"
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -21,9 +23,11 @@ import (
 	"github.com/nannyai/nannyagent/broker/metrics"
 	"github.com/nannyai/nannyagent/broker/probe"
 	"github.com/nannyai/nannyagent/broker/reboot"
+	"github.com/nannyai/nannyagent/broker/trace"
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	"github.com/nannyai/nannyagent/ipc/peercred"
 	"github.com/nannyai/nannyagent/ipc/unixsock"
+	"github.com/nannyai/nannyagent/policy"
 )
 
 // Config is everything the broker needs to serve.
@@ -35,12 +39,20 @@ type Config struct {
 	WorkerUser string
 	// LoadPolicy loads the policy at start and on Reload.
 	LoadPolicy PolicyLoader
-	// Probe configures host detection.
+	// Probe configures host detection. Without a Runner, the probe's
+	// checks run through the broker's launcher.
 	Probe probe.Config
 	// Metrics configures where CollectMetrics reads (the host by default).
 	Metrics metrics.Config
-	// Limits are the gRPC server limits.
+	// Limits are the gRPC server limits. The receive limit is not taken
+	// from here: it is the policy's request_bytes, read at start.
 	Limits unixsock.Limits
+	// ReadTimeout bounds the time from a request's headers to its whole
+	// message (default 10 s).
+	ReadTimeout time.Duration
+	// OwnCgroup says whether the broker moves into a leaf cgroup of its
+	// own, where its memory ceiling is set (see execute.OwnCgroup).
+	OwnCgroup execute.OwnCgroup
 	// IdleExit ends Serve after this long without a request; 0 never does.
 	IdleExit time.Duration
 	// GracePeriod bounds how long Serve waits for requests in flight at stop.
@@ -55,24 +67,36 @@ type Config struct {
 	Uptime func() (time.Duration, error)
 	// Log receives the decision log and operational messages.
 	Log *slog.Logger
+	// Landlock says whether runs are confined (auto) or not (off, a test
+	// switch: the policy's option tables must hold on their own).
+	Landlock execute.LandlockMode
 }
 
-// Server is the broker's gRPC service.
+// Server is the broker's gRPC service. It implements every RPC of
+// brokerv1.BrokerServiceServer itself: it embeds the Unsafe interface,
+// not the Unimplemented struct, so an RPC without a handler does not
+// compile, and none answers "not implemented".
 type Server struct {
-	brokerv1.UnimplementedBrokerServiceServer
+	brokerv1.UnsafeBrokerServiceServer
 
-	cfg      Config
-	table    map[string]request
-	log      *slog.Logger
-	policies *policyStore
-	prober   *probe.Prober
-	metrics  *metrics.Collector
-	runner   *execute.Runner
-	rebooter *reboot.Rebooter
-	dlog     decisionLog
-	idle     idleTracker
-	grpc     *grpc.Server
+	cfg        Config
+	table      []request
+	log        *slog.Logger
+	policies   *policyStore
+	prober     *probe.Prober
+	metrics    *metrics.Collector
+	runner     *execute.Runner
+	rebooter   *reboot.Rebooter
+	traceSlots *trace.Slots
+	readSlots  readSlotsSem
+	dlog       decisionLog
+	idle       idleTracker
+	grpc       *grpc.Server
+	// addr is the socket Serve answers on, for Alive.
+	addr atomic.Pointer[string]
 }
+
+var _ brokerv1.BrokerServiceServer = (*Server)(nil)
 
 // New loads the policy and builds the server. It fails if the policy does.
 func New(cfg Config) (*Server, error) {
@@ -82,12 +106,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.GracePeriod == 0 {
 		cfg.GracePeriod = 10 * time.Second
 	}
-	policies, err := newPolicyStore(cfg.LoadPolicy, cfg.Log)
-	if err != nil {
-		return nil, err
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = defaultReadTimeout
 	}
-	lim := policies.current().policy.Limits()
-	runner, err := execute.New(execute.Config{MaxConcurrent: lim.ConcurrentCommands, Logger: cfg.Log})
+	runner, err := execute.New(execute.Config{Logger: cfg.Log, OwnCgroup: cfg.OwnCgroup, Landlock: cfg.Landlock})
 	if err != nil {
 		return nil, fmt.Errorf("command runner: %w", err)
 	}
@@ -96,17 +118,34 @@ func New(cfg Config) (*Server, error) {
 		_ = runner.Close()
 		return nil, err
 	}
-	s := &Server{
-		cfg: cfg, table: requestTable, log: cfg.Log, policies: policies,
-		prober: probe.New(cfg.Probe), metrics: metrics.New(cfg.Metrics), runner: runner, rebooter: rebooter,
+	s := &Server{cfg: cfg, log: cfg.Log, runner: runner, rebooter: rebooter, traceSlots: trace.NewSlots(0), metrics: metrics.New(cfg.Metrics)}
+	s.table = s.requestTable()
+	s.idle.busy = func() bool { return runner.DetachedRuns() > 0 }
+	s.policies, err = newPolicyStore(cfg.LoadPolicy, s.capabilitiesFor, cfg.Log)
+	if err != nil {
+		_ = runner.Close()
+		return nil, err
 	}
-	s.dlog = decisionLog{log: cfg.Log, policy: policies.sha256}
+	lim := s.policies.current().policy.Limits()
+	s.applyLimits(lim)
+	if cfg.Probe.Runner == nil {
+		cfg.Probe.Runner = s.probeRunner
+	}
+	s.prober = probe.New(cfg.Probe)
+	s.dlog = decisionLog{log: cfg.Log, policy: s.policies.sha256}
+	s.readSlots = make(readSlotsSem, readSlots)
+	tl := cfg.Limits
+	// request_bytes applies here, at start: gRPC cannot change a
+	// server's receive limit later.
+	tl.MaxRecvMsgSize = int(lim.RequestBytes)
 	creds := peercred.NewServerCredentials(s.authorize, s.dlog.refusedConnection, cfg.Log)
-	s.grpc = grpc.NewServer(unixsock.ServerOptions(creds, cfg.Limits,
-		grpc.ChainUnaryInterceptor(s.intercept),
-		grpc.ChainStreamInterceptor(refuseStreams),
+	s.grpc = grpc.NewServer(unixsock.ServerOptions(creds, tl,
+		grpc.ForceServerCodecV2(newCodec()),
+		grpc.InTapHandle(s.tap),
+		grpc.StatsHandler(callLog{s}),
+		grpc.UnknownServiceHandler(s.unknownMethod),
 	)...)
-	brokerv1.RegisterBrokerServiceServer(s.grpc, s)
+	s.grpc.RegisterService(s.serviceDesc(), s)
 	return s, nil
 }
 
@@ -126,6 +165,41 @@ func newRebooter(cfg Config, runner *execute.Runner) (*reboot.Rebooter, error) {
 	}
 	return r, nil
 }
+
+// applyLimits puts the policy's limits where something enforces them
+// outside a request: the number of commands at once and the broker's own
+// memory ceiling.
+func (s *Server) applyLimits(lim policy.Limits) {
+	s.runner.SetMaxConcurrent(lim.ConcurrentCommands)
+	ceiling := MemoryCeiling(lim)
+	debug.SetMemoryLimit(ceiling)
+	hard := ceiling + ceiling/4
+	err := s.runner.SetOwnMemoryLimit(hard)
+	switch {
+	case err == nil:
+		s.log.Info("memory ceiling", "go_memory_limit", ceiling, "cgroup_memory_max", hard, "cgroup", s.runner.Info().OwnCgroup)
+	case errors.Is(err, execute.ErrNoOwnCgroup):
+		s.log.Info("memory ceiling", "go_memory_limit", ceiling, "cgroup_memory_max", "none: no cgroup of its own")
+	default:
+		s.log.Warn("memory ceiling: the cgroup limit was not set", "go_memory_limit", ceiling, "error", err.Error())
+	}
+}
+
+// probeRunner runs the probe's fixed checks (bpftrace --version, the
+// attach test, pveversion) through the launcher, under the policy's child
+// limits, like every child of the broker.
+func (s *Server) probeRunner(ctx context.Context, argv []string) ([]byte, int, error) {
+	lim := s.policies.current().policy.Limits()
+	out, exit, err := s.runner.Output(ctx, execute.Spec{Path: argv[0], Argv: argv,
+		Limits: execute.Limits{Timeout: lim.CommandTimeout, ChildMemory: lim.ChildMemory, ChildTasks: lim.ChildTasks}}, probeOutputBytes)
+	if err != nil {
+		return out, -1, err
+	}
+	return out, exit.Code, nil
+}
+
+// probeOutputBytes bounds what the probe keeps of one check's output.
+const probeOutputBytes = 64 << 10
 
 // authorize serves root and the worker account, nobody else.
 func (s *Server) authorize(p peercred.Peer) error {
@@ -150,8 +224,15 @@ func (s *Server) Close() error { return s.runner.Close() }
 // zero never returns for idleness. Call it before Serve.
 func (s *Server) SetIdleExit(d time.Duration) { s.cfg.IdleExit = d }
 
-// Reload re-reads the policy files; on failure the old policy stays.
-func (s *Server) Reload() error { return s.policies.reload() }
+// Reload re-reads the policy files; on failure the old policy stays. The
+// new limits apply at once, except request_bytes (see New).
+func (s *Server) Reload() error {
+	if err := s.policies.reload(); err != nil {
+		return err
+	}
+	s.applyLimits(s.policies.current().policy.Limits())
+	return nil
+}
 
 // Serve answers requests on ln until ctx ends or the broker has been idle
 // for Config.IdleExit. It returns nil on a clean stop.
@@ -161,6 +242,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	waitProbe := s.prober.Start(ctx)
 	defer waitProbe()
 
+	addr := ln.Addr().String()
+	s.addr.Store(&addr)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.grpc.Serve(ln) }()
 
@@ -194,6 +277,27 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
+// Alive makes one real round trip through the broker's own socket, as a
+// client would: connect (accept, the peer check), then a Probe (admission,
+// dispatch, the handler, the reply). The watchdog pings systemd only after
+// it succeeds. The call is logged like any other; it does not count as
+// activity for the idle exit.
+func (s *Server) Alive(ctx context.Context) error {
+	addr := s.addr.Load()
+	if addr == nil {
+		return errors.New("not serving yet")
+	}
+	conn, err := unixsock.Dial(*addr, unixsock.DefaultLimits.MaxSendMsgSize)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := brokerv1.NewBrokerServiceClient(conn).Probe(ctx, &brokerv1.ProbeRequest{}); err != nil {
+		return fmt.Errorf("probe over %s: %w", *addr, err)
+	}
+	return nil
+}
+
 // stop drains requests in flight for the grace period, then cuts them off.
 func (s *Server) stop() {
 	done := make(chan struct{})
@@ -209,33 +313,53 @@ func (s *Server) stop() {
 	}
 }
 
-// intercept dispatches from the request table, tracks idleness, recovers a
-// handler panic into an error, and writes the decision log.
-func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-	p, _ := peercred.FromContext(ctx)
-	entry, ok := s.table[info.FullMethod]
-	if !ok {
-		a := &audit{decision: decisionDeny, reason: "request type not in the broker's table"}
-		s.dlog.request(p, info.FullMethod, a, 0, nil)
-		return nil, status.Error(codes.PermissionDenied, "request type not permitted")
+// serve runs one request from the table: it reads and measures the
+// message (inbound), returns its share of the read budget, refuses what
+// the limits do not admit or hands it to the handler, recovers a handler
+// panic into an error, tracks idleness and writes the decision log.
+func (s *Server) serve(ctx context.Context, e request, dec func(any) error) (resp any, err error) {
+	if c := callFrom(ctx); c != nil {
+		c.logged.Store(true)
 	}
-	s.idle.begin()
-	defer s.idle.end()
-	ctx, a := withAudit(ctx)
+	p, _ := peercred.FromContext(ctx)
+	// The broker's own liveness round trips (Alive) are not activity.
+	if int(p.PID) != os.Getpid() {
+		s.idle.begin()
+		defer s.idle.end()
+	}
+	lp := s.policies.current()
+	ctx, a := withAudit(ctx, lp)
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("handler panic", "rpc", entry.name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.log.Error("handler panic", "rpc", e.name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			resp, err = nil, status.Error(codes.Internal, "internal error")
+			a.decision = decisionError
 		}
-		s.dlog.request(p, entry.name, a, time.Since(start), err)
+		s.dlog.request(p, e.name, a, time.Since(start), err)
 	}()
-	return handler(ctx, req)
-}
-
-// refuseStreams refuses every streaming call: the broker's API has none.
-func refuseStreams(_ any, _ grpc.ServerStream, info *grpc.StreamServerInfo, _ grpc.StreamHandler) error {
-	return status.Errorf(codes.PermissionDenied, "streaming request %s not permitted", info.FullMethod)
+	if err := s.readSlots.acquire(ctx); err != nil {
+		a.decision, a.reason = decisionDeny, "not read: waited for a read slot: "+err.Error()
+		return nil, status.Error(codes.ResourceExhausted, a.reason)
+	}
+	in := &inbound{rpc: e.name, shape: e.shape, limits: lp.policy.Limits(), msg: e.newMsg()}
+	derr := dec(in)
+	s.readSlots.release()
+	read(ctx)
+	switch {
+	case derr != nil:
+		// Too large for request_bytes, malformed, or cut off: refused
+		// before anything was decoded.
+		a.decision, a.reason = decisionDeny, status.Convert(derr).Message()
+		if cause := context.Cause(ctx); errors.Is(cause, errReadTimeout) {
+			a.reason = "not read: " + cause.Error()
+		}
+		return nil, derr
+	case in.refused != "":
+		a.decision, a.reason = decisionDeny, in.refused
+		return e.refuse(in.refused)
+	}
+	return e.handle(ctx, in.msg)
 }
 
 // probeWait bounds how long Probe waits for the slow checks of a broker
@@ -247,10 +371,12 @@ func (s *Server) Probe(ctx context.Context, _ *brokerv1.ProbeRequest) (*brokerv1
 	pctx, cancel := context.WithTimeout(ctx, probeWait)
 	defer cancel()
 	resp := s.prober.Probe(pctx)
-	lp := s.policies.current()
+	lp := policyOf(ctx, s)
 	resp.BrokerVersion = s.cfg.Version
 	resp.Policy = lp.info
-	resp.Cgroups = s.runner.Info().Proto()
+	info := s.runner.Info()
+	resp.Cgroups = info.Proto()
+	resp.Confinement = info.Confinement.Proto()
 	// This host is a Proxmox VE node when pmxcfs names it as the local node.
 	if node, err := lp.caps.proxmox.Detect(); err == nil {
 		resp.Proxmox.Detected, resp.Proxmox.Node = true, node

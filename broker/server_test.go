@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/user"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/nannyai/nannyagent/broker/execute"
 	"github.com/nannyai/nannyagent/broker/probe"
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	"github.com/nannyai/nannyagent/ipc/unixsock"
@@ -98,9 +100,12 @@ func startBrokerAt(t testing.TB, dir string, idle time.Duration) *testBroker {
 		LoadPolicy: func() (*policy.Policy, error) { return policy.Load(policy.LoadOptions{}, policyPath) },
 		Probe:      fakeProbeConfig(t),
 		Limits:     unixsock.DefaultLimits,
-		IdleExit:   idle,
-		StateDir:   filepath.Join(dir, "state"),
-		Log:        slog.New(slog.NewJSONHandler(logBuf, nil)),
+		// Generous: a test's client may take long to marshal a huge
+		// request after it sent the headers.
+		ReadTimeout: time.Minute,
+		IdleExit:    idle,
+		StateDir:    filepath.Join(dir, "state"),
+		Log:         slog.New(slog.NewJSONHandler(logBuf, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -155,49 +160,110 @@ func TestProbeOverTheSocket(t *testing.T) {
 	}
 }
 
-func TestUnimplementedRequestsAnswerUnimplemented(t *testing.T) {
+// TestPatchesAndRebootsRefuseNamingThePolicy: no RPC answers "not
+// implemented": RunPatch, PatchResult and Reboot refuse, naming the
+// policy section that is off, and each refusal is a logged denial.
+func TestPatchesAndRebootsRefuseNamingThePolicy(t *testing.T) {
 	b := startBroker(t, 0)
 	ctx := context.Background()
-	calls := map[string]func() error{
-		"RunPatch":    func() error { _, err := b.client.RunPatch(ctx, &brokerv1.RunPatchRequest{}); return err },
-		"PatchResult": func() error { _, err := b.client.PatchResult(ctx, &brokerv1.PatchResultRequest{}); return err },
+	run, err := b.client.RunPatch(ctx, &brokerv1.RunPatchRequest{OperationId: "op-1", Script: []byte("#!/bin/sh\n")})
+	if err != nil || run.GetState() != brokerv1.PatchState_PATCH_STATE_FAILED_TO_START || !strings.Contains(run.GetReason(), "disabled by policy (patches:") || run.GetOperationId() != "op-1" {
+		t.Errorf("RunPatch: %v %v", run, err)
 	}
-	for name, call := range calls {
-		if code := status.Code(call()); code != codes.Unimplemented {
-			t.Errorf("%s: code %v, want Unimplemented", name, code)
+	res, err := b.client.PatchResult(ctx, &brokerv1.PatchResultRequest{OperationId: "op-1"})
+	if err != nil || res.GetState() != brokerv1.PatchState_PATCH_STATE_UNKNOWN || !strings.Contains(res.GetError(), "patches:") {
+		t.Errorf("PatchResult: %v %v", res, err)
+	}
+	rb, err := b.client.Reboot(ctx, &brokerv1.RebootRequest{RebootId: "r-1"})
+	if err != nil || rb.GetAllowed() || rb.GetReason() != "reboots: reboots are disabled by policy" {
+		t.Errorf("Reboot: %v %v", rb, err)
+	}
+	for _, rpc := range []string{"RunPatch", "PatchResult", "Reboot"} {
+		if l := logLine(t, b.log.String(), rpc); l["decision"] != "deny" || !strings.Contains(fmt.Sprint(l["reason"]), "by policy") {
+			t.Errorf("%s logged as %v", rpc, l)
 		}
-	}
-	// A method that is not part of the service at all.
-	err := b.conn.Invoke(ctx, "/nannyagent.broker.v1.BrokerService/Exec", &brokerv1.ProbeRequest{}, &brokerv1.ProbeResponse{})
-	if status.Code(err) != codes.Unimplemented {
-		t.Errorf("unknown method: %v", err)
 	}
 }
 
-func TestRequestTableRefusesWhatItDoesNotList(t *testing.T) {
+// TestTableHoldsEveryMethod: the table and the service definition name the
+// same methods, each once.
+func TestTableHoldsEveryMethod(t *testing.T) {
 	b := startBroker(t, 0)
-	b.srv.table = map[string]request{}
-	_, err := b.client.Probe(context.Background(), &brokerv1.ProbeRequest{})
-	if status.Code(err) != codes.PermissionDenied {
-		t.Fatalf("a method outside the table was served: %v", err)
+	want := map[string]bool{}
+	for _, m := range brokerv1.BrokerService_ServiceDesc.Methods {
+		want["/"+brokerv1.BrokerService_ServiceDesc.ServiceName+"/"+m.MethodName] = true
 	}
-	if !strings.Contains(b.log.String(), `"decision":"deny"`) {
-		t.Errorf("refusal not logged: %s", b.log.String())
+	if len(brokerv1.BrokerService_ServiceDesc.Streams) != 0 {
+		t.Error("the broker's service has streaming methods")
+	}
+	seen := map[string]bool{}
+	for _, e := range b.srv.table {
+		if !want[e.method] || seen[e.method] || e.handle == nil || e.refuse == nil || e.shape.max == nil {
+			t.Errorf("table entry %s", e.method)
+		}
+		seen[e.method] = true
+	}
+	if len(seen) != len(want) {
+		t.Errorf("table has %d methods, the service %d", len(seen), len(want))
 	}
 }
+
+// TestUnknownMethodRefusedAndLogged: a method outside the table is
+// refused, and the refusal is in the decision log with the method named.
+func TestUnknownMethodRefusedAndLogged(t *testing.T) {
+	b := startBroker(t, 0)
+	err := b.conn.Invoke(context.Background(), "/nannyagent.broker.v1.BrokerService/Exec", &brokerv1.ProbeRequest{}, &brokerv1.ProbeResponse{})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("unknown method: %v", err)
+	}
+	l := logLine(t, b.log.String(), "unknown /nannyagent.broker.v1.BrokerService/Exec")
+	if l["decision"] != "deny" || l["reason"] != reasonUnknownMethod {
+		t.Errorf("logged as %v", l)
+	}
+	// Without the admission tap, gRPC's unknown-method handler refuses and
+	// logs it the same way.
+	if err := b.srv.unknownMethod(nil, fakeStream{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("unknown handler: %v", err)
+	}
+	if n := strings.Count(b.log.String(), `"rpc":"unknown /nannyagent.broker.v1.BrokerService/Exec"`); n != 1 {
+		t.Errorf("%d log lines for the tap's refusal", n)
+	}
+}
+
+// fakeStream is a stream with a background context, for calling the
+// unknown-method handler directly.
+type fakeStream struct{ grpc.ServerStream }
+
+func (fakeStream) Context() context.Context { return context.Background() }
 
 func TestHandlerPanicBecomesAnError(t *testing.T) {
 	b := startBroker(t, 0)
-	info := &grpc.UnaryServerInfo{FullMethod: brokerv1.BrokerService_Probe_FullMethodName}
-	_, err := b.srv.intercept(context.Background(), nil, info, func(context.Context, any) (any, error) {
-		panic("boom")
-	})
+	e := entry(brokerv1.BrokerService_Probe_FullMethodName, "Probe", emptyShape,
+		func(context.Context, *brokerv1.ProbeRequest) (*brokerv1.ProbeResponse, error) { panic("boom") },
+		refuseStatus[*brokerv1.ProbeResponse])
+	_, err := b.srv.serve(context.Background(), e, func(any) error { return nil })
 	if status.Code(err) != codes.Internal {
 		t.Fatalf("err %v, want Internal", err)
 	}
 	if !strings.Contains(b.log.String(), "handler panic") || !strings.Contains(b.log.String(), `"decision":"error"`) {
 		t.Errorf("panic not logged as an error decision: %s", b.log.String())
 	}
+}
+
+// logLine returns the last decision line for rpc.
+func logLine(t *testing.T, log, rpc string) map[string]any {
+	t.Helper()
+	var line map[string]any
+	for _, l := range strings.Split(log, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "decision" && m["rpc"] == rpc {
+			line = m
+		}
+	}
+	if line == nil {
+		t.Fatalf("no decision line for %s in:\n%s", rpc, log)
+	}
+	return line
 }
 
 func TestDecisionLogLine(t *testing.T) {
@@ -250,18 +316,22 @@ func (b *testBroker) stopAfterIdle() error {
 	return errors.New("broker did not report idleness")
 }
 
-func TestTruncateArgv(t *testing.T) {
+func TestLoggedStagesAreBounded(t *testing.T) {
 	long := strings.Repeat("a", 1000)
 	argv := make([]string, 100)
 	for i := range argv {
 		argv[i] = long
 	}
-	got := truncateArgv(argv)
+	argv[0] = "/usr/bin/echo"
+	program, got := loggedStages([][]string{argv, argv})
 	if len(got) != maxLoggedArgs+1 || got[maxLoggedArgs] != truncationMarker {
 		t.Fatalf("len %d, last %q", len(got), got[len(got)-1])
 	}
 	if len(got[0]) > maxLoggedArgLen+len(truncationMarker) {
 		t.Errorf("argument not truncated: %d bytes", len(got[0]))
+	}
+	if program != "/usr/bin/echo|/usr/bin/echo" {
+		t.Errorf("program %q", program)
 	}
 }
 
@@ -291,10 +361,46 @@ func TestCollectMetricsOverTheSocket(t *testing.T) {
 	}
 }
 
-func TestDecisionLogRedactsArgv(t *testing.T) {
-	got := truncateArgv([]string{"/usr/bin/mysql", "-psecretpass", "--password=hunter2", "-h", "db"})
-	joined := strings.Join(got, " ")
-	if strings.Contains(joined, "secretpass") || strings.Contains(joined, "hunter2") || !strings.Contains(joined, "db") {
-		t.Errorf("argv not redacted: %q", got)
+// TestDecisionLogRedacts: program and argv are redacted together (the
+// per-tool rules need the program), per stage; reason and error too.
+func TestDecisionLogRedacts(t *testing.T) {
+	program, argv := loggedStages([][]string{
+		{"/usr/bin/mysql", "-psecretpass", "--password=hunter2", "-h", "db"},
+		{"/usr/bin/curl", "-u", "bob:curlsecret", "http://127.0.0.1/"},
+		{"/usr/bin/sshpass", "-p", "sshsecret", "ssh", "host"},
+	})
+	joined := program + " " + strings.Join(argv, " ")
+	for _, secret := range []string{"secretpass", "hunter2", "curlsecret", "sshsecret"} {
+		if strings.Contains(joined, secret) {
+			t.Errorf("%s logged: %q", secret, joined)
+		}
+	}
+	if !strings.Contains(joined, "db") || !strings.Contains(joined, "bob:") {
+		t.Errorf("more than the secrets went: %q", joined)
+	}
+	if r := redactText("path /var/log/x password=hunter2 refused"); strings.Contains(r, "hunter2") {
+		t.Errorf("reason not redacted: %q", r)
+	}
+}
+
+// TestNoIdleExitWhileADetachedRunLives: a detached run (a patch run, later)
+// keeps the broker from exiting when idle; once it ends, the idle time
+// counts from there.
+func TestNoIdleExitWhileADetachedRunLives(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: run cgroups")
+	}
+	b := startBroker(t, 300*time.Millisecond)
+	p, err := b.srv.runner.StartDetached(context.Background(), execute.Spec{Path: "/usr/bin/sleep", Argv: []string{"/usr/bin/sleep", "1.5"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if strings.Contains(b.log.String(), "idle, exiting") {
+		t.Fatal("the broker went idle while a detached run lived")
+	}
+	<-p.Done()
+	if err := b.stopAfterIdle(); err != nil {
+		t.Fatal(err)
 	}
 }

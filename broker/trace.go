@@ -13,14 +13,14 @@ import (
 // A refusal is a normal response (Refused, with the reason); the program
 // and the rules that allowed each probe go to the decision log.
 func (s *Server) RunTrace(ctx context.Context, req *brokerv1.RunTraceRequest) (*brokerv1.RunTraceResponse, error) {
-	lp := s.policies.current()
+	lp := policyOf(ctx, s)
 	a := auditFrom(ctx)
-	a.program = lp.policy.Traces().Bpftrace
+	bpftrace := lp.policy.Traces().Bpftrace
 	spec := req.GetSpec()
-	a.argv = []string{"-f", "json", "-e", spec.GetKind().String() + " " + spec.GetTarget()}
+	a.stages = [][]string{{bpftrace, "-f", "json", "-e", spec.GetKind().String() + " " + spec.GetTarget()}}
 	plan, planErr := lp.caps.tracer.Config().Plan(spec)
 	if planErr == nil {
-		a.argv = []string{"-f", "json", "-e", plan.Program}
+		a.stages = [][]string{{bpftrace, "-f", "json", "-e", plan.Program}}
 		a.ruleID = traceRuleIDs(lp.caps.traceRules, plan.Matched)
 	}
 	resp, err := lp.caps.tracer.Run(ctx, spec)

@@ -36,6 +36,8 @@ type PathOperand struct {
 	// Roots are the allowed roots from the rule.
 	Roots []string `json:"roots"`
 	Open  OpenMode `json:"open"`
+	// CharDevices: with OpenDevice, a character device is accepted too.
+	CharDevices bool `json:"char_devices,omitempty"`
 }
 
 // StageDecision is the verdict on one stage.
@@ -51,6 +53,12 @@ type StageDecision struct {
 	RunAs string `json:"run_as,omitempty"`
 	// Paths lists every path operand, option values included.
 	Paths []PathOperand `json:"paths,omitempty"`
+	// Added are the words the rule's add_options put after the program
+	// (Argv[1:1+len(Added)]); the request never chose them.
+	Added []string `json:"added_options,omitempty"`
+	// Writes are the paths the rule lets the program write beneath; every
+	// other place is closed to it where the kernel has Landlock.
+	Writes []string `json:"writes,omitempty"`
 }
 
 // Decision is the verdict on a pipeline: allowed only if every stage is.
@@ -113,13 +121,9 @@ func (p *Policy) evalStage(st *Stage) StageDecision {
 	bestFail := -1
 	subFails, subMissing := 0, 0
 	for _, r := range rules {
-		m.reset(p, r, argv)
+		m.reset(p, r, r.withoutAdded(argv))
 		if m.run() {
-			out := make([]string, len(argv))
-			copy(out, argv)
-			out[0] = r.program
-			return StageDecision{Allowed: true, RuleID: r.id, Reason: reasonAllowed, Program: r.program,
-				Argv: out, RunAs: r.runAs, Paths: m.paths}
+			return r.approve(m.argv, m.paths)
 		}
 		if m.subFail {
 			subFails++
@@ -141,6 +145,40 @@ func (p *Policy) evalStage(st *Stage) StageDecision {
 		best.Reason = fmt.Sprintf("%s: %s (allowed: %s)", rules[0].base, what, subcommandSummary(rules))
 	}
 	return best
+}
+
+// withoutAdded drops the rule's added options when the request already
+// starts with them, so an approved argv judged again gets the same answer
+// (and writing "blkid -c /dev/null" is what the broker runs anyway).
+func (r *cmdRule) withoutAdded(argv []string) []string {
+	n := len(r.addOptions)
+	if n == 0 || len(argv) < 1+n {
+		return argv
+	}
+	for i, w := range r.addOptions {
+		if argv[1+i] != w {
+			return argv
+		}
+	}
+	out := make([]string, 0, len(argv)-n)
+	return append(append(out, argv[0]), argv[1+n:]...)
+}
+
+// approve builds the approved stage: the rule's program, the options the
+// rule adds, then the request's arguments (path operand indexes shifted to
+// match).
+func (r *cmdRule) approve(argv []string, paths []PathOperand) StageDecision {
+	out := make([]string, 0, len(argv)+len(r.addOptions))
+	out = append(out, r.program)
+	out = append(out, r.addOptions...)
+	out = append(out, argv[1:]...)
+	if n := len(r.addOptions); n > 0 {
+		for i := range paths {
+			paths[i].Index += n
+		}
+	}
+	return StageDecision{Allowed: true, RuleID: r.id, Reason: reasonAllowed, Program: r.program,
+		Argv: out, RunAs: r.runAs, Paths: paths, Added: r.addOptions, Writes: r.writes}
 }
 
 // checkStageShape refuses what no rule could allow: oversized argv,

@@ -22,6 +22,12 @@ type Explanation struct {
 	Reboots   Reboots              `json:"reboots"`
 	Metrics   Metrics              `json:"metrics"`
 	Limits    []LimitExplanation   `json:"limits"`
+	// Confinement says whether the broker on this host confines runs with
+	// Landlock; the caller fills it (the policy package cannot ask the
+	// kernel).
+	Confinement string `json:"confinement,omitempty"`
+	// Writers lists the rules that may write somewhere (their writes).
+	Writers []string `json:"writers"`
 }
 
 // CommandExplanation describes one active command rule.
@@ -38,6 +44,11 @@ type CommandExplanation struct {
 	Options     []OptionExplanation  `json:"options"`
 	Denied      []DeniedOption       `json:"deny_options,omitempty"`
 	Operands    []OperandExplanation `json:"operands"`
+	// Added are options the broker puts after the program on every run.
+	Added []string `json:"added_options,omitempty"`
+	// Writes are the only places the program may write (Landlock
+	// exceptions); empty means it writes nothing.
+	Writes []string `json:"writes,omitempty"`
 }
 
 // OptionExplanation is one allowed option.
@@ -86,12 +97,19 @@ func (p *Policy) Explain() Explanation {
 	if e.Warnings == nil {
 		e.Warnings = []string{}
 	}
+	e.Writers = []string{}
 	for _, r := range p.commands {
 		if !r.disabled {
 			e.Commands = append(e.Commands, r.explain())
+			if len(r.writes) > 0 {
+				e.Writers = append(e.Writers, fmt.Sprintf("%s (%s) may write beneath %s", r.id, r.program, strings.Join(r.writes, ", ")))
+			}
 		}
 	}
 	for _, f := range limitFields {
+		if _, later := unenforced[f.key]; later {
+			continue
+		}
 		src := p.sources["limits."+f.key]
 		if src == "" {
 			src = "default"
@@ -105,7 +123,7 @@ func (p *Policy) Explain() Explanation {
 func (r *cmdRule) explain() CommandExplanation {
 	c := CommandExplanation{ID: r.id, At: r.at.String(), Program: r.program, Grammar: r.grammar.String(),
 		Description: r.description, RunAs: r.runAs, Permute: r.permute,
-		Options: []OptionExplanation{}, Operands: []OperandExplanation{}}
+		Options: []OptionExplanation{}, Operands: []OperandExplanation{}, Added: r.addOptions, Writes: r.writes}
 	if c.RunAs == "" {
 		c.RunAs = "root"
 	}
@@ -162,13 +180,27 @@ func (e Explanation) WriteText(w io.Writer) error {
 			ew.printf("WARNING: %s\n", wn)
 		}
 	}
+	ew.printf("\nWrites: a command run for a diagnosis creates or changes no file, except where its rule names the place (EXCEPTION below).\n")
+	if e.Confinement != "" {
+		ew.printf("  %s\n", e.Confinement)
+	}
+	if len(e.Writers) == 0 {
+		ew.printf("  no rule names a place it writes\n")
+	}
+	for _, w := range e.Writers {
+		ew.printf("  EXCEPTION: rule %s\n", w)
+	}
 	e.writeCommands(ew)
 	ew.printf("\nDenied paths (win over every allow; judged on normalised paths, ancestors included; every symlink hop re-judged):\n")
 	if len(e.DenyPaths) == 0 {
 		ew.printf("  none: every path under a rule's roots is readable\n")
 	}
 	for _, d := range e.DenyPaths {
-		ew.printf("  %s: %s\n    %s\n", d.ID, d.Reason, strings.Join(d.Paths, ", "))
+		class := ""
+		if d.Class != "" {
+			class = "[class " + d.Class + "] "
+		}
+		ew.printf("  %s: %s%s\n    %s\n", d.ID, class, d.Reason, strings.Join(d.Paths, ", "))
 	}
 	e.writeTraces(ew)
 	e.writeProxmox(ew)
@@ -209,6 +241,12 @@ func (e Explanation) writeCommands(ew *errWriter) {
 		}
 		if c.LeadingNum != "" {
 			ew.printf("    %s\n", c.LeadingNum)
+		}
+		if len(c.Added) > 0 {
+			ew.printf("    the broker adds: %s (right after the program, on every run)\n", strings.Join(c.Added, " "))
+		}
+		if len(c.Writes) > 0 {
+			ew.printf("    MAY WRITE beneath: %s (the only Landlock exceptions of this rule)\n", strings.Join(c.Writes, ", "))
 		}
 		if len(c.Options) == 0 {
 			ew.printf("    no options\n")

@@ -86,7 +86,7 @@ var limitFields = []limitField{
 		"stderr returned from one pipeline"},
 	{"concurrent_commands", limitCount, 8, 32,
 		func(l *Limits) int64 { return int64(l.ConcurrentCommands) }, func(l *Limits, v int64) { l.ConcurrentCommands = int(v) },
-		"pipelines running at once"},
+		"commands (pipelines and pvesh calls) running at once; as many more may wait for a slot"},
 	{"pipeline_stages", limitCount, 4, 8,
 		func(l *Limits) int64 { return int64(l.PipelineStages) }, func(l *Limits, v int64) { l.PipelineStages = int(v) },
 		"stages in one pipeline"},
@@ -98,10 +98,10 @@ var limitFields = []limitField{
 		"total bytes of one stage's arguments"},
 	{"child_tasks", limitCount, 64, 4096,
 		func(l *Limits) int64 { return int64(l.ChildTasks) }, func(l *Limits, v int64) { l.ChildTasks = int(v) },
-		"processes and threads in one run's tree"},
+		"processes and threads in one run's tree (a command, a trace's bpftrace, a pvesh call)"},
 	{"child_memory", limitSize, 512 * mib, 8 * gib,
 		func(l *Limits) int64 { return l.ChildMemory }, func(l *Limits, v int64) { l.ChildMemory = v },
-		"memory of one run's tree"},
+		"memory of one run's tree (a command, a trace's bpftrace, a pvesh call)"},
 	{"concurrent_traces", limitCount, 4, 16,
 		func(l *Limits) int64 { return int64(l.ConcurrentTraces) }, func(l *Limits, v int64) { l.ConcurrentTraces = int(v) },
 		"bpftrace runs at once"},
@@ -128,7 +128,18 @@ var limitFields = []limitField{
 		"one Proxmox answer"},
 	{"request_bytes", limitSize, 4 * mib, 32 * mib,
 		func(l *Limits) int64 { return l.RequestBytes }, func(l *Limits, v int64) { l.RequestBytes = v },
-		"largest request message the broker reads"},
+		fmt.Sprintf("largest request message the broker reads, at most %d at once; applies at start-up (gRPC cannot change it later)", RequestsReadAtOnce)},
+}
+
+// RequestsReadAtOnce is how many request messages the broker reads at
+// once: its read budget is RequestsReadAtOnce × request_bytes.
+const RequestsReadAtOnce = 16
+
+// unenforced names the limits nothing enforces yet, and what will: they
+// load and merge like the others, and explain leaves them out.
+var unenforced = map[string]string{
+	"patch_max_runtime":  "patch runs",
+	"patch_output_bytes": "patch runs",
 }
 
 func limitKeys() []string {

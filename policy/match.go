@@ -72,7 +72,7 @@ func (m *matcher) value(v *valueSpec, i int, prefix, s, what string) bool {
 		if err != nil {
 			return m.deny(i, "%s: %v", what, err)
 		}
-		m.paths = append(m.paths, PathOperand{Index: i, Prefix: prefix, Path: s, Roots: v.rootSrc, Open: v.open})
+		m.paths = append(m.paths, PathOperand{Index: i, Prefix: prefix, Path: s, Roots: v.rootSrc, Open: v.open, CharDevices: v.charDevs})
 		return true
 	}
 	if reason := v.check(s); reason != "" {

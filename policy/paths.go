@@ -108,8 +108,10 @@ type PathError struct {
 	// Normalised is the form it was judged in (empty if it could not be
 	// normalised).
 	Normalised string
-	// RuleID names the deny_paths rule that matched, if one did.
+	// RuleID names the deny_paths rule that matched, if one did, and
+	// Class the class of secret that rule covers.
 	RuleID string
+	Class  string
 	Reason string
 }
 
@@ -232,6 +234,7 @@ func magicLink(c []string) string {
 // denyRule is a compiled deny_paths rule.
 type denyRule struct {
 	id       string
+	class    string
 	reason   string
 	paths    []string
 	patterns []*pathPattern
@@ -307,7 +310,7 @@ func (p *Policy) CheckPath(pth string, roots []string) error {
 func (p *Policy) checkComps(orig string, comps []string, roots []string, compiled []*pathPattern) error {
 	if r := p.judge.denied(comps); r != nil {
 		return &PathError{Path: orig, Normalised: "/" + strings.Join(comps, "/"), RuleID: r.id,
-			Reason: fmt.Sprintf("denied by deny_paths rule %s (%s)", r.id, r.reason)}
+			Reason: fmt.Sprintf("denied by deny_paths rule %s (%s)", r.id, r.reason), Class: r.class}
 	}
 	if compiled != nil {
 		for _, rp := range compiled {

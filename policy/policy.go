@@ -72,10 +72,14 @@ type DisabledRule struct {
 
 // DenyPathRule is one deny_paths rule as loaded.
 type DenyPathRule struct {
-	ID     string   `json:"id"`
-	Paths  []string `json:"paths"`
-	Reason string   `json:"reason"`
-	At     string   `json:"at"`
+	ID    string   `json:"id"`
+	Paths []string `json:"paths"`
+	// Class names the kind of secret the rule covers (credentials,
+	// private-keys, kernel-layout, ...), so a reviewer sees classes rather
+	// than a list of files.
+	Class  string `json:"class,omitempty"`
+	Reason string `json:"reason"`
+	At     string `json:"at"`
 }
 
 // Policy is a merged, validated policy. It is read-only after loading and
@@ -494,7 +498,7 @@ func (p *Policy) DenyPaths() []DenyPathRule {
 	var out []DenyPathRule
 	for _, r := range p.denyRules {
 		if !r.disabled {
-			out = append(out, DenyPathRule{ID: r.id, Paths: append([]string(nil), r.paths...), Reason: r.reason, At: r.at.String()})
+			out = append(out, DenyPathRule{ID: r.id, Paths: append([]string(nil), r.paths...), Class: r.class, Reason: r.reason, At: r.at.String()})
 		}
 	}
 	return out

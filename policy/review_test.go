@@ -156,3 +156,26 @@ func TestTestReport(t *testing.T) {
 		t.Errorf("json: %s %v", buf.String(), err)
 	}
 }
+
+// TestExplainShowsOnlyEnforcedLimits: explain lists the limits something
+// enforces, says when request_bytes applies, and leaves out the ones
+// nothing enforces yet.
+func TestExplainShowsOnlyEnforcedLimits(t *testing.T) {
+	e := mustLoadYAML(t, "version: 1\nlimits: {patch_max_runtime: 1h, request_bytes: 8MiB}\n").Explain()
+	keys := map[string]LimitExplanation{}
+	for _, l := range e.Limits {
+		keys[l.Key] = l
+	}
+	for key := range unenforced {
+		if _, shown := keys[key]; shown {
+			t.Errorf("explain shows %s, which nothing enforces", key)
+		}
+	}
+	rb := keys["request_bytes"]
+	if rb.Value != "8MiB" || !strings.Contains(rb.Meaning, "applies at start-up") {
+		t.Errorf("request_bytes: %+v", rb)
+	}
+	if len(keys)+len(unenforced) != len(limitFields) {
+		t.Errorf("explain shows %d limits of %d", len(keys), len(limitFields))
+	}
+}

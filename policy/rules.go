@@ -123,14 +123,20 @@ type cmdRule struct {
 	slots       []*slot
 	leading     *valueSpec
 	runAs       string
-	disabled    bool
+	// addOptions are argv words the broker inserts right after the
+	// program, whatever the request says (blkid -c /dev/null: no cache).
+	addOptions []string
+	// writes are the paths the program may write beneath (the Landlock
+	// ruleset's exceptions); nothing else is writable for a confined run.
+	writes   []string
+	disabled bool
 	// required lists the options the command line must use, in the order
 	// the rule lists them (bit i of the matcher's record is required[i]).
 	required []*optSpec
 }
 
 var ruleKeys = []string{"id", "program", "description", "grammar", "permute", "subcommand",
-	"options", "deny_options", "operands", "leading_count", "run_as"}
+	"options", "deny_options", "operands", "leading_count", "run_as", "add_options", "writes"}
 
 // optionKind is where a spelling goes in a rule's tables.
 type optionKind uint8
@@ -279,6 +285,12 @@ func (d *decoder) commandRule(n *yaml.Node, idx int, ctx ruleContext) *cmdRule {
 			r.runAs = acct
 		}
 	}
+	if an, has := m["add_options"]; has {
+		ok = d.addOptions(r, an, what) && ok
+	}
+	if wn, has := m["writes"]; has {
+		ok = d.writes(r, wn, what) && ok
+	}
 	if sn, has := m["subcommand"]; has {
 		ok = d.subcommand(r, sn, what) && ok
 	}
@@ -306,6 +318,51 @@ func (d *decoder) commandRule(n *yaml.Node, idx int, ctx ruleContext) *cmdRule {
 		return nil
 	}
 	return r
+}
+
+// addOptions reads the words the broker puts after the program on every
+// run of the rule: the form of a tool that keeps no cache, takes no lock or
+// writes nothing (blkid -c /dev/null, lvs --readonly). They are added, not
+// merely required, so a request cannot leave them out.
+func (d *decoder) addOptions(r *cmdRule, n *yaml.Node, what string) bool {
+	words, ok := d.strs(n, what+".add_options")
+	if !ok {
+		return false
+	}
+	if len(words) == 0 || len(words) > 8 {
+		d.errorf(n, "%s.add_options: give 1 to 8 words", what)
+		return false
+	}
+	for _, w := range words {
+		if w == "" || !isPlainASCII(w) || hasDotDot(w) {
+			d.errorf(n, "%s.add_options: %q is not a plain word", what, w)
+			ok = false
+		}
+	}
+	if r.grammar != gGetopt && r.grammar != gWords {
+		d.errorf(n, "%s.add_options: only grammars getopt and words take added options", what)
+		ok = false
+	}
+	r.addOptions = words
+	return ok
+}
+
+// writes reads the paths a rule's program genuinely needs to write
+// beneath. Where the kernel has Landlock, every other place is closed to
+// the run; explain lists them.
+func (d *decoder) writes(r *cmdRule, n *yaml.Node, what string) bool {
+	paths, ok := d.strs(n, what+".writes")
+	if !ok {
+		return false
+	}
+	for _, p := range paths {
+		if !strings.HasPrefix(p, "/") || path.Clean(p) != p || p == "/" || !isPlainASCII(p) || strings.ContainsAny(p, `*?[]{}\`) {
+			d.errorf(n, "%s.writes: %q must be a clean absolute path other than / (no globs)", what, p)
+			ok = false
+		}
+	}
+	r.writes = paths
+	return ok
 }
 
 func checkID(id string) error {

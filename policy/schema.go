@@ -501,7 +501,7 @@ func (d *decoder) denyPaths(doc *fileDoc, n *yaml.Node) {
 	}
 	for i, it := range items {
 		what := fmt.Sprintf("deny_paths[%d]", i)
-		m, _ := d.mapping(it, what, "id", "paths", "reason")
+		m, _ := d.mapping(it, what, "id", "class", "paths", "reason")
 		if m == nil {
 			continue
 		}
@@ -509,6 +509,14 @@ func (d *decoder) denyPaths(doc *fileDoc, n *yaml.Node) {
 		r := &denyRule{id: id, at: d.at(d.resolve(it))}
 		if rn, has := m["reason"]; has {
 			r.reason, _ = d.str(rn, what+".reason")
+		}
+		if cn, has := m["class"]; has {
+			if c, ok2 := d.str(cn, what+".class"); ok2 && checkID(c) == nil {
+				r.class = c
+			} else {
+				d.errorf(cn, "%s.class: a class is a short lower-case name such as credentials or kernel-layout", what)
+				ok = false
+			}
 		}
 		if r.reason == "" {
 			d.errorf(it, "%s: missing reason (what the paths protect)", what)

@@ -45,7 +45,7 @@ func TestSchemaErrors(t *testing.T) {
 		{"key for another type", cmd("    operands:\n      - {type: number, roots: [/x]}\n"), 6, "roots does not apply to type number"},
 		{"path without roots", cmd("    operands:\n      - {type: path, open: fd}\n"), 6, "needs roots"},
 		{"path without open", cmd("    operands:\n      - {type: path, roots: [/x]}\n"), 6, "needs open"},
-		{"bad open", cmd("    operands:\n      - {type: path, roots: [/x], open: maybe}\n"), 6, "not fd or check"},
+		{"bad open", cmd("    operands:\n      - {type: path, roots: [/x], open: maybe}\n"), 6, "not fd, check or device"},
 		{"relative root", cmd("    operands:\n      - {type: path, roots: [var/log], open: fd}\n"), 6, "must be absolute"},
 		{"bad root glob", cmd("    operands:\n      - {type: path, roots: [\"/var/[log\"], open: fd}\n"), 6, "bad glob"},
 		{"bad deny glob", "version: 1\ndeny_paths:\n  - {id: d, paths: [\"/etc/[x\"], reason: r}\n", 3, "bad glob"},

@@ -24,6 +24,12 @@ const (
 	// /dev/fd/N, so nothing can swap the file between check and use. For
 	// content readers whose output does not name the file (cat, head, sort).
 	OpenFD
+	// OpenDevice: the broker resolves the path one symlink hop at a time,
+	// requires a block device whose every directory only root can change,
+	// and passes the device's own path (/dev/disk/by-uuid/X becomes
+	// /dev/sda1). For device probes (blkid, smartctl, lsblk, mdadm), which
+	// open the device themselves and pick their method from its name.
+	OpenDevice
 )
 
 func (m OpenMode) String() string {
@@ -32,6 +38,8 @@ func (m OpenMode) String() string {
 		return "fd"
 	case OpenCheckOnly:
 		return "check"
+	case OpenDevice:
+		return "device"
 	}
 	return "unset"
 }
@@ -39,18 +47,17 @@ func (m OpenMode) String() string {
 // MarshalText writes the mode as in the policy file.
 func (m OpenMode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
 
-// UnmarshalText reads "fd" or "check".
+// UnmarshalText reads "fd", "check" or "device".
 func (m *OpenMode) UnmarshalText(b []byte) error {
-	switch string(b) {
-	case "fd":
-		*m = OpenFD
-	case "check":
-		*m = OpenCheckOnly
-	default:
-		return fmt.Errorf("open mode %q is not fd or check", b)
+	mode, ok := openModes[string(b)]
+	if !ok {
+		return fmt.Errorf("open mode %q is not fd, check or device", b)
 	}
+	*m = mode
 	return nil
 }
+
+var openModes = map[string]OpenMode{"fd": OpenFD, "check": OpenCheckOnly, "device": OpenDevice}
 
 type valueKind uint8
 
@@ -81,7 +88,7 @@ var valueKinds = map[string]valueKind{
 
 // valueKeys lists the keys each operand type takes besides "type".
 var valueKeys = map[string][]string{
-	"path":      {"roots", "open"},
+	"path":      {"roots", "open", "char_devices"},
 	"unit":      {"suffixes"},
 	"pid":       {"list"},
 	"user":      {"list"},
@@ -123,9 +130,12 @@ type valueSpec struct {
 	kind     valueKind
 	typeName string
 
-	roots    []*pathPattern
-	rootSrc  []string
-	open     OpenMode
+	roots   []*pathPattern
+	rootSrc []string
+	open    OpenMode
+	// charDevs lets open: device accept character devices too (an NVMe
+	// controller, a SCSI generic node); keep such roots narrow.
+	charDevs bool
 	suffixes []string
 	list     string
 	loopback bool
@@ -209,21 +219,26 @@ func (d *decoder) fillValue(v *valueSpec, m map[string]*yaml.Node, what string) 
 		}
 		n, has := m["open"]
 		if !has {
-			d.errorf(m["type"], "%s: type path needs open: fd (the broker opens the file and passes a descriptor) or open: check (the broker checks and passes the path)", what)
+			d.errorf(m["type"], "%s: type path needs open: fd (the broker opens the file and passes a descriptor), open: check (the broker checks and passes the path) or open: device (a block device the broker checks and passes by its own path)", what)
 			ok = false
 		} else if s, ok2 := d.str(n, what+".open"); ok2 {
-			switch s {
-			case "fd":
-				v.open = OpenFD
-			case "check":
-				v.open = OpenCheckOnly
-			default:
-				d.errorf(n, "%s.open: %q is not fd or check", what, s)
+			mode, known := openModes[s]
+			if !known {
+				d.errorf(n, "%s.open: %q is not fd, check or device", what, s)
 				ok = false
 			}
+			v.open = mode
 		} else {
 			ok = false
 		}
+	}
+	if n, has := m["char_devices"]; has {
+		b, ok2 := d.boolean(n, what+".char_devices")
+		if ok2 && v.open != OpenDevice {
+			d.errorf(n, "%s.char_devices: only open: device takes it", what)
+			ok2 = false
+		}
+		v.charDevs, ok = b, ok && ok2
 	}
 	if n, has := m["suffixes"]; has {
 		s, ok2 := d.strs(n, what+".suffixes")
@@ -355,9 +370,19 @@ var unitTypes = map[string]bool{
 
 // check returns why s is not a valid value, or "". Path values are judged
 // by the matcher, which also records them.
+//
+// A ".." path component is refused in every value, whatever the rule's
+// pattern admits: a value that is not a typed path is never resolved by
+// the broker, so a tool given "/dev/../tmp/x" would walk out of what the
+// pattern seemed to promise (blkid, smartctl and lsblk all open what they
+// are given). Values that name files are typed paths; text values have no
+// use for "..".
 func (v *valueSpec) check(s string) string {
 	if bad := badArgRune(s); bad != "" {
 		return bad
+	}
+	if hasDotDot(s) {
+		return fmt.Sprintf("%q: a \"..\" path component is never allowed in an operand or option value (name files by their absolute path)", s)
 	}
 	if v.list != "" && v.kind != vPath {
 		if s == "" {
@@ -371,6 +396,18 @@ func (v *valueSpec) check(s string) string {
 		return ""
 	}
 	return v.checkOne(s)
+}
+
+// hasDotDot reports whether s has ".." as a slash-separated component
+// ("..", "../x", "x/..", "/a/../b"). "err..crit" (a journalctl priority
+// range) is not a path component and passes.
+func hasDotDot(s string) bool {
+	for c := range strings.SplitSeq(s, "/") {
+		if c == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 func (v *valueSpec) checkOne(s string) string {
@@ -572,8 +609,14 @@ func (v *valueSpec) describe() string {
 	switch v.kind {
 	case vPath:
 		how := "the broker checks every symlink hop and passes the path"
-		if v.open == OpenFD {
+		switch v.open {
+		case OpenFD:
 			how = "the broker opens it and passes a file descriptor"
+		case OpenDevice:
+			how = "a block device; the broker checks every symlink hop and every directory on the way, and passes the device's own path"
+			if v.charDevs {
+				how = "a block or character device; the broker checks every symlink hop and every directory on the way, and passes the device's own path"
+			}
 		}
 		return fmt.Sprintf("an absolute path under %s (%s)", strings.Join(v.rootSrc, ", "), how)
 	case vUnit:

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
 	"github.com/nannyai/nannyagent/policy"
@@ -46,16 +48,42 @@ func (w *Worker) Diagnose(ctx context.Context, req *workerv1.DiagnoseRequest, se
 	if err := done(created.ID); err != nil {
 		w.log.Warn("could not record the investigation as ours", "investigation", created.ID, "error", err.Error())
 	}
-	if err := send(&workerv1.DiagnoseResponse{Event: &workerv1.DiagnoseResponse_Started{Started: &workerv1.DiagnoseStarted{InvestigationId: created.ID}}}); err != nil {
+	started := &workerv1.DiagnoseStarted{InvestigationId: created.ID, Issue: issue,
+		MaxTurns: int32(w.maxTurns()), Timeout: durationpb.New(w.investigationTimeout())}
+	if err := send(&workerv1.DiagnoseResponse{Event: &workerv1.DiagnoseResponse_Started{Started: started}}); err != nil {
 		return err
 	}
-	_, err = w.investigate(ctx, created.ID, issue, func(ev *workerv1.DiagnoseResponse) { _ = send(ev) })
+	lines := min(max(int(req.GetOutputLines()), 0), maxOutputLines)
+	_, err = w.investigate(ctx, created.ID, issue, originCLI, func(ev investigate.Event) {
+		if pb := diagnoseEvent(ev, lines); pb != nil {
+			// A CLI that went away cancels ctx; the loop notices there.
+			_ = send(pb)
+		}
+	})
 	return err
+}
+
+// maxOutputLines caps the output lines one command event carries.
+const maxOutputLines = 50
+
+func (w *Worker) maxTurns() int {
+	if w.cfg.InvestigationMaxTurns > 0 {
+		return w.cfg.InvestigationMaxTurns
+	}
+	return investigate.DefaultMaxTurns
+}
+
+func (w *Worker) investigationTimeout() time.Duration {
+	if w.cfg.InvestigationTimeout > 0 {
+		return w.cfg.InvestigationTimeout
+	}
+	return investigate.DefaultTimeout
 }
 
 // investigate runs an existing investigation to its end; the realtime
 // stream's investigations come here too.
-func (w *Worker) investigate(ctx context.Context, id, issue string, progress func(*workerv1.DiagnoseResponse)) (*investigate.Reply, error) {
+func (w *Worker) investigate(ctx context.Context, id, issue, origin string, progress func(investigate.Event)) (*investigate.Reply, error) {
+	w.recent.begin(id, issue, origin, time.Now())
 	bctx, cancel := context.WithTimeout(ctx, w.cfg.BrokerTimeout)
 	sample, err := w.broker.CollectMetrics(bctx, &brokerv1.CollectMetricsRequest{})
 	cancel()
@@ -76,6 +104,7 @@ func (w *Worker) investigate(ctx context.Context, id, issue string, progress fun
 		Progress: progress,
 	}
 	reply, err := loop.Run(ctx, id, investigate.FirstMessage(sample, issue))
+	w.recent.end(id, reply, err, time.Now())
 	if err != nil {
 		w.log.Warn("investigation failed", "investigation", id, "error", err.Error())
 		return nil, err
@@ -134,12 +163,17 @@ func (r reporter) Fail(ctx context.Context, id, reason string) error {
 // tracer runs a turn's eBPF programs through the broker.
 type tracer struct{ broker ebpf.Tracer }
 
-func (t tracer) Run(ctx context.Context, raw []json.RawMessage) map[string]any {
+func (t tracer) Run(ctx context.Context, raw []json.RawMessage) investigate.TraceRun {
 	programs := make([]ebpf.Program, len(raw))
 	for i, item := range raw {
 		if err := json.Unmarshal(item, &programs[i]); err != nil {
 			programs[i].Problems = append(programs[i].Problems, err.Error())
 		}
 	}
-	return ebpf.RunAll(ctx, t.broker, programs, ebpf.DefaultParallel).Fields()
+	turn := ebpf.RunAll(ctx, t.broker, programs, ebpf.DefaultParallel)
+	run := investigate.TraceRun{Fields: turn.Fields()}
+	for _, r := range turn.Results {
+		run.Outcomes = append(run.Outcomes, traceOutcome(r))
+	}
+	return run
 }

@@ -47,7 +47,7 @@ type investigationHandler struct{ w *Worker }
 
 func (h investigationHandler) HandleInvestigation(ctx context.Context, inv nannyapi.Investigation) error {
 	h.w.log.Info("investigation from NannyAPI", "investigation", inv.ID)
-	_, err := h.w.investigate(ctx, inv.ID, inv.UserPrompt, nil)
+	_, err := h.w.investigate(ctx, inv.ID, inv.UserPrompt, originPortal, nil)
 	return err
 }
 

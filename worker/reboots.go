@@ -41,27 +41,14 @@ func (w *Worker) patchRunning() (string, bool) {
 	return "", false
 }
 
-// recentReboots is how far back status reports reboots not carried out.
-const recentReboots = 24 * time.Hour
-
-// rebootWarnings are the status lines about reboots: a hold on heartbeats
-// in force, and reboots of the last day that were refused or failed, with
-// their reasons.
-func (w *Worker) rebootWarnings(now time.Time) []string {
-	var out []string
-	if st, ok := w.hold.Current(); ok {
-		out = append(out, fmt.Sprintf("metrics heartbeats are paused for reboot %s until %s at the latest: %s",
-			st.RebootID, st.Until.UTC().Format(time.RFC3339), st.Reason))
+// rebootWarnings is the status line about a hold on metrics heartbeats in
+// force. Reboots that were refused or failed are not repeated here: status
+// lists them with the other recent operations, with their reasons.
+func (w *Worker) rebootWarnings() []string {
+	st, ok := w.hold.Current()
+	if !ok {
+		return nil
 	}
-	for _, e := range w.ops.Entries() {
-		if e.Kind != opstate.Reboot || (e.State != opstate.Skipped && e.State != opstate.Failed) || now.Sub(e.Finished) > recentReboots {
-			continue
-		}
-		what := "was not carried out"
-		if e.State == opstate.Failed {
-			what = "failed"
-		}
-		out = append(out, fmt.Sprintf("reboot %s %s (%s): %s", e.ID, what, e.Finished.UTC().Format(time.RFC3339), e.Note))
-	}
-	return out
+	return []string{fmt.Sprintf("metrics heartbeats are paused for reboot %s until %s at the latest: %s",
+		st.RebootID, st.Until.UTC().Format(time.RFC3339), st.Reason)}
 }

@@ -42,7 +42,7 @@ func (w *Worker) Register(ctx context.Context, force bool, send func(*workerv1.R
 	w.session.useCredentials()
 	w.log.Info("registered", "agent_id", res.AgentID, "mode", res.Mode)
 	w.startAgent()
-	return send(&workerv1.RegisterResponse{Event: &workerv1.RegisterResponse_Registered{Registered: &workerv1.Registered{AgentId: res.AgentID, Mode: res.Mode}}})
+	return send(&workerv1.RegisterResponse{Event: &workerv1.RegisterResponse_Registered{Registered: &workerv1.Registered{AgentId: res.AgentID, Mode: res.Mode, StoredIn: w.cfg.TokenPath}}})
 }
 
 func progress(s string) *workerv1.RegisterResponse {

@@ -48,6 +48,8 @@ type Worker struct {
 
 	// ops records handled operations (exactly once across restarts).
 	ops *opstate.Store
+	// recent remembers this process's investigations for status.
+	recent recentInvestigations
 
 	// The agent's loops run under runCtx once the host is registered; a
 	// forced re-registration restarts them for the new agent id.
@@ -218,13 +220,31 @@ func (w *Worker) runLoop(ctx context.Context, name string, run func(context.Cont
 	}
 }
 
+// SocketName is worker.sock's name in socket activation: the socket unit's
+// FileDescriptorName=.
+const SocketName = "worker"
+
 // Listen takes systemd's socket when activated, or creates worker.sock: its
 // directory 0755 and the socket 0660, group-owned by the admin group when the
 // worker may set that group.
 func Listen(ctx context.Context, cfg *config.Config, log *slog.Logger) (net.Listener, error) {
-	ln, err := unixsock.Activated()
-	if err != nil || ln != nil {
-		return ln, err
+	passed := unixsock.Passed()
+	ln, err := passed.Unix(SocketName)
+	if err == nil {
+		err = passed.Close()
+	}
+	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		return nil, err
+	}
+	if ln != nil {
+		if addr := ln.Addr().String(); addr != cfg.WorkerSocket {
+			// The CLI finds the worker through worker_socket.
+			log.Warn("the socket systemd passed is not worker_socket; the CLI will not find it", "socket", addr, "worker_socket", cfg.WorkerSocket)
+		}
+		return ln, nil
 	}
 	gid := adminGID(cfg.AdminGroup, log)
 	return unixsock.Listen(ctx, unixsock.ListenConfig{Path: cfg.WorkerSocket, DirMode: 0o755, SocketMode: 0o660, GID: gid})

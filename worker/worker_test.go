@@ -73,6 +73,19 @@ func TestRunStopsEverything(t *testing.T) {
 	if st.GetVersion() != "test" || st.GetBroker().GetReachable() || st.GetBroker().GetError() == "" {
 		t.Errorf("status %v: want the broker reported unreachable with a reason", st)
 	}
+	// Each problem comes with the command that fixes it.
+	fixes := map[string]string{}
+	for _, p := range st.GetProblems() {
+		fixes[p.GetFix()] = p.GetWhat()
+	}
+	for _, fix := range []string{"systemctl start nannyagent-broker.socket", "nannyagent register", "curl -sS http://127.0.0.1:9/api/health"} {
+		if fixes[fix] == "" {
+			t.Errorf("no problem fixed by %q in %v", fix, st.GetProblems())
+		}
+	}
+	if s := st.GetSettings(); s.GetTokenPath() != cfg.TokenPath || s.GetApiUrl() != "http://127.0.0.1:9" || s.GetMetricsInterval().AsDuration() != cfg.MetricsInterval {
+		t.Errorf("settings %v", s)
+	}
 	cancel()
 	select {
 	case err := <-done:

@@ -1,7 +1,9 @@
 package execute
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -53,6 +55,9 @@ func lookupAccount(name string, cache map[string]*credSpec) (*credSpec, error) {
 // group or other.
 func checkProgram(program string) error {
 	real, err := filepath.EvalSymlinks(program)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &NotInstalledError{Program: program, Err: err}
+	}
 	if err != nil {
 		return fmt.Errorf("%w: program %s: %w", ErrInvalid, program, err)
 	}
@@ -72,6 +77,10 @@ func checkProgram(program string) error {
 }
 
 func rootOnly(p string) error {
+	if os.Geteuid() != 0 {
+		// A broker that is not root has no root to hand over (tests).
+		return nil
+	}
 	fi, err := os.Stat(p)
 	if err != nil {
 		return err

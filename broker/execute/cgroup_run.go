@@ -3,6 +3,7 @@ package execute
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,9 +32,10 @@ type cgroups struct {
 	v2Ctl map[string]bool
 	// v1Parent and v1Home map a v1 controller to the runs' parent and to
 	// this process's own cgroup (where the starter thread returns).
-	v1Parent map[string]string
-	v1Home   map[string]string
-	created  []string
+	v1Parent  map[string]string
+	v1Home    map[string]string
+	created   []string
+	createdMu sync.Mutex
 	// prefix names this runner's run cgroups: run-<pid>-<runner>-.
 	prefix string
 	log    *slog.Logger
@@ -44,7 +47,8 @@ var runnerSeq, runSeq atomic.Uint64
 // setupCgroups creates the runner's parent cgroups. wantV2 is false when
 // the subreaper path is forced. Missing hierarchies are not errors: the
 // runner reports what it could set up.
-func setupCgroups(l cgroupLayout, name string, wantV2 bool, log *slog.Logger) (*cgroups, error) {
+// Starter threads return to the broker's own leaf, when it moved into one.
+func setupCgroups(l cgroupLayout, leaf ownLeaf, name string, wantV2 bool, log *slog.Logger) (*cgroups, error) {
 	c := &cgroups{
 		v2Ctl: map[string]bool{}, v1Parent: map[string]string{}, v1Home: map[string]string{}, log: log,
 		prefix: fmt.Sprintf("run-%d-%d-", os.Getpid(), runnerSeq.Add(1)),
@@ -64,7 +68,7 @@ func setupCgroups(l cgroupLayout, name string, wantV2 bool, log *slog.Logger) (*
 			log.Warn("cgroup v1 controller unavailable", "controller", ctl, "err", err)
 			continue
 		}
-		c.v1Parent[ctl], c.v1Home[ctl] = parent, self
+		c.v1Parent[ctl], c.v1Home[ctl] = parent, cmp.Or(leaf.v1[ctl], self)
 	}
 	c.sweep()
 	return c, nil
@@ -98,10 +102,19 @@ func (c *cgroups) setupV2(l cgroupLayout, name string) error {
 func (c *cgroups) mkdir(dir string) error {
 	err := os.Mkdir(dir, 0o700)
 	if err == nil {
+		// The janitor's goroutine and a run recreating a parent that
+		// another runner removed can both get here.
+		c.createdMu.Lock()
 		c.created = append(c.created, dir)
+		c.createdMu.Unlock()
 		return nil
 	}
 	if errors.Is(err, fs.ErrExist) {
+		// A hierarchy mounted read-only (a container's v1 controllers)
+		// still shows directories made outside it: usable only if writable.
+		if err := unix.Access(dir, unix.W_OK); err != nil {
+			return fmt.Errorf("cgroup %s exists but is not writable: %w", dir, err)
+		}
 		return nil
 	}
 	return fmt.Errorf("create cgroup %s: %w", dir, err)

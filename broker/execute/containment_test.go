@@ -306,17 +306,14 @@ func TestOversizedRequestsRefused(t *testing.T) {
 	}
 	huge := stage("/usr/bin/echo", strings.Repeat("a", 64<<20))
 	manyArgs := stage(append([]string{"/usr/bin/echo"}, make([]string, 100000)...)...)
-	wide := make([]Stage, 8)
-	for i := range wide {
-		wide[i] = stage("/usr/bin/echo", strings.Repeat("b", 100<<10))
-	}
+	wide := []Stage{stage("/usr/bin/echo", strings.Repeat("b", 100<<10), strings.Repeat("b", 100<<10))}
 	before := r.janitor.taken.Load()
 	for name, stages := range map[string][]Stage{
-		"1000 stages":      many,
-		"64 MiB argument":  {huge},
-		"100000 arguments": {manyArgs},
-		"800 KiB in total": wide,
-		"no stages":        nil,
+		"1000 stages":        many,
+		"64 MiB argument":    {huge},
+		"100000 arguments":   {manyArgs},
+		"200 KiB in a stage": wide,
+		"no stages":          nil,
 	} {
 		_, err := r.Run(context.Background(), Request{Stages: stages})
 		if !errors.Is(err, ErrLimit) && !(len(stages) == 0 && errors.Is(err, ErrInvalid)) {
@@ -326,10 +323,39 @@ func TestOversizedRequestsRefused(t *testing.T) {
 	if r.janitor.taken.Load() != before {
 		t.Error("a run cgroup was created for a refused request")
 	}
-	// The limits can be raised up to the hard caps, not beyond.
-	_, err := r.Run(context.Background(), Request{Stages: many, Limits: Limits{MaxStages: 5000}})
-	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "at most 16") {
-		t.Errorf("hard stage cap: %v", err)
+}
+
+// TestLimitsAreThePolicys: the runner enforces the limits it is given and
+// no cap of its own: output, stages and argument bytes above the values
+// it once clamped to are honoured, and the argument bytes count per stage
+// without the program, as the policy counts them.
+func TestLimitsAreThePolicys(t *testing.T) {
+	r := newTestRunner(t, Config{})
+	const big = 12 << 20 // above the 8 MiB the runner used to clamp output to
+	res := run(t, r, Limits{StdoutBytes: 16 << 20, StderrBytes: 16 << 20, Timeout: 20 * time.Second}, childStage(t, "spew", strconv.Itoa(big)))
+	if len(res.Stdout) != big || res.StdoutTruncated || len(res.Stderr) != big || res.StderrTruncated {
+		t.Errorf("16 MiB output limit: got %d/%v and %d/%v bytes", len(res.Stdout), res.StdoutTruncated, len(res.Stderr), res.StderrTruncated)
+	}
+	// 20 stages: the runner once refused more than 16 whatever it was told.
+	many := make([]Stage, 20)
+	for i := range many {
+		many[i] = stage("/usr/bin/true")
+	}
+	if _, err := r.Run(context.Background(), Request{Stages: many, Limits: Limits{MaxStages: 20}}); err != nil {
+		t.Errorf("20 stages with a limit of 20: %v", err)
+	}
+	if _, err := r.Run(context.Background(), Request{Stages: many, Limits: Limits{MaxStages: 19}}); !errors.Is(err, ErrLimit) {
+		t.Errorf("20 stages with a limit of 19: %v", err)
+	}
+	// Exactly the argument bytes allowed, in each of two stages, with a
+	// long program path that does not count.
+	arg := strings.Repeat("c", 1000)
+	two := []Stage{stage("/usr/bin/echo", arg), stage("/usr/bin/true", arg)}
+	if _, err := r.Run(context.Background(), Request{Stages: two, Limits: Limits{MaxArgBytes: 1000}}); err != nil {
+		t.Errorf("1000 argument bytes per stage with a limit of 1000: %v", err)
+	}
+	if _, err := r.Run(context.Background(), Request{Stages: two, Limits: Limits{MaxArgBytes: 999}}); !errors.Is(err, ErrLimit) {
+		t.Errorf("1000 argument bytes with a limit of 999: %v", err)
 	}
 }
 
@@ -339,7 +365,9 @@ func TestEffectiveLimits(t *testing.T) {
 	}{
 		{Limits{}, DefaultLimits},
 		{Limits{Timeout: -1, StdoutBytes: -5}, DefaultLimits},
-		{Limits{Timeout: time.Hour, StdoutBytes: 1 << 30, StderrBytes: 1 << 30, MaxStages: 1 << 20, MaxArgs: 1 << 20, MaxArgBytes: 1 << 30, ChildTasks: 1 << 20, ChildMemory: 1 << 40}, HardLimits},
+		// Large values stay: the policy's hard caps are the only caps.
+		{Limits{Timeout: time.Hour, StdoutBytes: 1 << 30, StderrBytes: 1 << 30, MaxStages: 1 << 20, MaxArgs: 1 << 20, MaxArgBytes: 1 << 30, ChildTasks: 1 << 20, ChildMemory: 1 << 40},
+			Limits{Timeout: time.Hour, StdoutBytes: 1 << 30, StderrBytes: 1 << 30, MaxStages: 1 << 20, MaxArgs: 1 << 20, MaxArgBytes: 1 << 30, ChildTasks: 1 << 20, ChildMemory: 1 << 40}},
 		{Limits{Timeout: time.Second, ChildTasks: 3}, func() Limits { l := DefaultLimits; l.Timeout, l.ChildTasks = time.Second, 3; return l }()},
 	}
 	for _, tc := range cases {

@@ -94,6 +94,15 @@ func FuzzResolvePath(f *testing.F) {
 		}
 		j := &testJudge{}
 		res, err := resolvePath(root+"/"+in, []string{root}, j)
+		var miss *missingError
+		if errors.As(err, &miss) {
+			// A missing entry is reported only after every hop before it
+			// was judged, and only under the allowed root.
+			if !under(miss.at, root) || len(j.seen) == 0 {
+				t.Fatalf("%q: missing %s reported outside the root or unjudged (judged %v)", in, miss.at, j.seen)
+			}
+			return
+		}
 		if err != nil {
 			if !errors.Is(err, ErrPathRefused) {
 				t.Fatalf("%q: error without ErrPathRefused: %v", in, err)

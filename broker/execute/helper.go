@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -49,10 +50,11 @@ type helperPlace struct {
 }
 
 // helperMsg is one message from the helper: the stages' pids once they
-// run, then the outcome.
+// run (or why they could not all start), then the outcome.
 type helperMsg struct {
-	Started []int       `json:"started,omitempty"`
-	Done    *helperDone `json:"done,omitempty"`
+	Started    []int       `json:"started,omitempty"`
+	StartError string      `json:"start_error,omitempty"`
+	Done       *helperDone `json:"done,omitempty"`
 }
 
 type helperDone struct {
@@ -112,26 +114,42 @@ func helperMain() int {
 		return fail(err)
 	}
 	kill := make(chan struct{})
+	signals := make(chan unix.Signal, 4)
 	go func() {
 		defer close(kill)
-		waitKill(io.MultiReader(dec.Buffered(), ctl))
+		readControl(io.MultiReader(dec.Buffered(), ctl), signals)
 	}()
-	return supervise(spec, table, places, kill, enc)
+	return supervise(spec, table, places, kill, signals, enc)
 }
 
-// waitKill returns when the broker asks for the kill ('k') or goes away
-// (EOF). The newline after the spec is skipped.
-func waitKill(r io.Reader) {
+// readControl returns when the broker asks for the kill (killByte) or goes
+// away (EOF), and passes on the signals it asks for (signalByte and the
+// signal's number). The newline after the spec is skipped.
+func readControl(r io.Reader, signals chan<- unix.Signal) {
 	b := make([]byte, 1)
 	for {
 		if _, err := r.Read(b); err != nil || b[0] == killByte {
 			return
 		}
+		if b[0] != signalByte {
+			continue
+		}
+		if _, err := io.ReadFull(r, b); err != nil {
+			return
+		}
+		select {
+		case signals <- unix.Signal(b[0]):
+		default: // signals pile up only if the run ignores them
+		}
 	}
 }
 
-// killByte on the control pipe asks the helper to kill the run.
-const killByte = 'k'
+// Control bytes: killByte asks the helper to kill the run; signalByte,
+// followed by a signal number, to signal the first process.
+const (
+	killByte   = 'k'
+	signalByte = 's'
+)
 
 // files maps the spec's table onto inherited descriptors after checking
 // every index, and marks them close-on-exec.
@@ -159,7 +177,7 @@ func (s helperSpec) files() ([]*os.File, []placement, error) {
 
 // supervise starts the stages, reaps every descendant, kills what is left
 // once the stages are done or kill closes, and reports.
-func supervise(spec helperSpec, table []*os.File, places []placement, kill <-chan struct{}, enc *json.Encoder) int {
+func supervise(spec helperSpec, table []*os.File, places []placement, kill <-chan struct{}, signals <-chan unix.Signal, enc *json.Encoder) int {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return failDone(enc, fmt.Errorf("become subreaper: %w", err))
 	}
@@ -179,11 +197,12 @@ func supervise(spec helperSpec, table []*os.File, places []placement, kill <-cha
 		index[p.proc.Pid] = i
 		pids[i] = p.proc.Pid
 	}
+	started := helperMsg{Started: pids}
 	if startErr != nil {
-		done.Error = startErr.Error()
+		started.StartError = startErr.Error()
 	}
-	_ = enc.Encode(helperMsg{Started: pids})
-	reapAll(&done, index, startErr != nil, sigchld, kill)
+	_ = enc.Encode(started)
+	reapAll(&done, index, startErr != nil, sigchld, kill, signals)
 	_ = enc.Encode(helperMsg{Done: &done})
 	return 0
 }
@@ -196,7 +215,7 @@ func failDone(enc *json.Encoder, err error) int {
 // reapAll reaps children until none is left. Killing starts when the
 // stages have all exited (stragglers must not outlive the run), when the
 // broker asks, or at once when a stage failed to start.
-func reapAll(done *helperDone, index map[int]int, killing bool, sigchld <-chan os.Signal, kill <-chan struct{}) {
+func reapAll(done *helperDone, index map[int]int, killing bool, sigchld <-chan os.Signal, kill <-chan struct{}, signals <-chan unix.Signal) {
 	self := os.Getpid()
 	left := len(index)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -234,20 +253,27 @@ func reapAll(done *helperDone, index map[int]int, killing bool, sigchld <-chan o
 		case <-sigchld:
 		case <-kill:
 			killing, kill = true, nil
+		case sig := <-signals:
+			// Only this process reaps, so the first stage's pid cannot
+			// have been reused while its end is unrecorded.
+			if len(done.Stages) > 0 && done.Stages[0].End == 0 {
+				_ = unix.Kill(done.Stages[0].PID, sig)
+			}
 		case <-tick.C:
 		}
 	}
 }
 
 // helperProc is the broker's side of one helper. One goroutine owns the
-// control pipe: it writes the spec, then the kill byte if asked, so the
-// two can never arrive in the wrong order.
+// control pipe: it writes the spec, then signals and the kill byte as
+// asked, so they can never arrive in the wrong order.
 type helperProc struct {
 	proc     *os.Process
 	msgs     chan helperMsg
-	kill     chan struct{} // closed to ask for the kill
-	finished chan struct{} // closed when the helper is gone
-	wrote    chan struct{} // closed when the control writer is done
+	kill     chan struct{}       // closed to ask for the kill
+	signals  chan syscall.Signal // signals for the first process
+	finished chan struct{}       // closed when the helper is gone
+	wrote    chan struct{}       // closed when the control writer is done
 }
 
 // startHelper starts the helper with the run's file table and sends it the
@@ -273,21 +299,9 @@ func startHelper(path string, nul *os.File, table []*os.File, spec helperSpec) (
 		closeFiles(ctlW, resR)
 		return nil, fmt.Errorf("%w: start helper %s: %w", ErrStart, path, err)
 	}
-	h := &helperProc{proc: p, msgs: make(chan helperMsg, 2),
+	h := &helperProc{proc: p, msgs: make(chan helperMsg, 2), signals: make(chan syscall.Signal),
 		kill: make(chan struct{}), finished: make(chan struct{}), wrote: make(chan struct{})}
-	go func() {
-		defer close(h.wrote)
-		defer ctlW.Close()
-		if err := json.NewEncoder(ctlW).Encode(spec); err != nil {
-			return // the helper is gone; it reports nothing and supervise says so
-		}
-		select {
-		case <-h.kill:
-			_, _ = ctlW.Write([]byte{killByte})
-			<-h.finished
-		case <-h.finished:
-		}
-	}()
+	go h.writeControl(ctlW, spec)
 	go func() {
 		defer close(h.msgs)
 		defer resR.Close()
@@ -303,11 +317,61 @@ func startHelper(path string, nul *os.File, table []*os.File, spec helperSpec) (
 	return h, nil
 }
 
-// supervise waits for the helper's outcome, asks it to kill the run when
-// ctx ends (killed reports that), and kills the helper itself if it does
-// not finish within grace after that (lastResort then cleans up what it
-// can). onStart sees the stage pids.
-func (h *helperProc) supervise(ctxDone <-chan struct{}, grace time.Duration, onStart func([]int), lastResort func()) (done *helperDone, killed bool, err error) {
+func (h *helperProc) writeControl(ctlW *os.File, spec helperSpec) {
+	defer close(h.wrote)
+	defer ctlW.Close()
+	if err := json.NewEncoder(ctlW).Encode(spec); err != nil {
+		return // the helper is gone; it reports nothing and finish says so
+	}
+	for {
+		select {
+		case sig := <-h.signals:
+			if _, err := ctlW.Write([]byte{signalByte, byte(sig)}); err != nil {
+				return
+			}
+		case <-h.kill:
+			_, _ = ctlW.Write([]byte{killByte})
+			<-h.finished
+			return
+		case <-h.finished:
+			return
+		}
+	}
+}
+
+// signal asks the helper to send sig to the first process.
+func (h *helperProc) signal(sig syscall.Signal) error {
+	if sig <= 0 || sig > 64 {
+		return fmt.Errorf("signal %d out of range", sig)
+	}
+	select {
+	case h.signals <- sig:
+		return nil
+	case <-h.wrote:
+		return os.ErrProcessDone
+	}
+}
+
+// waitStarted waits for the helper to report the processes it started;
+// the error says why not all of them started (the helper then kills the
+// rest and reports, see finish).
+func (h *helperProc) waitStarted() ([]int, error) {
+	m, ok := <-h.msgs
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%w: run supervisor ended without reporting its start", ErrStart)
+	case m.StartError != "":
+		return m.Started, fmt.Errorf("%w: %s", ErrStart, strings.TrimPrefix(m.StartError, ErrStart.Error()+": "))
+	case m.Done != nil:
+		return nil, fmt.Errorf("%w: %s", ErrStart, m.Done.Error)
+	}
+	return m.Started, nil
+}
+
+// finish waits for the helper's outcome, asks it to kill the run when stop
+// closes (killed reports that), and kills the helper itself if it does not
+// finish within grace after that (lastResort then cleans up what it can).
+func (h *helperProc) finish(stop <-chan struct{}, grace time.Duration, lastResort func()) (done *helperDone, killed bool, err error) {
 	var graceC <-chan time.Time
 	for msgs := h.msgs; msgs != nil; {
 		select {
@@ -316,14 +380,11 @@ func (h *helperProc) supervise(ctxDone <-chan struct{}, grace time.Duration, onS
 				msgs = nil
 				continue
 			}
-			if m.Started != nil && onStart != nil {
-				onStart(m.Started)
-			}
 			if m.Done != nil {
 				done = m.Done
 			}
-		case <-ctxDone:
-			ctxDone, killed = nil, true
+		case <-stop:
+			stop, killed = nil, true
 			close(h.kill)
 			graceC = time.After(grace)
 		case <-graceC:

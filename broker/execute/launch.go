@@ -18,10 +18,12 @@ var fixedEnv = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}
 // run's file table (child fd 0 gets Files[0], and so on), so the spec can
 // travel to the subreaper helper, which inherits the same table.
 type procSpec struct {
-	Path  string    `json:"path"`
-	Argv  []string  `json:"argv"`
-	Files []int     `json:"files"`
-	Cred  *credSpec `json:"cred,omitempty"`
+	Path  string   `json:"path"`
+	Argv  []string `json:"argv"`
+	Files []int    `json:"files"`
+	// Env is the whole environment; nil means fixedEnv.
+	Env  []string  `json:"env,omitempty"`
+	Cred *credSpec `json:"cred,omitempty"`
 }
 
 // credSpec is the account a stage runs as: uid, primary gid and exactly
@@ -68,8 +70,14 @@ func taintThread() error {
 	return nil
 }
 
-// startStages forks and execs every stage from the calling thread, which
-// taintThread must have prepared. The thread sits in the run's v1 cgroups
+// startStages forks and execs every process of a run from the calling
+// thread, which taintThread must have prepared. It is the one place every
+// child of the broker is forked from (in the broker, and in the subreaper
+// helper), so per-run confinement belongs here, just before the forks:
+// what the thread carries (no_new_privs today, a Landlock domain
+// tomorrow) every process of the run inherits. Starter threads serve run
+// after run, so confinement that differs per run must go on a thread used
+// for that run alone (or in the helper, which is per run). The thread sits in the run's v1 cgroups
 // while it forks, so each child is born inside them (no window in which a
 // child runs, or forks, outside its limits); with cgroupFD >= 0 the child is
 // also born in that v2 cgroup (clone3 CLONE_INTO_CGROUP). On error the
@@ -135,7 +143,11 @@ func procAttr(table []*os.File, ps procSpec, cgroupFD int) (*os.ProcAttr, error)
 	if cgroupFD >= 0 {
 		sys.UseCgroupFD, sys.CgroupFD = true, cgroupFD
 	}
-	return &os.ProcAttr{Dir: "/", Env: fixedEnv, Files: files, Sys: sys}, nil
+	env := fixedEnv
+	if ps.Env != nil {
+		env = ps.Env
+	}
+	return &os.ProcAttr{Dir: "/", Env: env, Files: files, Sys: sys}, nil
 }
 
 // starters is a small pool of goroutines, each locked for good to an OS

@@ -7,20 +7,24 @@ import (
 	"time"
 )
 
-// Limits bound one run. A zero field takes the DefaultLimits value; a value
-// above HardLimits is lowered to it.
+// Limits bound one run. A zero field takes the DefaultLimits value. There
+// is no second cap here: the broker passes the policy's limits, which the
+// policy already holds to its hard caps, and they are what is enforced.
 type Limits struct {
+	// Timeout is the run's deadline, counted from its start.
 	Timeout time.Duration
-	// StdoutBytes and StderrBytes cap the captured output; the rest is read
-	// and discarded so the writer never blocks, and the result is marked
-	// truncated.
+	// StdoutBytes and StderrBytes cap the captured output of a pipeline;
+	// the rest is read and discarded so the writer never blocks, and the
+	// result is marked truncated.
 	StdoutBytes int
 	StderrBytes int
 	// MaxStages caps the stages of a pipeline.
 	MaxStages int
-	// MaxArgs caps the argv elements of one stage.
+	// MaxArgs caps the argv elements of one stage, the program included.
 	MaxArgs int
-	// MaxArgBytes caps the bytes of all argv elements of all stages.
+	// MaxArgBytes caps the bytes of one stage's arguments, the program
+	// excluded: the program is the policy's path, not the request's word,
+	// so counting it could refuse what the policy allowed.
 	MaxArgBytes int
 	// ChildTasks caps the tasks (processes and threads) alive in the run.
 	ChildTasks int
@@ -28,7 +32,7 @@ type Limits struct {
 	ChildMemory int64
 }
 
-// DefaultLimits apply where a Request leaves a limit at zero.
+// DefaultLimits apply where a Request or Spec leaves a limit at zero.
 var DefaultLimits = Limits{
 	Timeout:     10 * time.Second,
 	StdoutBytes: 256 << 10,
@@ -40,43 +44,33 @@ var DefaultLimits = Limits{
 	ChildMemory: 512 << 20,
 }
 
-// HardLimits can not be exceeded by any request.
-var HardLimits = Limits{
-	Timeout:     5 * time.Minute,
-	StdoutBytes: 8 << 20,
-	StderrBytes: 8 << 20,
-	MaxStages:   16,
-	MaxArgs:     4096,
-	MaxArgBytes: 1 << 20,
-	ChildTasks:  4096,
-	ChildMemory: 8 << 30,
-}
-
-// effective fills defaults and applies the hard caps.
+// effective fills in the defaults.
 func (l Limits) effective() Limits {
-	l.Timeout = pick(l.Timeout, DefaultLimits.Timeout, HardLimits.Timeout)
-	l.StdoutBytes = pick(l.StdoutBytes, DefaultLimits.StdoutBytes, HardLimits.StdoutBytes)
-	l.StderrBytes = pick(l.StderrBytes, DefaultLimits.StderrBytes, HardLimits.StderrBytes)
-	l.MaxStages = pick(l.MaxStages, DefaultLimits.MaxStages, HardLimits.MaxStages)
-	l.MaxArgs = pick(l.MaxArgs, DefaultLimits.MaxArgs, HardLimits.MaxArgs)
-	l.MaxArgBytes = pick(l.MaxArgBytes, DefaultLimits.MaxArgBytes, HardLimits.MaxArgBytes)
-	l.ChildTasks = pick(l.ChildTasks, DefaultLimits.ChildTasks, HardLimits.ChildTasks)
-	l.ChildMemory = pick(l.ChildMemory, DefaultLimits.ChildMemory, HardLimits.ChildMemory)
+	l.Timeout = orDefault(l.Timeout, DefaultLimits.Timeout)
+	l.StdoutBytes = orDefault(l.StdoutBytes, DefaultLimits.StdoutBytes)
+	l.StderrBytes = orDefault(l.StderrBytes, DefaultLimits.StderrBytes)
+	l.MaxStages = orDefault(l.MaxStages, DefaultLimits.MaxStages)
+	l.MaxArgs = orDefault(l.MaxArgs, DefaultLimits.MaxArgs)
+	l.MaxArgBytes = orDefault(l.MaxArgBytes, DefaultLimits.MaxArgBytes)
+	l.ChildTasks = orDefault(l.ChildTasks, DefaultLimits.ChildTasks)
+	l.ChildMemory = orDefault(l.ChildMemory, DefaultLimits.ChildMemory)
 	return l
 }
 
-func pick[T int | int64 | time.Duration](v, def, hard T) T {
+func orDefault[T int | int64 | time.Duration](v, def T) T {
 	if v <= 0 {
-		v = def
+		return def
 	}
-	return min(v, hard)
+	return v
 }
 
 // maxPathLen bounds a path operand and every path composed from links.
 const maxPathLen = 4096
 
 // checkShape refuses a request whose size is beyond the limits, before any
-// element is looked at closely, so a huge request costs little.
+// element is looked at closely, so a huge request costs little. It counts
+// as the policy does (see Limits), so it never refuses what the policy
+// allowed.
 func checkShape(stages []Stage, lim Limits) error {
 	if len(stages) == 0 {
 		return fmt.Errorf("%w: no stages", ErrInvalid)
@@ -84,15 +78,15 @@ func checkShape(stages []Stage, lim Limits) error {
 	if len(stages) > lim.MaxStages {
 		return fmt.Errorf("%w: %d stages, at most %d", ErrLimit, len(stages), lim.MaxStages)
 	}
-	total := 0
 	for i, st := range stages {
 		if len(st.Argv) > lim.MaxArgs {
 			return fmt.Errorf("%w: stage %d has %d arguments, at most %d", ErrLimit, i+1, len(st.Argv), lim.MaxArgs)
 		}
-		for _, a := range st.Argv {
-			total += len(a) + 1
+		total := 0
+		for _, a := range st.Argv[min(1, len(st.Argv)):] {
+			total += len(a)
 			if total > lim.MaxArgBytes {
-				return fmt.Errorf("%w: arguments exceed %d bytes", ErrLimit, lim.MaxArgBytes)
+				return fmt.Errorf("%w: stage %d: arguments exceed %d bytes", ErrLimit, i+1, lim.MaxArgBytes)
 			}
 		}
 	}
@@ -151,7 +145,7 @@ func checkOperand(argv []string, op PathOperand, seen map[int]bool) error {
 	if op.Path == "" || len(op.Path) > maxPathLen {
 		return fmt.Errorf("%w: path operand of length %d", ErrInvalid, len(op.Path))
 	}
-	if op.Open != OpenFD && op.Open != OpenCheckOnly {
+	if op.Open != OpenFD && op.Open != OpenCheckOnly && op.Open != OpenDevice {
 		return fmt.Errorf("%w: path operand %q has no open mode", ErrInvalid, op.Path)
 	}
 	return nil

@@ -13,6 +13,9 @@ type preparedStage struct {
 	argv  []string
 	files []*os.File // child fds 3, 4, ... in order
 	cred  *credSpec
+	// missing are path operands that did not exist; the tool got them
+	// and answered for itself.
+	missing []string
 }
 
 // plan is a pipeline ready to start: the child-side descriptors (the file

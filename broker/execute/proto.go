@@ -15,6 +15,11 @@ func (i Info) Proto() *brokerv1.CgroupInfo {
 	}
 }
 
+// Proto is the confinement as reported by Probe.
+func (i ConfinementInfo) Proto() *brokerv1.ConfinementInfo {
+	return &brokerv1.ConfinementInfo{Landlock: i.Landlock, LandlockAbi: int32(i.ABI), Denies: i.Denies, Reason: i.Reason}
+}
+
 // Proto fills the outcome fields of a RunCommandResponse. The caller sets
 // id and decision, and puts a Run error (nothing ran) into Error.
 func (res *Result) Proto() *brokerv1.RunCommandResponse {

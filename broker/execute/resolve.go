@@ -1,6 +1,7 @@
 package execute
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -26,7 +27,25 @@ type resolved struct {
 	path string
 	file *os.File
 	stat unix.Stat_t
+	// stable: every directory on the physical path is root-owned and
+	// writable by nobody else, and every link on the way sat in such a
+	// directory, so only root could change what the path names between
+	// the check and the tool's own walk.
+	stable bool
 }
+
+// missingError is a path whose walk found no entry at some component
+// after every hop so far was judged. Stable says whether only root can
+// change the directories walked, so only root could create the missing
+// entry before the tool looks for it.
+type missingError struct {
+	at     string
+	stable bool
+	err    error
+}
+
+func (e *missingError) Error() string { return fmt.Sprintf("open %s: %v", e.at, e.err) }
+func (e *missingError) Unwrap() error { return e.err }
 
 // dirRef is a directory reached by the walk, pinned by an O_PATH descriptor.
 type dirRef struct {
@@ -59,6 +78,10 @@ func resolvePath(p string, roots []string, judge PathJudge) (*resolved, error) {
 	}
 	defer w.close()
 	res, err := w.walk(p, roots, judge)
+	var miss *missingError
+	if errors.As(err, &miss) {
+		return nil, miss
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrPathRefused, p, err)
 	}
@@ -95,6 +118,9 @@ func (w *walker) walk(p string, roots []string, judge PathJudge) (*resolved, err
 		dir := w.top()
 		full := path.Join(dir.path, name)
 		fd, err := unix.Openat(dir.fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err == unix.ENOENT {
+			return nil, &missingError{at: full, stable: w.stable(), err: err}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", full, err)
 		}
@@ -122,7 +148,7 @@ func (w *walker) walk(p string, roots []string, judge PathJudge) (*resolved, err
 				unix.Close(fd)
 				return nil, fmt.Errorf("%s: %w", full, unix.ENOTDIR)
 			}
-			return &resolved{path: full, file: os.NewFile(uintptr(fd), full), stat: st}, nil
+			return &resolved{path: full, file: os.NewFile(uintptr(fd), full), stat: st, stable: w.stable()}, nil
 		}
 	}
 	// The path ended on a directory: hand over its descriptor.
@@ -131,8 +157,23 @@ func (w *walker) walk(p string, roots []string, judge PathJudge) (*resolved, err
 	if err != nil {
 		return nil, fmt.Errorf("dup %s: %w", top.path, err)
 	}
-	return &resolved{path: top.path, file: os.NewFile(uintptr(fd), top.path), stat: top.stat}, nil
+	return &resolved{path: top.path, file: os.NewFile(uintptr(fd), top.path), stat: top.stat, stable: w.stable()}, nil
 }
+
+// stable reports whether only root can change the directories the walk
+// now stands in (links were already refused anywhere else).
+func (w *walker) stable() bool {
+	for _, d := range w.stack {
+		if !rootOnlyDir(d.stat) {
+			return false
+		}
+	}
+	return true
+}
+
+// rootOnlyDir: owned by root, writable by nobody else (a sticky
+// world-writable directory such as /tmp does not count).
+func rootOnlyDir(st unix.Stat_t) bool { return st.Uid == 0 && st.Mode&0o022 == 0 }
 
 // hop is where a symbolic link leads: the components still to walk and the
 // whole path to judge.
@@ -178,7 +219,7 @@ func trustedLinkDir(dir dirRef, full string) error {
 	if fs.Type == unix.PROC_SUPER_MAGIC && dir.stat.Ino != procRootIno {
 		return fmt.Errorf("%s is a magic link", full)
 	}
-	if dir.stat.Uid != 0 || dir.stat.Mode&0o022 != 0 {
+	if !rootOnlyDir(dir.stat) {
 		return fmt.Errorf("link %s sits in %s, which a non-root account can write (owner %d, mode %#o)",
 			full, dir.path, dir.stat.Uid, dir.stat.Mode&0o7777)
 	}

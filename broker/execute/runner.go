@@ -1,6 +1,7 @@
 package execute
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,11 +44,21 @@ type Config struct {
 	// KillGrace bounds each wait after a kill: for the tree to vanish, for
 	// output pipes to close, for the helper to report (default 2s).
 	KillGrace time.Duration
+	// DrainGrace is how long a pipeline killed by its timeout may take to
+	// pass on what its stages buffered, once the first stage is killed
+	// (default 300ms, at most KillGrace).
+	DrainGrace time.Duration
 	// HelperPath is the binary re-executed as the subreaper helper
 	// (default /proc/self/exe); its main must call HelperMain.
 	HelperPath string
+	// OwnCgroup says whether the broker moves into a leaf cgroup of its
+	// own (see OwnCgroup); the default leaves it where it is.
+	OwnCgroup OwnCgroup
 	// Logger receives warnings about cleanup; default slog.Default().
 	Logger *slog.Logger
+	// Landlock confines every run where the kernel has it (default
+	// LandlockAuto); LandlockOff is for tests of the option tables alone.
+	Landlock LandlockMode
 }
 
 const (
@@ -55,6 +67,7 @@ const (
 	defaultMaxQueued     = 16
 	defaultCgroupName    = "nannyagent-exec"
 	defaultKillGrace     = 2 * time.Second
+	defaultDrainGrace    = 300 * time.Millisecond
 	// maxSpareCgroups bounds the run cgroups prepared ahead of time.
 	maxSpareCgroups = 2
 	// maxStarters bounds the threads that fork stages.
@@ -77,6 +90,11 @@ type Info struct {
 	// caps are enforced (from cgroup v2 or v1, whichever has them).
 	MemoryController bool
 	PidsController   bool
+	// Confinement says whether runs are confined by Landlock.
+	Confinement ConfinementInfo
+	// OwnCgroup is the broker's own leaf cgroup (cgroup2, or the v1
+	// memory hierarchy's), "" when it did not move into one.
+	OwnCgroup string
 }
 
 // Runner runs approved pipelines. It is safe for concurrent use.
@@ -90,9 +108,16 @@ type Runner struct {
 	starters  *starters
 	subreaper bool
 	gate      *gate
+	confine   confinement
+	leaf      ownLeaf
+	// detached counts detached runs not yet over.
+	detached atomic.Int64
 
 	base   context.Context
 	cancel context.CancelFunc
+	// stuck counts preparations abandoned at their deadline and still
+	// blocked in a system call.
+	stuck  atomic.Int64
 	mu     sync.Mutex
 	closed bool
 	wg     sync.WaitGroup
@@ -112,20 +137,28 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		cfg.Logger.Warn("cgroup layout unknown; runs get no cgroup limits", "err", err)
 	}
+	leaf, err := moveToLeaf(layout, cfg.OwnCgroup, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
 	devNull, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open /dev/null: %w", err)
 	}
-	cg, err := setupCgroups(layout, cfg.CgroupName, cfg.Containment != ContainSubreaper, cfg.Logger)
+	cg, err := setupCgroups(layout, leaf, cfg.CgroupName, cfg.Containment != ContainSubreaper, cfg.Logger)
 	if err != nil {
 		devNull.Close()
 		return nil, err
 	}
 	base, cancel := context.WithCancel(context.Background())
 	r := &Runner{
-		cfg: cfg, log: cfg.Logger, devNull: devNull, layout: layout, cg: cg, subreaper: cg.v2Parent == "",
+		cfg: cfg, log: cfg.Logger, devNull: devNull, layout: layout, cg: cg, subreaper: cg.v2Parent == "", leaf: leaf,
 		gate: newGate(cfg.MaxConcurrent, cfg.MaxQueued), base: base, cancel: cancel,
 		starters: newStarters(min(cfg.MaxConcurrent, maxStarters)),
+		confine:  newConfinement(cfg.Landlock),
+	}
+	if !r.confine.enabled() {
+		r.log.Warn("runs are not confined by Landlock; the policy's option tables are the only wall", "reason", r.confine.why)
 	}
 	if r.subreaper {
 		if err := r.pingHelper(); err != nil {
@@ -155,6 +188,10 @@ func (c Config) withDefaults() Config {
 	if c.KillGrace <= 0 {
 		c.KillGrace = defaultKillGrace
 	}
+	if c.DrainGrace <= 0 {
+		c.DrainGrace = defaultDrainGrace
+	}
+	c.DrainGrace = min(c.DrainGrace, c.KillGrace)
 	if c.HelperPath == "" {
 		c.HelperPath = "/proc/self/exe"
 	}
@@ -173,6 +210,9 @@ func (r *Runner) Info() Info {
 		V2Path:           r.cg.v2Parent,
 		MemoryController: r.cg.v2Ctl["memory"] || r.cg.v1Parent["memory"] != "",
 		PidsController:   r.cg.v2Ctl["pids"] || r.cg.v1Parent["pids"] != "",
+		Confinement: ConfinementInfo{Landlock: r.confine.enabled(), ABI: r.confine.abi,
+			Denies: r.confine.denies(), Reason: r.confine.why},
+		OwnCgroup: cmp.Or(r.leaf.v2, r.leaf.v1["memory"]),
 	}
 }
 
@@ -194,18 +234,22 @@ func (r *Runner) Close() error {
 	return r.devNull.Close()
 }
 
+// SetMaxConcurrent changes how many runs that take a slot go at once
+// (pipelines, and Specs with Slot), and lets as many again wait; it takes
+// effect at once for waiting runs, and as runs end when it shrinks.
+func (r *Runner) SetMaxConcurrent(n int) {
+	n = min(max(n, 1), hardMaxConcurrent)
+	r.gate.resize(n, n)
+}
+
 // Run checks req against the limits, resolves its path operands, runs the
 // pipeline and returns how it ended. An error means the pipeline did not
 // run (see the Err* values); a run that started always yields a Result,
 // also when it timed out or was canceled.
 func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil, ErrClosed
+	if err := r.enter(); err != nil {
+		return nil, err
 	}
-	r.wg.Add(1)
-	r.mu.Unlock()
 	defer r.wg.Done()
 
 	lim := req.Limits.effective()
@@ -215,14 +259,6 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 	if err := checkStages(req.Stages, req.Judge); err != nil {
 		return nil, err
 	}
-	for i, st := range req.Stages {
-		if err := checkProgram(st.Program); err != nil {
-			return nil, fmt.Errorf("stage %d: %w", i+1, err)
-		}
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(r.base, cancel)()
 	if err := r.gate.acquire(ctx); err != nil {
 		return nil, err
 	}
@@ -233,8 +269,20 @@ func (r *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 	return r.runAdmitted(ctx, req, lim)
 }
 
+// runAdmitted runs a request that holds a slot. Its timer starts now and
+// covers every step: looking up the programs, resolving and opening the
+// path operands (a hung mount blocks there, not in the tool), starting
+// and running the stages.
 func (r *Runner) runAdmitted(ctx context.Context, req Request, lim Limits) (*Result, error) {
-	stages, cleanup, err := prepare(req)
+	start := time.Now()
+	runCtx, stop := context.WithTimeout(ctx, lim.Timeout)
+	defer stop()
+	stages, cleanup, err := r.prepareBounded(runCtx, req)
+	if errors.Is(err, errPrepareDeadline) {
+		res := &Result{ExitCode: -1, Duration: time.Since(start), TimedOut: ctx.Err() == nil, Canceled: ctx.Err() != nil,
+			Stderr: fmt.Appendf(nil, "nannyagent: the %s limit ran out before the command started, while its programs and paths were looked up (a file system that does not answer?)\n", lim.Timeout)}
+		return res, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -246,14 +294,136 @@ func (r *Runner) runAdmitted(ctx context.Context, req Request, lim Limits) (*Res
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
-	runCtx, stop := context.WithTimeout(ctx, lim.Timeout)
-	defer stop()
-	res, err := r.execute(runCtx, pl, lim)
-	if res != nil && res.TimedOut {
-		res.Canceled = ctx.Err() != nil
-		res.TimedOut = !res.Canceled
+	p, err := r.launch(launchSpec{table: pl.table, procs: pl.procs, closeChild: pl.closeChildSide, limits: lim, stop: ctx.Done(),
+		deadline: start.Add(lim.Timeout), confine: true, writes: writesOf(req.Stages), drain: true})
+	if err != nil {
+		closeFiles(pl.stdout, pl.stderr)
+		return nil, err
 	}
-	return res, err
+	stdout := startCapture(pl.stdout, lim.StdoutBytes)
+	stderr := startCapture(pl.stderr, lim.StderrBytes)
+	<-p.Done()
+	stdout.wait(r.cfg.KillGrace)
+	stderr.wait(r.cfg.KillGrace)
+	if p.err != nil {
+		return nil, p.err
+	}
+	res := &Result{
+		Stdout: stdout.buf, StdoutTruncated: stdout.truncated,
+		Stderr: stderr.buf, StderrTruncated: stderr.truncated,
+		Duration: p.over.Sub(p.start), TimedOut: p.exit.TimedOut, Canceled: p.exit.Killed,
+		// Read always: the OOM victim or the refused fork may belong to a
+		// descendant, while every stage exits 0.
+		MemoryLimitHit: p.exit.MemoryLimitHit, TaskLimitHit: p.exit.TaskLimitHit,
+	}
+	for i, e := range p.ends {
+		res.Stages = append(res.Stages, stageResult(pl.programs[i], e))
+	}
+	res.ExitCode = res.Stages[len(res.Stages)-1].ExitCode
+	for _, st := range stages {
+		res.MissingOperands = append(res.MissingOperands, st.missing...)
+	}
+	r.log.Debug("command ran", "programs", pl.programs, "exit", res.ExitCode, "duration", res.Duration, "timed_out", res.TimedOut)
+	return res, nil
+}
+
+// errPrepareDeadline: the run's time ran out while it was being prepared.
+var errPrepareDeadline = errors.New("deadline while preparing")
+
+// maxStuckPrepares bounds preparations left behind by their deadline and
+// still blocked in the kernel (a hung mount): past it, new runs are
+// refused rather than piling up threads.
+const maxStuckPrepares = 16
+
+// prepareBounded looks up the programs and resolves and opens the path
+// operands under ctx. The system calls cannot be interrupted, so when ctx
+// ends first the preparation is left to finish on its own and close what
+// it opened; the slot is released at once.
+func (r *Runner) prepareBounded(ctx context.Context, req Request) ([]preparedStage, func(), error) {
+	if n := r.stuck.Load(); n >= maxStuckPrepares {
+		return nil, nil, fmt.Errorf("%w: %d earlier commands are still blocked looking up their files", ErrBusy, n)
+	}
+	type prepared struct {
+		stages  []preparedStage
+		cleanup func()
+		err     error
+	}
+	done := make(chan prepared, 1)
+	go func() {
+		var p prepared
+		p.err = checkPrograms(req.Stages)
+		if p.err == nil {
+			p.stages, p.cleanup, p.err = prepare(req)
+		}
+		done <- p
+	}()
+	select {
+	case p := <-done:
+		return p.stages, p.cleanup, p.err
+	case <-ctx.Done():
+	}
+	r.stuck.Add(1)
+	go func() {
+		defer r.stuck.Add(-1)
+		if p := <-done; p.err == nil {
+			p.cleanup()
+		}
+	}()
+	return nil, nil, errPrepareDeadline
+}
+
+func checkPrograms(stages []Stage) error {
+	for i, st := range stages {
+		if err := checkProgram(st.Program); err != nil {
+			var ni *NotInstalledError
+			if errors.As(err, &ni) {
+				return err
+			}
+			return fmt.Errorf("stage %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// writesOf collects the places the stages may write beneath.
+func writesOf(stages []Stage) []string {
+	var out []string
+	for _, st := range stages {
+		out = append(out, st.Writes...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// starter returns how this run's processes are started: on a pooled
+// starter thread, or, when runs are confined, on a fresh thread inside the
+// run's own Landlock domain (one start only; release ends the thread once
+// the run is over).
+func (r *Runner) starter(confine bool, writes []string) (start func(func()) error, release func(), err error) {
+	if !confine || !r.confine.enabled() {
+		return r.starters.do, func() {}, nil
+	}
+	fd, err := r.confine.ruleset(writes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	endThread := func() {}
+	start = func(fn func()) error {
+		if fd < 0 {
+			return fmt.Errorf("%w: a confined run starts once", ErrStart)
+		}
+		rel, err := confinedDo(fd, fn)
+		unix.Close(fd) // the thread has entered the domain (or failed)
+		fd, endThread = -1, rel
+		return err
+	}
+	release = func() {
+		if fd >= 0 {
+			unix.Close(fd) // never started
+		}
+		endThread()
+	}
+	return start, release, nil
 }
 
 // stageEnd is how one stage process ended.
@@ -261,45 +431,6 @@ type stageEnd struct {
 	pid        int
 	status     syscall.WaitStatus
 	start, end time.Time
-}
-
-// execute runs a plan inside a fresh set of run cgroups. When it returns,
-// nothing of the run is alive, and the cgroups are on their way out.
-func (r *Runner) execute(ctx context.Context, pl *plan, lim Limits) (*Result, error) {
-	start := time.Now()
-	cg, err := r.janitor.take(lim)
-	if err != nil {
-		pl.closeAll()
-		return nil, fmt.Errorf("%w: %w", ErrStart, err)
-	}
-	defer r.janitor.give(cg)
-	stdout := startCapture(pl.stdout, lim.StdoutBytes)
-	stderr := startCapture(pl.stderr, lim.StderrBytes)
-	run := r.runInProcess
-	if r.subreaper {
-		run = r.runViaHelper
-	}
-	ends, killed, err := run(ctx, pl, cg)
-	r.reap(cg) // also after a failed start
-	stdout.wait(r.cfg.KillGrace)
-	stderr.wait(r.cfg.KillGrace)
-	if err != nil {
-		return nil, err
-	}
-	res := &Result{
-		Stdout: stdout.buf, StdoutTruncated: stdout.truncated,
-		Stderr: stderr.buf, StderrTruncated: stderr.truncated,
-		Duration: time.Since(start), TimedOut: killed,
-		// Read always: the OOM victim or the refused fork may belong to a
-		// descendant, while every stage exits 0.
-		MemoryLimitHit: cg.memoryHit(), TaskLimitHit: cg.tasksHit(),
-	}
-	for i, e := range ends {
-		res.Stages = append(res.Stages, stageResult(pl.programs[i], e))
-	}
-	res.ExitCode = res.Stages[len(res.Stages)-1].ExitCode
-	r.log.Debug("command ran", "programs", pl.programs, "exit", res.ExitCode, "duration", res.Duration, "timed_out", killed)
-	return res, nil
 }
 
 func stageResult(program string, e stageEnd) StageResult {
@@ -313,146 +444,20 @@ func stageResult(program string, e stageEnd) StageResult {
 	return sr
 }
 
-// runInProcess is the cgroup v2 path: stages are born in the run cgroup,
-// and cgroup.kill ends everything in it, however it got detached.
-func (r *Runner) runInProcess(ctx context.Context, pl *plan, cg *runCgroup) ([]stageEnd, bool, error) {
-	var procs []startedProc
-	var err error
-	if serr := r.starters.do(func() {
-		procs, err = startStages(pl.table, pl.procs, cg.placements(), cg.v2FD)
-	}); serr != nil {
-		err = fmt.Errorf("%w: %w", ErrStart, serr)
-	}
-	pl.closeChildSide()
-	if err != nil {
-		r.killAll(cg, procs)
-		for _, p := range procs {
-			_, _ = p.proc.Wait()
-		}
-		return nil, false, err
-	}
-	r.notifyStart(procs)
-	ends := make([]stageEnd, len(procs))
-	var wg sync.WaitGroup
-	for i, p := range procs {
-		wg.Go(func() {
-			state, _ := p.proc.Wait()
-			ends[i] = stageEnd{pid: p.proc.Pid, start: p.at, end: time.Now()}
-			if state != nil {
-				ends[i].status, _ = state.Sys().(syscall.WaitStatus)
-			}
-		})
-	}
-	allDone := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(allDone)
-	}()
-	killed := false
-	select {
-	case <-allDone:
-	case <-ctx.Done():
-		killed = true
-		r.killAll(cg, procs)
-	}
-	<-allDone
-	return ends, killed, nil
-}
-
-func (r *Runner) killAll(cg *runCgroup, procs []startedProc) {
-	if err := cg.kill(); err != nil {
-		r.log.Error("cgroup.kill failed; killing the stages one by one", "err", err)
-		cg.killV1()
-	}
-	for _, p := range procs {
-		_ = p.proc.Kill()
-	}
-}
-
-func (r *Runner) notifyStart(procs []startedProc) {
-	if r.afterStart == nil {
-		return
-	}
-	pids := make([]int, len(procs))
-	for i, p := range procs {
-		pids[i] = p.proc.Pid
-	}
-	r.afterStart(pids)
-}
-
-// runViaHelper is the subreaper path: a helper process per run starts and
-// supervises the stages (see helper.go).
-func (r *Runner) runViaHelper(ctx context.Context, pl *plan, cg *runCgroup) ([]stageEnd, bool, error) {
-	spec := helperSpec{Procs: pl.procs}
-	table := slices.Clone(pl.table)
-	for _, p := range cg.placements() {
-		spec.Places = append(spec.Places, helperPlace{Run: len(table), Home: len(table) + 1})
-		table = append(table, p.run, p.home)
-	}
-	spec.Files = len(table)
-	var h *helperProc
-	var err error
-	if serr := r.starters.do(func() {
-		h, err = startHelper(r.cfg.HelperPath, r.devNull, table, spec)
-	}); serr != nil {
-		err = fmt.Errorf("%w: %w", ErrStart, serr)
-	}
-	pl.closeChildSide()
-	if err != nil {
-		return nil, false, err
-	}
-	done, killed, err := h.supervise(ctx.Done(), r.cfg.KillGrace, r.afterStart, cg.killV1)
-	if err != nil {
-		return nil, killed, err
-	}
-	if done.Error != "" {
-		return nil, killed, fmt.Errorf("%w: %s", ErrStart, strings.TrimPrefix(done.Error, ErrStart.Error()+": "))
-	}
-	ends := make([]stageEnd, len(done.Stages))
-	for i, s := range done.Stages {
-		ends[i] = stageEnd{pid: s.PID, status: syscall.WaitStatus(s.Status), start: time.Unix(0, s.Start), end: time.Unix(0, max(s.End, s.Start))}
-	}
-	return ends, killed, nil
-}
-
-// pingHelper starts the helper with no stages and expects its report.
-func (r *Runner) pingHelper() error {
-	var h *helperProc
-	var err error
-	if serr := r.starters.do(func() {
-		h, err = startHelper(r.cfg.HelperPath, r.devNull, nil, helperSpec{})
-	}); serr != nil {
-		return serr
-	}
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	done, _, err := h.supervise(ctx.Done(), r.cfg.KillGrace, nil, func() {})
-	if err == nil && done.Error != "" {
-		err = errors.New(done.Error)
-	}
-	return err
-}
-
-// reap ends whatever the stages left behind (a setsid grandchild that may
-// still hold the output pipes) and waits until the run's cgroups are
-// empty. On the subreaper path the helper has done this already, and this
-// only confirms it.
-func (r *Runner) reap(cg *runCgroup) {
-	for attempt := 0; cg.populated(); attempt++ {
-		if attempt == 2 {
-			r.log.Error("run cgroup still populated after kill", "members", cg.members())
-			return
-		}
-		if err := cg.kill(); err != nil || cg.v2Dir == "" {
-			cg.killV1()
-		}
-		if cg.waitEmpty(r.cfg.KillGrace) {
-			return
+// drain ends a pipeline whose time is up so that what it already produced
+// reaches the caller: the first stage is killed, so each later stage reads
+// EOF, writes out what it buffered and exits in turn; whatever is still
+// running after the drain grace is killed with the whole run. A lone
+// stage is killed at once (what it wrote is already in the pipe).
+func (r *Runner) drain(cg *runCgroup, procs []startedProc, allDone <-chan struct{}) {
+	if len(procs) > 1 {
+		_ = procs[0].proc.Kill()
+		select {
+		case <-allDone:
+		case <-time.After(r.cfg.DrainGrace):
 		}
 	}
+	r.killAll(cg, procs)
 }
 
 // prepare resolves and opens every path operand and looks up the accounts.
@@ -476,6 +481,10 @@ func prepare(req Request) (_ []preparedStage, cleanup func(), err error) {
 		}
 		for _, op := range st.Paths {
 			f, arg, err := operand(op, req.Judge, 3+len(ps.files))
+			if errors.Is(err, errMissingOperand) {
+				ps.missing = append(ps.missing, op.Path)
+				err = nil
+			}
 			if err != nil {
 				return nil, nil, fmt.Errorf("stage %d: %w", i+1, err)
 			}
@@ -500,22 +509,47 @@ func prepare(req Request) (_ []preparedStage, cleanup func(), err error) {
 // could swap it. What remains is the window between the check and the
 // tool's own walk, in which whoever may write a directory on the path could
 // replace a file with a link: the tool would then report the other
-// object's names or metadata. That is accepted for these tools because they
-// print names and metadata (wc counts bytes, stat/ls/du report sizes and
-// modes, find lists names), never contents; none of them follows links
-// found inside a tree unless asked to (-L, -H, --dereference, which the
-// policy does not allow); and walking tools (find, du) must see the tree as
-// it is while they walk it, so there is no single object to pin anyway.
-// Passing the resolved path instead would not close that window, only
-// change the output.
+// object's metadata. That is accepted for these tools only because they
+// print names and metadata (stat/ls/du report sizes and modes, find lists
+// names), never contents: every tool that reads contents (wc included)
+// gets a descriptor instead; and because the policy allows none of them an
+// option that follows links on its own (ls -L and -H, stat -L, du -L and
+// -D, find -L, -H, -follow and -xtype are refused), so a planted link is
+// shown as a link, never followed. Walking tools (find, du) must see the
+// tree as it is while they walk it, so there is no single object to pin.
+//
+// OpenDevice returns the device's own path: the tool opens it and picks
+// its method from the name (smartctl's /dev/nvme* versus /dev/sd*). Only
+// a path whose every directory is root's alone qualifies, so nobody else
+// can swap the node before the tool opens it.
+//
+// A path that does not exist is handed to the tool, so the model reads the
+// tool's own "No such file" and exit status and the rest of the pipeline
+// still runs. Where only root can change the directories walked, that is
+// the path as written; elsewhere someone could create the name in the
+// window before the tool looks, so the tool gets a descriptor name that
+// cannot be open in it (/dev/fd/1023) and fails the same way.
 func operand(op PathOperand, judge PathJudge, fd int) (*os.File, string, error) {
 	r, err := resolvePath(op.Path, op.Roots, judge)
+	var miss *missingError
+	if errors.As(err, &miss) {
+		if miss.stable {
+			return nil, op.Path, errMissingOperand
+		}
+		return nil, fdArg(missingFD), errMissingOperand
+	}
 	if err != nil {
 		return nil, "", err
 	}
 	defer r.file.Close()
-	if op.Open == OpenCheckOnly {
+	switch op.Open {
+	case OpenCheckOnly:
 		return nil, op.Path, nil
+	case OpenDevice:
+		if err := checkDevice(op, r); err != nil {
+			return nil, "", err
+		}
+		return nil, r.path, nil
 	}
 	f, err := openForRead(r)
 	if err != nil {
@@ -524,43 +558,30 @@ func operand(op PathOperand, judge PathJudge, fd int) (*os.File, string, error) 
 	return f, fdArg(fd), nil
 }
 
-// gate bounds concurrent runs, with a short queue in front; beyond the
-// queue a run is refused at once rather than piling up.
-type gate struct {
-	slots chan struct{}
-	mu    sync.Mutex
-	queue int
-	max   int
-}
+// errMissingOperand marks an operand that does not exist and goes to the
+// tool as it is (with its argv element still set).
+var errMissingOperand = errors.New("no such file")
 
-func newGate(slots, queue int) *gate {
-	return &gate{slots: make(chan struct{}, slots), max: queue}
-}
+// missingFD is a descriptor number no stage has open: "/dev/fd/1023"
+// names nothing in the child, so opening it fails with ENOENT.
+const missingFD = 1023
 
-func (g *gate) acquire(ctx context.Context) error {
-	select {
-	case g.slots <- struct{}{}:
-		return nil
+// checkDevice requires a block device (or a character device where the
+// operand allows it) in directories only root can change.
+func checkDevice(op PathOperand, r *resolved) error {
+	kind := r.stat.Mode & unix.S_IFMT
+	switch {
+	case kind == unix.S_IFBLK:
+	case kind == unix.S_IFCHR && op.CharDevices:
 	default:
+		what := "a block device"
+		if op.CharDevices {
+			what = "a block or character device"
+		}
+		return fmt.Errorf("%w: %s is not %s", ErrPathRefused, op.Path, what)
 	}
-	g.mu.Lock()
-	if g.queue >= g.max {
-		g.mu.Unlock()
-		return fmt.Errorf("%w: %d running and %d waiting", ErrBusy, cap(g.slots), g.max)
+	if !r.stable {
+		return fmt.Errorf("%w: %s: %s sits in a directory a non-root account can change", ErrPathRefused, op.Path, r.path)
 	}
-	g.queue++
-	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		g.queue--
-		g.mu.Unlock()
-	}()
-	select {
-	case g.slots <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%w: waiting for a run slot: %w", ErrBusy, ctx.Err())
-	}
+	return nil
 }
-
-func (g *gate) release() { <-g.slots }

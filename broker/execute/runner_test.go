@@ -220,7 +220,7 @@ func TestProgramChecks(t *testing.T) {
 		{stage("/usr/bin/../bin/true"), ErrInvalid},
 		{Stage{Program: "/usr/bin/true", Argv: []string{"true"}}, ErrInvalid},
 		{stage("/etc/passwd"), ErrInvalid},
-		{stage("/nonexistent/tool"), ErrInvalid},
+		{stage("/nonexistent/tool"), ErrNotInstalled},
 		{stage(own), ErrInvalid},
 		{stage("/usr/bin/true", "a\x00b"), ErrInvalid},
 		{stage(garbage), ErrStart},

@@ -28,22 +28,23 @@ type Config struct {
 	PveversionPath string
 	// AttachTimeout bounds each bpftrace attach test.
 	AttachTimeout time.Duration
-	// Runner runs the probe's own fixed commands (bpftrace --version and
-	// the attach tests).
+	// Runner runs the probe's own fixed commands (bpftrace --version, the
+	// attach test, pveversion). The broker's runs them through its
+	// launcher, like every child it starts; nil runs nothing and reports
+	// bpftrace as unchecked.
 	Runner CommandRunner
 }
 
 // CommandRunner runs a fixed argv and returns its combined output.
 type CommandRunner func(ctx context.Context, argv []string) (output []byte, exitCode int, err error)
 
-// DefaultConfig is the production layout.
+// DefaultConfig is the production layout, without a Runner.
 func DefaultConfig() Config {
 	return Config{
 		BpftraceCandidates: []string{"/usr/bin/bpftrace", "/usr/sbin/bpftrace", "/usr/local/bin/bpftrace"},
 		TracefsCandidates:  []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"},
 		PveversionPath:     "/usr/bin/pveversion",
 		AttachTimeout:      10 * time.Second,
-		Runner:             runFixed,
 	}
 }
 

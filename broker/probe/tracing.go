@@ -3,9 +3,7 @@ package probe
 import (
 	"bytes"
 	"context"
-	"errors"
 	"os"
-	"os/exec"
 	"strings"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
@@ -25,7 +23,7 @@ func (p *Prober) checkSlow(ctx context.Context) *tracingFacts {
 // pveVersion runs pveversion once, when it exists, for the version line
 // ("pve-manager/8.2.4/faa83925c9641325 (running kernel: …)").
 func (p *Prober) pveVersion(ctx context.Context) string {
-	if firstExecutable([]string{p.cfg.PveversionPath}) == "" {
+	if p.cfg.Runner == nil || firstExecutable([]string{p.cfg.PveversionPath}) == "" {
 		return ""
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.AttachTimeout)
@@ -50,6 +48,11 @@ func (p *Prober) checkTracing(ctx context.Context) *tracingFacts {
 		return facts
 	}
 	facts.bpftrace.Path = path
+	if p.cfg.Runner == nil {
+		facts.bpftrace.Error = "no command runner configured"
+		facts.kfunc.Evidence = facts.bpftrace.Error
+		return facts
+	}
 	actx, cancel := context.WithTimeout(ctx, p.cfg.AttachTimeout)
 	defer cancel()
 	out, code, err := p.cfg.Runner(actx, []string{path, "--version"})
@@ -99,20 +102,4 @@ func firstLine(out []byte, err error) string {
 		return err.Error()
 	}
 	return "no output"
-}
-
-// runFixed runs the prober's own fixed argv with a clean environment.
-func runFixed(ctx context.Context, argv []string) ([]byte, int, error) {
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}
-	cmd.Dir = "/"
-	out, err := cmd.CombinedOutput()
-	var exitErr *exec.ExitError
-	if errors.As(err, &exitErr) {
-		return out, exitErr.ExitCode(), nil
-	}
-	if err != nil {
-		return out, -1, err
-	}
-	return out, 0, nil
 }

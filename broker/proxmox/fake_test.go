@@ -121,6 +121,7 @@ func (f *fakePVE) reader(mod func(*Config)) *Reader {
 		PveshPath:  f.pvesh,
 		PmxcfsRoot: f.root,
 		Hostname:   func() (string, error) { return f.node + ".example.internal", nil },
+		Launcher:   testLauncher(f.t),
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -6,14 +6,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os/exec"
-	"sync"
-	"syscall"
-	"time"
+	"io"
+	"os"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/nannyai/nannyagent/broker/execute"
 )
+
+// Launcher starts pvesh; the broker's execute.Runner is one. Through it
+// pvesh gets a run cgroup with memory and task caps, a deadline, a slot
+// among the concurrent commands and no_new_privs, like every child of the
+// broker.
+type Launcher interface {
+	StartAttached(ctx context.Context, spec execute.Spec) (*execute.Process, error)
+}
 
 // pveshEnv is the whole environment pvesh runs with.
 var pveshEnv = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
@@ -21,80 +29,80 @@ var pveshEnv = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
 // stderrCap bounds the pvesh error text carried back in an error.
 const stderrCap = 2048
 
-// runPvesh runs `<pvesh> get <path> --output-format json` with a fixed argv,
-// a clean environment, cwd /, stdin /dev/null, in its own process group
-// (killed whole on timeout), and returns stdout if it is valid JSON within
-// the output cap.
+// runPvesh runs `<pvesh> get <path> --output-format json` through the
+// launcher, with a fixed argv, a clean environment, cwd /, stdin /dev/null,
+// and returns stdout if it is valid JSON within the output cap. A pvesh
+// that writes more than the cap is killed at once, its whole tree with it.
 func (r *Reader) runPvesh(ctx context.Context, path string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, r.cfg.PveshPath, "get", path, "--output-format", "json")
-	cmd.Env = pveshEnv
-	cmd.Dir = "/"
-	cmd.Stdin = nil // /dev/null
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-	stdout := &cappedBuffer{limit: r.cfg.OutputCap, onOverflow: cancel}
-	stderr := &cappedBuffer{limit: stderrCap, truncate: true}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-
-	err := cmd.Run()
-	switch {
-	case stdout.overflowed():
-		return nil, status.Errorf(codes.ResourceExhausted, "pvesh get %s: output larger than %d bytes", path, r.cfg.OutputCap)
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return nil, status.Errorf(codes.DeadlineExceeded, "pvesh get %s: no answer within %s", path, r.cfg.Timeout)
-	case errors.Is(ctx.Err(), context.Canceled):
-		return nil, status.Errorf(codes.Canceled, "pvesh get %s: %v", path, ctx.Err())
-	case err != nil:
-		return nil, status.Errorf(codes.Unavailable, "pvesh get %s: %v: %s", path, err, bytes.TrimSpace(stderr.bytes()))
+	if r.cfg.Launcher == nil {
+		return nil, status.Error(codes.FailedPrecondition, "pvesh: the broker has no launcher configured")
 	}
-	out := stdout.bytes()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "pvesh get %s: %v", path, err)
+	}
+	defer outR.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outW.Close()
+		return nil, status.Errorf(codes.Internal, "pvesh get %s: %v", path, err)
+	}
+	defer errR.Close()
+	proc, err := r.cfg.Launcher.StartAttached(ctx, execute.Spec{
+		Path: r.cfg.PveshPath, Argv: []string{r.cfg.PveshPath, "get", path, "--output-format", "json"},
+		Env: pveshEnv, Stdout: outW, Stderr: errW, Slot: true,
+		Limits: execute.Limits{Timeout: r.cfg.Timeout, ChildMemory: r.cfg.ChildMemory, ChildTasks: r.cfg.ChildTasks},
+	})
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		if errors.Is(err, execute.ErrBusy) {
+			return nil, status.Errorf(codes.ResourceExhausted, "pvesh get %s: %v", path, err)
+		}
+		return nil, status.Errorf(codes.Unavailable, "pvesh get %s: %v", path, err)
+	}
+	stderr := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(errR, stderrCap))
+		_, _ = io.Copy(io.Discard, errR)
+		stderr <- b
+	}()
+	out, overflow := readCapped(outR, r.cfg.OutputCap)
+	if overflow {
+		proc.Kill()
+	}
+	exit, werr := proc.Wait(context.Background())
+	errText := bytes.TrimSpace(<-stderr)
+	switch {
+	case overflow:
+		return nil, status.Errorf(codes.ResourceExhausted, "pvesh get %s: output larger than %d bytes", path, r.cfg.OutputCap)
+	case exit.TimedOut:
+		return nil, status.Errorf(codes.DeadlineExceeded, "pvesh get %s: no answer within %s", path, r.cfg.Timeout)
+	case exit.Killed:
+		return nil, status.Errorf(codes.Canceled, "pvesh get %s: %v", path, context.Cause(ctx))
+	case werr != nil:
+		return nil, status.Errorf(codes.Unavailable, "pvesh get %s: %v", path, werr)
+	case exit.MemoryLimitHit:
+		return nil, status.Errorf(codes.ResourceExhausted, "pvesh get %s: memory limit (%d bytes) exceeded", path, r.cfg.ChildMemory)
+	case exit.Code != 0:
+		how := fmt.Sprintf("exit status %d", exit.Code)
+		if exit.Signal != "" {
+			how = "killed by " + exit.Signal
+		}
+		return nil, status.Errorf(codes.Unavailable, "pvesh get %s: %s: %s", path, how, errText)
+	}
 	if !json.Valid(out) {
 		return nil, status.Errorf(codes.Internal, "pvesh get %s: output is not JSON", path)
 	}
 	return out, nil
 }
 
-// cappedBuffer collects a child's output up to limit bytes. Past the limit
-// it either drops the rest (truncate) or fails the write and calls
-// onOverflow, which ends the child.
-type cappedBuffer struct {
-	mu         sync.Mutex
-	buf        bytes.Buffer
-	limit      int
-	truncate   bool
-	over       bool
-	onOverflow func()
-}
-
-func (b *cappedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	room := b.limit - b.buf.Len()
-	if len(p) <= room {
-		return b.buf.Write(p)
+// readCapped reads r to EOF, keeping at most limit bytes; overflow is set,
+// and reading stops, as soon as there is more.
+func readCapped(r io.Reader, limit int) (out []byte, overflow bool) {
+	b, _ := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if len(b) > limit {
+		return nil, true
 	}
-	b.buf.Write(p[:max(room, 0)])
-	if b.truncate {
-		return len(p), nil
-	}
-	if !b.over && b.onOverflow != nil {
-		b.onOverflow()
-	}
-	b.over = true
-	return 0, fmt.Errorf("output larger than %d bytes", b.limit)
-}
-
-func (b *cappedBuffer) overflowed() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.over
-}
-
-func (b *cappedBuffer) bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
+	return b, false
 }

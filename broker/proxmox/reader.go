@@ -51,6 +51,12 @@ type Config struct {
 	OutputCap int
 	// Hostname cross-checks pmxcfs's local node; os.Hostname if nil.
 	Hostname func() (string, error)
+	// Launcher starts pvesh; without one, reads through pvesh fail.
+	Launcher Launcher
+	// ChildMemory and ChildTasks cap pvesh's memory and tasks; zero takes
+	// the launcher's defaults.
+	ChildMemory int64
+	ChildTasks  int
 }
 
 // Reader answers ProxmoxGet. It keeps no state between calls.
@@ -166,4 +172,20 @@ func (r *Reader) Detect() (string, error) {
 		return "", fmt.Errorf("%w: %v", ErrNotProxmox, err)
 	}
 	return name, nil
+}
+
+// Source names where Get would read path from: SourcePmxcfs for a guest
+// config, SourcePvesh otherwise. It judges nothing; the decision log uses
+// it to name the program.
+func (r *Reader) Source(path string) string {
+	segs, err := splitPath(path, false)
+	if err != nil || len(segs) != 5 || segs[0] != "nodes" || segs[4] != "config" {
+		return SourcePvesh
+	}
+	for _, p := range r.patterns {
+		if p.guest != "" && p.segs[2] == segs[2] {
+			return SourcePmxcfs
+		}
+	}
+	return SourcePvesh
 }

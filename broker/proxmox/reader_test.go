@@ -251,6 +251,13 @@ func TestPveshFailures(t *testing.T) {
 			}
 		})
 	}
+	t.Run("no launcher", func(t *testing.T) {
+		f := newFakePVE(t, "node3")
+		f.respond("/cluster/status", []byte("[]"))
+		r := f.reader(func(c *Config) { c.Launcher = nil })
+		_, err := r.Get(context.Background(), "/cluster/status")
+		wantCode(t, err, codes.FailedPrecondition)
+	})
 	t.Run("missing binary", func(t *testing.T) {
 		f := newFakePVE(t, "node3")
 		r := f.reader(func(c *Config) { c.PveshPath = filepath.Join(f.dir, "nope") })
@@ -328,4 +335,36 @@ func mustSymlink(t *testing.T, target, link string) {
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestPveshGoesThroughTheLauncher: pvesh runs in a run cgroup of its own
+// with no_new_privs, and a child it leaves behind in a new session dies
+// with the run.
+func TestPveshGoesThroughTheLauncher(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: run cgroups")
+	}
+	f := newFakePVE(t, "node3")
+	script := fmt.Sprintf(`#!/bin/sh
+setsid sleep 30 < /dev/null > /dev/null 2>&1 &
+echo $! > '%s/child.pid'
+printf '{"cgroup":"%%s","nnp":"%%s"}' "$(tr '\n' ' ' < /proc/self/cgroup)" "$(grep NoNewPrivs /proc/self/status | tr '\t' ' ')"
+`, f.dir)
+	if err := os.WriteFile(f.pvesh, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := f.reader(nil).Get(context.Background(), "/cluster/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := string(resp.GetJson())
+	if !strings.Contains(out, "/nannyagent-exec/run-") || !strings.Contains(out, "NoNewPrivs: 1") {
+		t.Errorf("pvesh ran outside the launcher: %s", out)
+	}
+	pid, err := os.ReadFile(filepath.Join(f.dir, "child.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
+	waitGone(t, n)
 }

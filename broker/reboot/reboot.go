@@ -27,9 +27,10 @@ import (
 	"github.com/nannyai/nannyagent/policy"
 )
 
-// launcher runs one approved program; *execute.Runner is one.
+// launcher is the broker's one launcher for every child: its own cgroup,
+// caps, a deadline, the whole tree killed with it. *execute.Runner is one.
 type launcher interface {
-	Run(ctx context.Context, req execute.Request) (*execute.Result, error)
+	Output(ctx context.Context, spec execute.Spec, limit int) ([]byte, execute.Exit, error)
 }
 
 // PatchActivity says whether a patch run is in progress; the patch
@@ -127,8 +128,9 @@ func Command(rb policy.Reboots, vmid string) []string {
 
 // Reboot judges req against the guards and, unless it only checks,
 // performs it. The policy must already allow it (policy.CheckReboot); rb
-// is that policy's reboots section.
-func (r *Rebooter) Reboot(ctx context.Context, rb policy.Reboots, req Request) Outcome {
+// is that policy's reboots section and child its limits on every child
+// (tasks, memory; the timeouts are rb's).
+func (r *Rebooter) Reboot(ctx context.Context, rb policy.Reboots, child execute.Limits, req Request) Outcome {
 	if !ValidID(req.ID) {
 		return refused("the reboot id is missing or malformed")
 	}
@@ -157,7 +159,7 @@ func (r *Rebooter) Reboot(ctx context.Context, rb policy.Reboots, req Request) O
 		r.busy = ""
 		r.mu.Unlock()
 	}()
-	return r.perform(context.WithoutCancel(ctx), rb, req)
+	return r.perform(context.WithoutCancel(ctx), rb, child, req)
 }
 
 // judge returns why req may not run now, or "". r.mu is held.
@@ -199,30 +201,39 @@ func (r *Rebooter) judge(rb policy.Reboots, req Request) string {
 }
 
 // perform warns logged-in users and runs the reboot command.
-func (r *Rebooter) perform(ctx context.Context, rb policy.Reboots, req Request) Outcome {
+func (r *Rebooter) perform(ctx context.Context, rb policy.Reboots, child execute.Limits, req Request) Outcome {
 	out := Outcome{Allowed: true}
-	out.Warned = r.wall(ctx, rb, req)
+	out.Warned = r.wall(ctx, rb, child, req)
 	argv := Command(rb, req.VMID)
-	res, err := r.cfg.Launcher.Run(ctx, execute.Request{
-		Stages: []execute.Stage{{Program: argv[0], Argv: argv}},
-		Limits: execute.Limits{Timeout: rb.Timeout, StdoutBytes: outputBytes, StderrBytes: outputBytes},
-	})
+	child.Timeout = rb.Timeout
+	output, exit, err := r.cfg.Launcher.Output(ctx, execute.Spec{Path: argv[0], Argv: argv, Limits: child}, outputBytes)
 	switch {
-	case err != nil:
+	case err != nil && exit.End.IsZero():
 		out.ExitCode = -1
 		out.Reason = fmt.Sprintf("%s did not start: %v", argv[0], err)
-	case res.TimedOut:
+	case exit.TimedOut:
 		out.ExitCode = -1
 		out.Reason = fmt.Sprintf("%s did not finish within %s and was killed", strings.Join(argv, " "), rb.Timeout)
-		out.Output = tail(res.Stderr, res.Stdout)
-	case res.ExitCode != 0:
-		out.ExitCode = res.ExitCode
-		out.Reason = fmt.Sprintf("%s exited with status %d", strings.Join(argv, " "), res.ExitCode)
-		out.Output = tail(res.Stderr, res.Stdout)
+		out.Output = tail(output)
+	case err != nil || exit.Code != 0:
+		out.ExitCode = exit.Code
+		out.Reason = fmt.Sprintf("%s %s", strings.Join(argv, " "), ended(exit, err))
+		out.Output = tail(output)
 	default:
 		out.Started = true
 	}
 	return out
+}
+
+// ended words how a failed reboot command ended.
+func ended(exit execute.Exit, err error) string {
+	switch {
+	case err != nil:
+		return "failed: " + err.Error()
+	case exit.Signal != "":
+		return "was ended by " + exit.Signal
+	}
+	return fmt.Sprintf("exited with status %d", exit.Code)
 }
 
 // outputBytes is what a reboot command's output may bring back.
@@ -230,7 +241,7 @@ const outputBytes = 16 << 10
 
 // wall warns logged-in users; a failure is not a reason to skip the
 // reboot the operator asked for.
-func (r *Rebooter) wall(ctx context.Context, rb policy.Reboots, req Request) bool {
+func (r *Rebooter) wall(ctx context.Context, rb policy.Reboots, child execute.Limits, req Request) bool {
 	what := "this host"
 	if req.VMID != "" {
 		what = "container " + req.VMID
@@ -244,11 +255,9 @@ func (r *Rebooter) wall(ctx context.Context, rb policy.Reboots, req Request) boo
 	argv := []string{rb.Wall, "nannyagent:", msg}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.WallTimeout)
 	defer cancel()
-	res, err := r.cfg.Launcher.Run(ctx, execute.Request{
-		Stages: []execute.Stage{{Program: argv[0], Argv: argv}},
-		Limits: execute.Limits{Timeout: r.cfg.WallTimeout, StdoutBytes: outputBytes, StderrBytes: outputBytes},
-	})
-	return err == nil && res.ExitCode == 0 && !res.TimedOut
+	child.Timeout = r.cfg.WallTimeout
+	_, exit, err := r.cfg.Launcher.Output(ctx, execute.Spec{Path: argv[0], Argv: argv, Limits: child}, outputBytes)
+	return err == nil && exit.Code == 0 && !exit.TimedOut
 }
 
 func refused(reason string) Outcome { return Outcome{Reason: reason} }
@@ -270,8 +279,8 @@ func printable(s string, n int) string {
 }
 
 // tail is the end of a failed command's output, for the reason.
-func tail(stderr, stdout []byte) string {
-	s := printable(strings.TrimSpace(string(stderr))+" "+strings.TrimSpace(string(stdout)), 1<<20)
+func tail(output []byte) string {
+	s := printable(string(output), 1<<20)
 	if len(s) > 512 {
 		s = "…" + s[len(s)-512:]
 	}

@@ -14,31 +14,34 @@ import (
 	"github.com/nannyai/nannyagent/policy"
 )
 
-// fakeLauncher records what would run and answers with an exit code per
-// program.
+// fakeLauncher records what would run, with its limits, and answers with
+// an exit code per program.
 type fakeLauncher struct {
-	mu    sync.Mutex
-	runs  [][]string
-	exit  map[string]int
-	err   error
-	block chan struct{} // holds the reboot command until closed
-	ctxs  []context.Context
+	mu     sync.Mutex
+	runs   [][]string
+	limits []execute.Limits
+	exit   map[string]int
+	err    error
+	block  chan struct{} // holds the reboot command until closed
+	ctxs   []context.Context
 }
 
-func (f *fakeLauncher) Run(ctx context.Context, req execute.Request) (*execute.Result, error) {
-	argv := req.Stages[0].Argv
+func (f *fakeLauncher) Output(ctx context.Context, spec execute.Spec, limit int) ([]byte, execute.Exit, error) {
+	argv := spec.Argv
 	f.mu.Lock()
 	f.runs = append(f.runs, argv)
+	f.limits = append(f.limits, spec.Limits)
 	f.ctxs = append(f.ctxs, ctx)
 	code, err, block := f.exit[argv[0]], f.err, f.block
 	f.mu.Unlock()
 	if err != nil {
-		return nil, err
+		return nil, execute.Exit{}, err
 	}
 	if block != nil && !strings.HasSuffix(argv[0], "wall") {
 		<-block
 	}
-	return &execute.Result{ExitCode: code, Stderr: []byte("stderr of " + argv[0])}, nil
+	now := time.Now()
+	return []byte("output of " + argv[0]), execute.Exit{Code: code, Start: now, End: now}, nil
 }
 
 func (f *fakeLauncher) commands() [][]string {
@@ -75,6 +78,7 @@ type env struct {
 	clock   *clock
 	uptime  time.Duration
 	rb      policy.Reboots
+	child   execute.Limits
 }
 
 func newEnv(t *testing.T) *env {
@@ -86,6 +90,7 @@ func newEnv(t *testing.T) *env {
 		uptime:  time.Hour,
 		rb: policy.Reboots{Enabled: true, Host: true, Containers: []string{"*"}, MinInterval: time.Hour,
 			MinUptime: 10 * time.Minute, Timeout: time.Minute, Systemctl: "/fake/systemctl", Pct: "/fake/pct", Wall: "/fake/wall"},
+		child: execute.Limits{ChildTasks: 32, ChildMemory: 64 << 20},
 	}
 }
 
@@ -106,13 +111,23 @@ func (e *env) rebooter(t *testing.T) *Rebooter {
 func TestHostRebootRunsSystemctlAndWarnsUsers(t *testing.T) {
 	e := newEnv(t)
 	r := e.rebooter(t)
-	out := r.Reboot(context.Background(), e.rb, Request{ID: "rb1", Reason: "Kernel \x1b[31mupdate\x1b[0m\napplied"})
+	out := r.Reboot(context.Background(), e.rb, e.child, Request{ID: "rb1", Reason: "Kernel \x1b[31mupdate\x1b[0m\napplied"})
 	if !out.Allowed || !out.Started || !out.Warned || out.ExitCode != 0 {
 		t.Fatalf("outcome %+v", out)
 	}
 	runs := e.launch.commands()
 	if len(runs) != 2 || strings.Join(runs[1], " ") != "/fake/systemctl reboot" {
 		t.Fatalf("ran %q", runs)
+	}
+	// The launcher bounds both children with the policy's child limits;
+	// the command's deadline is reboots.timeout, wall's its own.
+	e.launch.mu.Lock()
+	lims := append([]execute.Limits(nil), e.launch.limits...)
+	e.launch.mu.Unlock()
+	for i, want := range []time.Duration{10 * time.Second, time.Minute} {
+		if l := lims[i]; l.ChildTasks != 32 || l.ChildMemory != 64<<20 || l.Timeout != want {
+			t.Errorf("%s ran with limits %+v", runs[i][0], l)
+		}
 	}
 	wall := runs[0]
 	if len(wall) != 3 || wall[0] != "/fake/wall" || wall[1] != "nannyagent:" ||
@@ -135,24 +150,24 @@ func TestHostRebootRunsSystemctlAndWarnsUsers(t *testing.T) {
 func TestLoopGuard(t *testing.T) {
 	e := newEnv(t)
 	e.launch.exit["/fake/systemctl"] = 1
-	out := e.rebooter(t).Reboot(context.Background(), e.rb, Request{ID: "rb1"})
+	out := e.rebooter(t).Reboot(context.Background(), e.rb, e.child, Request{ID: "rb1"})
 	if !out.Allowed || out.Started || out.ExitCode != 1 || !strings.Contains(out.Reason, "/fake/systemctl reboot exited with status 1") ||
-		out.Output != "stderr of /fake/systemctl" {
+		out.Output != "output of /fake/systemctl" {
 		t.Fatalf("failed reboot %+v", out)
 	}
 	e.clock.advance(59 * time.Minute)
 	restarted := e.rebooter(t)
 	for _, check := range []bool{true, false} {
-		out = restarted.Reboot(context.Background(), e.rb, Request{ID: "rb2", CheckOnly: check})
+		out = restarted.Reboot(context.Background(), e.rb, e.child, Request{ID: "rb2", CheckOnly: check})
 		if out.Allowed || !strings.Contains(out.Reason, "the last host reboot (rb1) was started at 2026-11-25T21:00:00Z, 59m0s ago; the policy allows one every 1h0m0s (min_interval)") {
 			t.Errorf("check %v: %+v", check, out)
 		}
 	}
-	if out := restarted.Reboot(context.Background(), e.rb, Request{ID: "rb3", VMID: "105"}); !out.Started {
+	if out := restarted.Reboot(context.Background(), e.rb, e.child, Request{ID: "rb3", VMID: "105"}); !out.Started {
 		t.Errorf("container reboot held back by the host guard: %+v", out)
 	}
 	e.clock.advance(time.Minute)
-	if out := restarted.Reboot(context.Background(), e.rb, Request{ID: "rb4", CheckOnly: true}); !out.Allowed {
+	if out := restarted.Reboot(context.Background(), e.rb, e.child, Request{ID: "rb4", CheckOnly: true}); !out.Allowed {
 		t.Errorf("after min_interval: %+v", out)
 	}
 	if got := len(e.launch.commands()); got != 4 {
@@ -163,14 +178,14 @@ func TestLoopGuard(t *testing.T) {
 func TestBootGuard(t *testing.T) {
 	e := newEnv(t)
 	e.uptime = 9*time.Minute + 30*time.Second
-	out := e.rebooter(t).Reboot(context.Background(), e.rb, Request{ID: "rb1"})
+	out := e.rebooter(t).Reboot(context.Background(), e.rb, e.child, Request{ID: "rb1"})
 	if out.Allowed || !strings.Contains(out.Reason, "the host has been up only 9m30s; the policy allows a host reboot once it has been up 10m0s (min_uptime)") {
 		t.Errorf("%+v", out)
 	}
 	if _, err := os.Stat(filepath.Join(e.dir, RecordName)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a refused reboot was recorded: %v", err)
 	}
-	if out := e.rebooter(t).Reboot(context.Background(), e.rb, Request{ID: "rb2", VMID: "105"}); !out.Started {
+	if out := e.rebooter(t).Reboot(context.Background(), e.rb, e.child, Request{ID: "rb2", VMID: "105"}); !out.Started {
 		t.Errorf("container reboot held back by the boot guard: %+v", out)
 	}
 }
@@ -179,7 +194,7 @@ func TestPatchRunningRefusesReboots(t *testing.T) {
 	e := newEnv(t)
 	e.patches.running = true
 	for _, vmid := range []string{"", "105"} {
-		out := e.rebooter(t).Reboot(context.Background(), e.rb, Request{ID: "rb1", VMID: vmid})
+		out := e.rebooter(t).Reboot(context.Background(), e.rb, e.child, Request{ID: "rb1", VMID: vmid})
 		if out.Allowed || !strings.Contains(out.Reason, "a patch run is in progress") {
 			t.Errorf("vmid %q: %+v", vmid, out)
 		}
@@ -197,13 +212,13 @@ func TestOneRebootAtATime(t *testing.T) {
 	r := e.rebooter(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan Outcome, 1)
-	go func() { done <- r.Reboot(ctx, e.rb, Request{ID: "rb1", VMID: "105"}) }()
+	go func() { done <- r.Reboot(ctx, e.rb, e.child, Request{ID: "rb1", VMID: "105"}) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for len(e.launch.commands()) < 2 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	cancel()
-	out := r.Reboot(context.Background(), e.rb, Request{ID: "rb2", VMID: "106", CheckOnly: true})
+	out := r.Reboot(context.Background(), e.rb, e.child, Request{ID: "rb2", VMID: "106", CheckOnly: true})
 	if out.Allowed || !strings.Contains(out.Reason, "another reboot (rb1) is in progress") {
 		t.Errorf("second reboot: %+v", out)
 	}
@@ -217,7 +232,7 @@ func TestOneRebootAtATime(t *testing.T) {
 	if got := <-done; !got.Started {
 		t.Errorf("first reboot %+v", got)
 	}
-	if out := r.Reboot(context.Background(), e.rb, Request{ID: "rb3", VMID: "106", CheckOnly: true}); !out.Allowed {
+	if out := r.Reboot(context.Background(), e.rb, e.child, Request{ID: "rb3", VMID: "106", CheckOnly: true}); !out.Allowed {
 		t.Errorf("after the first finished: %+v", out)
 	}
 }
@@ -254,7 +269,7 @@ func TestUntrustedStateRefusesHostReboots(t *testing.T) {
 			e := newEnv(t)
 			e.rebooter(t) // creates the directory
 			spoil(t, e)
-			out := e.rebooter2(t).Reboot(context.Background(), e.rb, Request{ID: "rb1"})
+			out := e.rebooter2(t).Reboot(context.Background(), e.rb, e.child, Request{ID: "rb1"})
 			if out.Allowed || !(strings.Contains(out.Reason, "cannot be trusted") || strings.Contains(out.Reason, "in the future")) {
 				t.Errorf("%+v", out)
 			}
@@ -278,12 +293,12 @@ func (e *env) rebooter2(t *testing.T) *Rebooter {
 func TestLauncherFailureAndBadRequests(t *testing.T) {
 	e := newEnv(t)
 	e.launch.err = execute.ErrInvalid
-	out := e.rebooter(t).Reboot(context.Background(), e.rb, Request{ID: "rb1", VMID: "105"})
+	out := e.rebooter(t).Reboot(context.Background(), e.rb, e.child, Request{ID: "rb1", VMID: "105"})
 	if !out.Allowed || out.Started || out.ExitCode != -1 || out.Warned || !strings.Contains(out.Reason, "/fake/pct did not start") {
 		t.Errorf("%+v", out)
 	}
 	for _, id := range []string{"", "../x", strings.Repeat("a", 65)} {
-		if out := e.rebooter(t).Reboot(context.Background(), e.rb, Request{ID: id, VMID: "105"}); out.Allowed {
+		if out := e.rebooter(t).Reboot(context.Background(), e.rb, e.child, Request{ID: id, VMID: "105"}); out.Allowed {
 			t.Errorf("id %q allowed", id)
 		}
 	}

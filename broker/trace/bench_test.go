@@ -79,7 +79,7 @@ func attachTrace(b *testing.B, spec *brokerv1.TraceSpec) func() *brokerv1.RunTra
 	r := liveRunner(b, nil)
 	attached := make(chan struct{})
 	r.attachHook = func() { close(attached) }
-	spec.Duration = durationpb.New(HardMaxDuration)
+	spec.Duration = durationpb.New(DefaultMaxDuration)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan *brokerv1.RunTraceResponse, 1)
 	go func() {

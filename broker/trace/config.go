@@ -17,8 +17,9 @@ import (
 
 // Hard limits that no configuration can raise.
 const (
-	// HardMaxDuration is the longest trace the broker runs.
-	HardMaxDuration = 60 * time.Second
+	// DefaultMaxDuration is the longest trace when the configuration sets
+	// no limit; the broker passes the policy's trace_max_duration.
+	DefaultMaxDuration = 60 * time.Second
 	// DefaultDuration is used when a spec asks for no duration.
 	DefaultDuration = 10 * time.Second
 	// hardMaxRawBytes keeps a raw program well under the kernel's 128 KiB
@@ -46,12 +47,19 @@ type Config struct {
 	// BpftracePath is the absolute path of bpftrace; empty means
 	// /usr/bin/bpftrace.
 	BpftracePath string
-	// MaxDuration caps a trace's duration; 0 or more than HardMaxDuration
-	// means HardMaxDuration.
+	// MaxDuration caps a trace's duration; 0 means DefaultMaxDuration.
 	MaxDuration time.Duration
 	// MaxConcurrent is how many traces may run at once (default 4); one more
 	// is refused at once.
 	MaxConcurrent int
+	// Slots, when set, counts running traces across Runners: the broker
+	// makes a new Runner for each policy it loads while traces of the old
+	// one may still run. NewRunner sets its limit to MaxConcurrent.
+	Slots *Slots
+	// ChildMemory and ChildTasks cap bpftrace's memory and tasks (its run
+	// cgroup); zero takes the launcher's defaults.
+	ChildMemory int64
+	ChildTasks  int
 	// OutputCap bounds the marshalled size of a response in bytes
 	// (default 64 KiB, at least 4 KiB).
 	OutputCap int
@@ -98,8 +106,8 @@ func (c Config) withDefaults() Config {
 	if c.BpftracePath == "" {
 		c.BpftracePath = "/usr/bin/bpftrace"
 	}
-	if c.MaxDuration <= 0 || c.MaxDuration > HardMaxDuration {
-		c.MaxDuration = HardMaxDuration
+	if c.MaxDuration <= 0 {
+		c.MaxDuration = DefaultMaxDuration
 	}
 	if c.MaxConcurrent <= 0 {
 		c.MaxConcurrent = 4

@@ -242,7 +242,7 @@ func FuzzPlanProgram(f *testing.F) {
 				}
 				continue
 			}
-			if p.Duration < minDuration || p.Duration > HardMaxDuration {
+			if p.Duration < minDuration || p.Duration > DefaultMaxDuration {
 				t.Fatalf("duration %s escaped the caps", p.Duration)
 			}
 			if p.Raw {

@@ -13,7 +13,21 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/nannyai/nannyagent/broker/execute"
 )
+
+// testLauncher is the broker's launcher, closed at the end of the test:
+// bpftrace, fake or real, runs as the broker runs it.
+func testLauncher(t testing.TB) *execute.Runner {
+	t.Helper()
+	l, err := execute.New(execute.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}
 
 // The test binary doubles as the processes the tests drive. It is
 // exec'd through symlinks, so each role has its own comm:
@@ -24,6 +38,10 @@ import (
 //   - tr-read: reads /dev/zero in a loop until stdin closes;
 //   - tr-exec-probe: exits at once.
 func TestMain(m *testing.M) {
+	// The launcher's subreaper path re-executes the test binary.
+	if execute.IsHelper() {
+		execute.HelperMain()
+	}
 	// Helpers leave through syscall.Exit: under -race, os.Exit waits a
 	// second for race reports, which would blur the timing tests.
 	name := filepath.Base(os.Args[0])
@@ -117,6 +135,26 @@ func fakeBpftrace() int {
 		emit(map[string]any{"type": "printf", "data": strings.Join(os.Environ(), "\x00")})
 		attached()
 		emit(map[string]any{"type": "map", "data": map[string]int{"@events": 3}})
+	case "containment":
+		cg, _ := os.ReadFile("/proc/self/cgroup")
+		status, _ := os.ReadFile("/proc/self/status")
+		nnp := ""
+		for _, l := range strings.Split(string(status), "\n") {
+			if strings.HasPrefix(l, "NoNewPrivs:") {
+				nnp = l
+			}
+		}
+		emit(map[string]any{"type": "printf", "data": string(cg)})
+		emit(map[string]any{"type": "printf", "data": nnp})
+		attached()
+		emit(map[string]any{"type": "map", "data": map[string]int{"@events": 1}})
+	case "memhog":
+		attached()
+		b := make([]byte, 256<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		emit(map[string]any{"type": "map", "data": map[string]int{"@events": len(b)}})
 	case "overrun":
 		attached()
 		// Tell the test the SIGINT handler is in place.

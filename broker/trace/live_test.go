@@ -47,7 +47,7 @@ func liveRunner(t testing.TB, tweak func(*Config)) *Runner {
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	r, err := NewRunner(cfg, nil)
+	r, err := NewRunner(cfg, testLauncher(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

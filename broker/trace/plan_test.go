@@ -191,9 +191,11 @@ func TestPlanDuration(t *testing.T) {
 		{0, nil, DefaultDuration, false, "interval:ms:10000 {"},
 		{0, dur(-3 * time.Second), DefaultDuration, false, "interval:ms:10000 {"},
 		{0, dur(3 * time.Second), 3 * time.Second, false, "interval:ms:3000 {"},
-		{0, dur(time.Hour), HardMaxDuration, true, "interval:ms:60000 {"},
+		{0, dur(time.Hour), DefaultMaxDuration, true, "interval:ms:60000 {"},
 		{5 * time.Second, dur(30 * time.Second), 5 * time.Second, true, "interval:ms:5000 {"},
-		{2 * time.Hour, dur(2 * time.Hour), HardMaxDuration, true, "interval:ms:60000 {"},
+		// The policy's limit is the limit: 10 minutes, not a 60 s of its own.
+		{10 * time.Minute, dur(2 * time.Hour), 10 * time.Minute, true, "interval:ms:600000 {"},
+		{10 * time.Minute, dur(9 * time.Minute), 9 * time.Minute, false, "interval:ms:540000 {"},
 		{0, dur(time.Millisecond), minDuration, false, "interval:ms:100 {"},
 	}
 	for _, tt := range tests {

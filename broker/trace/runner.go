@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/nannyai/nannyagent/broker/execute"
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 )
 
@@ -39,19 +39,26 @@ var traceEnv = []string{
 	"BPFTRACE_NO_USER_SYMBOLS=1",
 }
 
+// Launcher starts bpftrace; the broker's execute.Runner is one. Through
+// it bpftrace gets a run cgroup with memory and task caps, a deadline and
+// no_new_privs, like every child of the broker.
+type Launcher interface {
+	StartAttached(ctx context.Context, spec execute.Spec) (*execute.Process, error)
+}
+
 // Runner runs traces, at most Config.MaxConcurrent at a time; one more is
 // refused at once rather than queued.
 type Runner struct {
-	cfg   Config
-	slots chan struct{}
-	log   *slog.Logger
+	cfg      Config
+	launcher Launcher
+	log      *slog.Logger
 	// attachHook, when set (by tests), is called once probes are attached.
 	attachHook func()
 }
 
-// NewRunner checks cfg, fills in its defaults and returns a Runner. A nil
-// log means slog.Default().
-func NewRunner(cfg Config, log *slog.Logger) (*Runner, error) {
+// NewRunner checks cfg, fills in its defaults and returns a Runner that
+// starts bpftrace through launcher. A nil log means slog.Default().
+func NewRunner(cfg Config, launcher Launcher, log *slog.Logger) (*Runner, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, fmt.Errorf("trace config: %w", err)
 	}
@@ -59,10 +66,17 @@ func NewRunner(cfg Config, log *slog.Logger) (*Runner, error) {
 	if !filepath.IsAbs(cfg.BpftracePath) {
 		return nil, fmt.Errorf("trace config: bpftrace path %q is not absolute", cfg.BpftracePath)
 	}
+	if launcher == nil {
+		return nil, errors.New("trace config: no launcher")
+	}
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Runner{cfg: cfg, slots: make(chan struct{}, cfg.MaxConcurrent), log: log}, nil
+	if cfg.Slots == nil {
+		cfg.Slots = NewSlots(cfg.MaxConcurrent)
+	}
+	cfg.Slots.SetLimit(cfg.MaxConcurrent)
+	return &Runner{cfg: cfg, launcher: launcher, log: log}, nil
 }
 
 // Config returns the configuration in force, defaults filled in.
@@ -81,16 +95,14 @@ func (r *Runner) Run(ctx context.Context, spec *brokerv1.TraceSpec) (*brokerv1.R
 		r.log.Info("trace refused", "kind", spec.GetKind().String(), "target", clip(spec.GetTarget(), 200), "reason", err.Error())
 		return refused(err), nil
 	}
-	select {
-	case r.slots <- struct{}{}:
-	default:
-		err := fmt.Errorf("too many traces running (limit %d); try again when one finishes", r.cfg.MaxConcurrent)
+	if limit, ok := r.cfg.Slots.tryAcquire(); !ok {
+		err := fmt.Errorf("too many traces running (limit %d); try again when one finishes", limit)
 		r.log.Info("trace refused", "kind", kindName(plan.Kind), "target", plan.Target, "reason", err.Error())
 		return refused(err), nil
 	}
 	r.log.Info("trace allowed", "kind", kindName(plan.Kind), "target", plan.Target, "measure", measureName(plan.Measure),
 		"probes", plan.Probes, "matched", plan.Matched, "raw", plan.Raw, "duration", plan.Duration)
-	defer func() { <-r.slots }()
+	defer r.cfg.Slots.release()
 	resp := r.execute(ctx, plan)
 	bound(resp, r.cfg.OutputCap)
 	r.log.Info("trace finished", "kind", kindName(plan.Kind), "target", plan.Target,
@@ -112,7 +124,8 @@ type stdoutResult struct {
 
 // run is one bpftrace process and how it ended.
 type run struct {
-	cmd        *exec.Cmd
+	proc       *execute.Process
+	exit       execute.Exit
 	col        *collector
 	out        stdoutResult
 	stderr     []byte
@@ -123,24 +136,43 @@ type run struct {
 	reason     string
 }
 
+// deadline is the launcher's backstop for one run: everything the runner
+// itself allows (attach, the duration, the grace to exit, SIGINT's grace)
+// and a second more. The runner's own timers normally end the run first.
+func (r *Runner) deadline(plan Plan) time.Duration {
+	return r.cfg.StartTimeout + plan.Duration + r.cfg.ExitGrace + r.cfg.KillGrace + time.Second
+}
+
 func (r *Runner) execute(ctx context.Context, plan Plan) *brokerv1.RunTraceResponse {
 	resp := &brokerv1.RunTraceResponse{Program: plan.Program, ExitCode: -1}
 	resp.Warnings = append(resp.Warnings, plan.Warnings...)
-	// Never --unsafe, -c or -p: the program is the only operand.
-	cmd := exec.Command(r.cfg.BpftracePath, "-f", "json", "-e", plan.Program)
-	cmd.Env = traceEnv
-	cmd.Dir = "/"
-	// Pdeathsig: a broker that dies takes its traces with it. Setpgid lets
-	// SIGKILL reach the whole group.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdout, stdoutW, err := outputPipe()
 	if err != nil {
 		resp.Error = fmt.Sprintf("start bpftrace: %v", err)
 		return resp
 	}
 	defer stdout.Close()
-	cmd.Stdout = stdoutW
-	stderr, err := cmd.StderrPipe()
+	stderr, stderrW, err := os.Pipe()
+	if err != nil {
+		stdoutW.Close()
+		resp.Error = fmt.Sprintf("start bpftrace: %v", err)
+		return resp
+	}
+	defer stderr.Close()
+	// The run ends with the request, but after the SIGINT that lets
+	// bpftrace print its maps (supervise): so it is attached to a context
+	// of its own, cancelled when execute returns.
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	// Never --unsafe, -c or -p: the program is the only operand.
+	proc, err := r.launcher.StartAttached(runCtx, execute.Spec{
+		Path: r.cfg.BpftracePath, Argv: []string{r.cfg.BpftracePath, "-f", "json", "-e", plan.Program},
+		Env: traceEnv, Stdout: stdoutW, Stderr: stderrW,
+		Limits: execute.Limits{Timeout: r.deadline(plan), ChildMemory: r.cfg.ChildMemory, ChildTasks: r.cfg.ChildTasks},
+	})
+	// Our copies of the write ends must go, or the reads never reach EOF.
+	stdoutW.Close()
+	stderrW.Close()
 	if err != nil {
 		resp.Error = fmt.Sprintf("start bpftrace: %v", err)
 		return resp
@@ -148,14 +180,7 @@ func (r *Runner) execute(ctx context.Context, plan Plan) *brokerv1.RunTraceRespo
 	attached := make(chan struct{})
 	var once sync.Once
 	col := newCollector(r.cfg.SampleLimit, r.cfg.MapEntryLimit, !plan.Raw, func() { once.Do(func() { close(attached) }) })
-	ru := &run{cmd: cmd, col: col}
-	err = cmd.Start()
-	// Our copy of the write end must go, or stdout never reaches EOF.
-	stdoutW.Close()
-	if err != nil {
-		resp.Error = fmt.Sprintf("start bpftrace: %v", err)
-		return resp
-	}
+	ru := &run{proc: proc, col: col}
 	outDone := make(chan stdoutResult, 1)
 	go func() {
 		n, trunc, err := readLines(stdout, r.cfg.MaxRecordBytes, col.line)
@@ -165,17 +190,17 @@ func (r *Runner) execute(ctx context.Context, plan Plan) *brokerv1.RunTraceRespo
 	go func() { errDone <- readCapped(stderr, stderrCap) }()
 
 	r.supervise(ctx, plan, ru, attached, outDone, errDone)
-	waitErr := cmd.Wait()
+	exit, waitErr := proc.Wait(context.Background())
+	ru.exit = exit
 	r.judge(plan, ru, waitErr, resp)
 	return resp
 }
 
 // supervise waits for bpftrace to finish, interrupting it when it does not
 // attach in time, overruns its duration or the caller gives up: SIGINT
-// first so it prints its maps, SIGKILL to the group after KillGrace. It
-// returns once both output streams are closed.
+// first so it prints its maps, then the whole run is killed after
+// KillGrace. It returns once both output streams are closed.
 func (r *Runner) supervise(ctx context.Context, plan Plan, ru *run, attached <-chan struct{}, outDone <-chan stdoutResult, errDone <-chan []byte) {
-	pid := ru.cmd.Process.Pid
 	startTimer := time.NewTimer(r.cfg.StartTimeout)
 	defer startTimer.Stop()
 	var deadline, killC <-chan time.Time
@@ -198,7 +223,7 @@ func (r *Runner) supervise(ctx context.Context, plan Plan, ru *run, attached <-c
 		}
 		interrupted = true
 		ru.stoppedAt = time.Now()
-		_ = syscall.Kill(pid, syscall.SIGINT)
+		_ = ru.proc.Signal(syscall.SIGINT)
 		killTimer = time.NewTimer(r.cfg.KillGrace)
 		killC = killTimer.C
 	}
@@ -232,7 +257,7 @@ func (r *Runner) supervise(ctx context.Context, plan Plan, ru *run, attached <-c
 		case <-killC:
 			killC = nil
 			ru.killed = true
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			ru.proc.Kill()
 		}
 	}
 }
@@ -241,9 +266,7 @@ func (r *Runner) supervise(ctx context.Context, plan Plan, ru *run, attached <-c
 func (r *Runner) judge(plan Plan, ru *run, waitErr error, resp *brokerv1.RunTraceResponse) {
 	col := ru.col
 	resp.Duration = durationpb.New(traced(plan, ru))
-	if ps := ru.cmd.ProcessState; ps != nil {
-		resp.ExitCode = int32(ps.ExitCode())
-	}
+	resp.ExitCode = int32(ru.exit.Code)
 	stderrLines := lines(ru.stderr)
 	for _, l := range stderrLines {
 		resp.Warnings = append(resp.Warnings, clip(l, maxWarningBytes))
@@ -282,8 +305,13 @@ func (r *Runner) judge(plan Plan, ru *run, waitErr error, resp *brokerv1.RunTrac
 	if ru.killed {
 		problems = append(problems, fmt.Sprintf("bpftrace did not exit within %s of SIGINT and was killed", r.cfg.KillGrace))
 	}
-	var exitErr *exec.ExitError
-	if waitErr != nil && !errors.As(waitErr, &exitErr) {
+	if ru.exit.MemoryLimitHit {
+		problems = append(problems, fmt.Sprintf("bpftrace exceeded its memory limit (%d bytes) and was killed", r.cfg.ChildMemory))
+	}
+	if ru.exit.TimedOut {
+		problems = append(problems, fmt.Sprintf("bpftrace outlived its %s deadline and was killed", r.deadline(plan)))
+	}
+	if waitErr != nil {
 		problems = append(problems, fmt.Sprintf("wait for bpftrace: %v", waitErr))
 	}
 	if ru.out.err != nil {
@@ -298,7 +326,7 @@ func (r *Runner) judge(plan Plan, ru *run, waitErr error, resp *brokerv1.RunTrac
 	case resp.ExitCode == 0 && !col.sawAttach:
 		problems = append(problems, "bpftrace exited without attaching any probe"+suffix(words))
 	case resp.ExitCode < 0 && len(problems) == 0:
-		problems = append(problems, "bpftrace was killed by "+signalName(ru.cmd.ProcessState)+suffix(words))
+		problems = append(problems, "bpftrace was killed by "+signalName(ru.exit)+suffix(words))
 	}
 	resp.Error = clip(strings.Join(problems, ": "), 2048)
 	resp.Ok = resp.Error == ""
@@ -322,14 +350,11 @@ func traced(plan Plan, ru *run) time.Duration {
 	return d.Round(time.Millisecond)
 }
 
-func signalName(ps *os.ProcessState) string {
-	if ps == nil {
+func signalName(exit execute.Exit) string {
+	if exit.Signal == "" {
 		return "an unknown cause"
 	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return unix.SignalName(ws.Signal())
-	}
-	return "an unknown cause"
+	return exit.Signal
 }
 
 func suffix(words string) string {

@@ -43,7 +43,7 @@ func fakeRunner(t *testing.T, mode string, tweak func(*Config)) *Runner {
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	r, err := NewRunner(cfg, nil)
+	r, err := NewRunner(cfg, testLauncher(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,13 @@ func TestRunOutcomes(t *testing.T) {
 		t.Run(tt.mode, func(t *testing.T) {
 			t.Parallel()
 			r := fakeRunner(t, tt.mode, func(c *Config) {
-				c.StartTimeout = 500 * time.Millisecond
+				// Only noattach waits the start timeout out; the others
+				// attach as soon as the fake starts, which takes longer
+				// than 500ms on a loaded machine with -race.
+				c.StartTimeout = 10 * time.Second
+				if tt.mode == "noattach" {
+					c.StartTimeout = 500 * time.Millisecond
+				}
 				c.ExitGrace = 200 * time.Millisecond
 				c.KillGrace = 300 * time.Millisecond
 			})
@@ -235,7 +241,7 @@ func TestRunRefusesBeyondConcurrencyAndCancels(t *testing.T) {
 	if !third.Ok {
 		t.Errorf("a new trace after the slot freed: %s", third.Error)
 	}
-	if len(r.slots) != 0 {
+	if r.cfg.Slots.InUse() != 0 {
 		t.Error("slot not released")
 	}
 }
@@ -282,7 +288,7 @@ func TestNewRunnerRejectsBadConfig(t *testing.T) {
 		{AllowedKinds: []string{"raw"}},
 		{AllowedTargets: []string{"sched:["}},
 	} {
-		if _, err := NewRunner(cfg, nil); err == nil {
+		if _, err := NewRunner(cfg, testLauncher(t), nil); err == nil {
 			t.Errorf("NewRunner(%+v) accepted a bad config", cfg)
 		}
 	}
@@ -295,4 +301,29 @@ func findMap(resp *brokerv1.RunTraceResponse, name string) *brokerv1.TraceMap {
 		}
 	}
 	return nil
+}
+
+// TestBpftraceGoesThroughTheLauncher: bpftrace runs in a run cgroup of
+// its own, with no_new_privs, and its memory is capped: a bpftrace that
+// outgrows child_memory is killed and the trace says why.
+func TestBpftraceGoesThroughTheLauncher(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: run cgroups")
+	}
+	r := fakeRunner(t, "containment", nil)
+	resp := mustRun(t, r, countSpec("syscalls:sys_enter_openat", 100*time.Millisecond))
+	if !resp.Ok || len(resp.Samples) < 2 {
+		t.Fatalf("not ok: %v", resp)
+	}
+	if !strings.Contains(resp.Samples[0], "/nannyagent-exec/run-") {
+		t.Errorf("bpftrace is not in a run cgroup:\n%s", resp.Samples[0])
+	}
+	if !strings.Contains(resp.Samples[1], "NoNewPrivs:\t1") {
+		t.Errorf("bpftrace runs without no_new_privs")
+	}
+	hog := fakeRunner(t, "memhog", func(c *Config) { c.ChildMemory = 64 << 20 })
+	resp = mustRun(t, hog, countSpec("syscalls:sys_enter_openat", 5*time.Second))
+	if resp.Ok || !strings.Contains(resp.Error, "memory limit") || resp.Events != 0 {
+		t.Errorf("a bpftrace over its memory cap: ok %v error %q events %d", resp.Ok, resp.Error, resp.Events)
+	}
 }

@@ -38,8 +38,11 @@ type options struct {
 	policyDir   string
 	stateDir    string
 	idleExit    time.Duration
+	ownCgroup   string
+	readTimeout time.Duration
 	logLevel    string
 	logFormat   string
+	landlock    string
 	showVersion bool
 }
 
@@ -63,8 +66,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.policyDir, "policy-dir", "/etc/nannyagent/policy.d", "directory of local policy files (*.yaml)")
 	fs.StringVar(&o.stateDir, "state-dir", broker.DefaultStateDir, "the broker's own state directory (0700 root): the loop guard's record of the last host reboot")
 	fs.DurationVar(&o.idleExit, "idle-exit", 5*time.Minute, "exit after this long without requests when socket-activated (0: never)")
+	fs.DurationVar(&o.readTimeout, "read-timeout", 10*time.Second, "longest wait for a request's message once its headers arrived")
+	fs.StringVar(&o.ownCgroup, "own-cgroup", "auto", "move into a leaf cgroup of its own, where its memory ceiling is set: auto (when systemd delegated the cgroup, Delegate=yes), always or never")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	fs.StringVar(&o.landlock, "landlock", "auto", "confine every run with Landlock where the kernel has it (auto), or never (off: for tests of the policy's option tables alone)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	err := ff.Parse(fs, args, ff.WithEnvVarPrefix("NANNYAGENT_BROKER"))
 	return o, err
@@ -82,6 +88,10 @@ func run(args []string, stderr io.Writer) int {
 			return 0
 		}
 		fmt.Fprintln(stderr, "nannyagent-broker:", err)
+		return 1
+	}
+	if o.landlock != "auto" && o.landlock != "off" {
+		fmt.Fprintf(stderr, "nannyagent-broker: --landlock %q is not auto or off\n", o.landlock)
 		return 1
 	}
 	if o.showVersion {
@@ -109,16 +119,23 @@ func serve(o options, log *slog.Logger) error {
 	if !loadOpts.RequireRootOwned {
 		log.Warn("not running as root: policy file ownership is not enforced and nothing privileged can run")
 	}
+	own, err := ownCgroup(o.ownCgroup)
+	if err != nil {
+		return err
+	}
 	srv, err := broker.New(broker.Config{
 		Version:    version,
 		WorkerUser: o.workerUser,
 		LoadPolicy: func() (*policy.Policy, error) {
 			return policy.LoadInstalled(loadOpts, o.policyFile, o.policyDir)
 		},
-		Probe:    probe.DefaultConfig(),
-		Limits:   unixsock.DefaultLimits,
-		StateDir: o.stateDir,
-		Log:      log,
+		Probe:       probe.DefaultConfig(),
+		Limits:      unixsock.DefaultLimits,
+		OwnCgroup:   own,
+		ReadTimeout: o.readTimeout,
+		StateDir:    o.stateDir,
+		Log:         log,
+		Landlock:    map[string]execute.LandlockMode{"auto": execute.LandlockAuto, "off": execute.LandlockOff}[o.landlock],
 	})
 	if err != nil {
 		return err
@@ -140,7 +157,7 @@ func serve(o options, log *slog.Logger) error {
 	loopCtx, cancelLoops := context.WithCancel(ctx)
 	defer cancelLoops()
 	wg.Add(3)
-	go func() { defer wg.Done(); service.Watchdog(loopCtx, log) }()
+	go func() { defer wg.Done(); service.WatchdogWhileAlive(loopCtx, log, srv.Alive) }()
 	go func() { defer wg.Done(); reloadOnHangup(loopCtx, hup, srv) }()
 	go func() { defer wg.Done(); service.ReleaseMemory(loopCtx, time.Second, time.Minute) }()
 
@@ -148,6 +165,18 @@ func serve(o options, log *slog.Logger) error {
 	err = srv.Serve(ctx, unixsock.LimitListener(ln, unixsock.DefaultLimits.MaxConnections))
 	service.Stopping(log)
 	return err
+}
+
+func ownCgroup(v string) (execute.OwnCgroup, error) {
+	switch v {
+	case "auto":
+		return execute.OwnCgroupAuto, nil
+	case "always":
+		return execute.OwnCgroupAlways, nil
+	case "never":
+		return execute.OwnCgroupNever, nil
+	}
+	return 0, fmt.Errorf("--own-cgroup %q: want auto, always or never", v)
 }
 
 func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, srv *broker.Server) {
@@ -161,12 +190,23 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, srv *broker.Serve
 	}
 }
 
+// socketName is the broker socket's name in socket activation: the socket
+// unit's FileDescriptorName=.
+const socketName = "broker"
+
 // listen takes systemd's socket when activated, or creates the socket with
 // the runtime layout's modes: directory 0750 and socket 0660, group-owned by
 // the worker's group.
 func listen(ctx context.Context, o options) (net.Listener, bool, error) {
-	ln, err := unixsock.Activated()
+	passed := unixsock.Passed()
+	ln, err := passed.Unix(socketName)
+	if err == nil {
+		err = passed.Close()
+	}
 	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
 		return nil, false, err
 	}
 	if ln != nil {
@@ -176,8 +216,8 @@ func listen(ctx context.Context, o options) (net.Listener, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	ln, err = unixsock.Listen(ctx, unixsock.ListenConfig{Path: o.socket, DirMode: 0o750, SocketMode: 0o660, GID: gid})
-	return ln, false, err
+	l, err := unixsock.Listen(ctx, unixsock.ListenConfig{Path: o.socket, DirMode: 0o750, SocketMode: 0o660, GID: gid})
+	return l, false, err
 }
 
 // socketGID resolves the socket group; without root the socket keeps the

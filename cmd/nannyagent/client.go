@@ -3,133 +3,68 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"syscall"
 	"time"
 
-	"github.com/peterbourgon/ff/v3"
-	"github.com/peterbourgon/ff/v3/ffyaml"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/nannyai/nannyagent/ipc/unixsock"
 	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
-	"github.com/nannyai/nannyagent/worker/config"
 )
 
-// clientFlags are the flags every worker command takes.
-type clientFlags struct {
-	socket  string
-	timeout time.Duration
-	json    bool
-}
-
-// parseClientFlags reads flags, NANNYAGENT_WORKER_SOCKET and the worker_socket
-// key of the config file when this user may read it (an admin-group member
-// usually may not; the default path applies then).
-func parseClientFlags(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*clientFlags, error) {
-	c := &clientFlags{}
-	fs := flag.NewFlagSet("nannyagent "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&c.socket, "socket", "/run/nannyagent/worker.sock", "the worker's socket")
-	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "how long to wait for the worker")
-	fs.BoolVar(&c.json, "json", false, "print JSON")
-	var cfgFile string
-	fs.StringVar(&cfgFile, "config", config.DefaultConfigFile, "config file")
-	if extra != nil {
-		extra(fs)
-	}
-	if v := os.Getenv("NANNYAGENT_WORKER_SOCKET"); v != "" {
-		if err := fs.Set("socket", v); err != nil {
-			return nil, err
-		}
-	}
-	opts := []ff.Option{ff.WithIgnoreUndefined(true)}
-	if readable(configFileArg(args)) {
-		opts = append(opts, ff.WithConfigFileFlag("config"), ff.WithAllowMissingConfigFile(true),
-			ff.WithConfigFileParser(workerSocketOnly))
-	}
-	if err := ff.Parse(fs, args, opts...); err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// configFileArg finds --config in args without parsing them twice.
-func configFileArg(args []string) string {
-	for i, a := range args {
-		switch {
-		case (a == "--config" || a == "-config") && i+1 < len(args):
-			return args[i+1]
-		case len(a) > 9 && a[:9] == "--config=":
-			return a[9:]
-		}
-	}
-	return config.DefaultConfigFile
-}
-
-func readable(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	return true
-}
-
-// workerSocketOnly takes only worker_socket from the worker's config file;
-// the CLI has no business with the rest of it (it holds the static token).
-func workerSocketOnly(r io.Reader, set func(name, value string) error) error {
-	return ffyaml.Parser(r, func(key, value string) error {
-		if key == "worker_socket" {
-			return set("socket", value)
-		}
-		return nil
-	})
-}
+// statusTimeout bounds `status` (and the settings check) when --timeout
+// is not given: it answers from memory, the broker's probe and one health
+// call, all bounded by the worker.
+const statusTimeout = 30 * time.Second
 
 // connect checks the socket with a plain dial first, so a missing worker or
 // a permission problem gets one clear sentence rather than a gRPC error.
-func connect(c *clientFlags) (*grpc.ClientConn, workerv1.WorkerServiceClient, error) {
-	conn, err := net.DialTimeout("unix", c.socket, 2*time.Second)
+func connect(socket string) (*grpc.ClientConn, workerv1.WorkerServiceClient, error) {
+	conn, err := net.DialTimeout("unix", socket, 2*time.Second)
 	switch {
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
-		return nil, nil, fmt.Errorf("the worker is not running: nothing answers on %s (start it with: systemctl start nannyagent-worker)", c.socket)
+		return nil, nil, fmt.Errorf("the worker is not running: nothing answers on %s (start it with: systemctl start nannyagent-worker)", socket)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return nil, nil, fmt.Errorf("permission denied on %s: run as root or as a member of the worker's admin group", c.socket)
+		return nil, nil, fmt.Errorf("permission denied on %s: run as root or as a member of the worker's admin group", socket)
 	case err != nil:
-		return nil, nil, fmt.Errorf("cannot reach the worker on %s: %v", c.socket, err)
+		return nil, nil, fmt.Errorf("cannot reach the worker on %s: %v", socket, err)
 	}
 	conn.Close()
-	cc, err := unixsock.Dial(c.socket, unixsock.DefaultLimits.MaxSendMsgSize)
+	cc, err := unixsock.Dial(socket, unixsock.DefaultLimits.MaxSendMsgSize)
 	if err != nil {
 		return nil, nil, err
 	}
 	return cc, workerv1.NewWorkerServiceClient(cc), nil
 }
 
-// explainRPC turns a gRPC error into one sentence for a person.
+// explainRPC turns a gRPC error into one sentence for a person. The text
+// comes from the worker, so it is cleaned for the terminal.
 func explainRPC(err error, socket string) string {
 	st, _ := status.FromError(err)
 	switch st.Code() {
-	case codes.PermissionDenied:
-		return st.Message()
 	case codes.Unavailable:
-		return fmt.Sprintf("the worker on %s refused this connection: only root and members of its admin group may use it", socket)
+		return fmt.Sprintf("the worker on %s refused this connection or went away: only root and members of its admin group may use it", socket)
 	case codes.DeadlineExceeded:
 		return "the worker did not answer in time"
-	case codes.Unimplemented:
-		return st.Message()
-	default:
-		return st.Message()
+	case codes.Canceled:
+		return "interrupted"
 	}
+	return clean(st.Message())
 }
 
-func withTimeout(c *clientFlags) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), c.timeout)
+// withTimeout bounds a call by --timeout, or by def when --timeout was not
+// given (0: no bound).
+func withTimeout(o *options, def time.Duration) (context.Context, context.CancelFunc) {
+	d := def
+	if o.set["timeout"] {
+		d = o.timeout
+	}
+	if d <= 0 {
+		return context.WithCancel(context.Background())
+	}
+	return context.WithTimeout(context.Background(), d)
 }

@@ -3,39 +3,78 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
 )
 
-func runDiagnose(args []string, stdout, stderr io.Writer) int {
-	var priority string
-	flags, words := splitArgs(args)
-	c, err := parseClientFlags("diagnose", flags, stderr, func(fs *flag.FlagSet) {
-		fs.StringVar(&priority, "priority", "medium", "low, medium or high")
-	})
-	if err != nil {
-		return 2
+// Issues shorter than this, or of fewer words, are refused, as the
+// reference agent and the backend refuse them.
+const (
+	minIssueChars = 10
+	minIssueWords = 3
+)
+
+// outputLines is how many lines of each command's output the worker sends
+// for -v and --json.
+const outputLines = 10
+
+// validIssue says what is wrong with an issue text, or "".
+func validIssue(issue string) string {
+	issue = strings.TrimSpace(issue)
+	switch {
+	case len(issue) < minIssueChars:
+		return fmt.Sprintf("too short: describe the issue in at least %d characters, e.g. \"PostgreSQL queries are slow\"", minIssueChars)
+	case len(strings.Fields(issue)) < minIssueWords:
+		return fmt.Sprintf("incomplete: use at least %d words, e.g. \"nginx returns 502 errors\"", minIssueWords)
 	}
-	issue := strings.TrimSpace(strings.Join(words, " "))
-	if issue == "" {
-		fmt.Fprintln(stderr, `usage: nannyagent diagnose [--priority P] "describe the issue"`)
-		return 2
+	return ""
+}
+
+// runDiagnose runs `nannyagent diagnose "ISSUE"`: exit 0 resolved, 1
+// failed, 2 usage.
+func runDiagnose(o *options, stdout, stderr io.Writer) int {
+	if problem := validIssue(o.issue); problem != "" {
+		fmt.Fprintln(stderr, "nannyagent: the issue is", problem)
+		return exitUsage
 	}
-	cc, client, err := connect(c)
+	p := &eventPrinter{w: stdout, json: o.json, verbose: o.verbose}
+	cc, client, err := connect(o.socket)
 	if err != nil {
 		fmt.Fprintln(stderr, "nannyagent:", err)
-		return 1
+		p.failed(err.Error())
+		p.end(exitFailed)
+		return exitFailed
 	}
 	defer cc.Close()
-	// An investigation runs for minutes; the worker bounds it.
-	stream, err := client.Diagnose(context.Background(), &workerv1.DiagnoseRequest{Issue: issue, Priority: priority})
+	code := diagnose(o, client, o.issue, p, stderr)
+	p.end(code)
+	return code
+}
+
+// diagnose runs one investigation through the worker and prints its
+// events. Ctrl-C stops it (the worker marks it failed on the backend);
+// --timeout bounds it.
+func diagnose(o *options, client workerv1.WorkerServiceClient, issue string, p *eventPrinter, stderr io.Writer) int {
+	ctx, cancel := withTimeout(o, 0)
+	defer cancel()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	lines := int32(0)
+	if o.verbose || o.json {
+		lines = outputLines
+	}
+	stream, err := client.Diagnose(ctx, &workerv1.DiagnoseRequest{Issue: issue, Priority: o.priority, OutputLines: lines})
 	if err != nil {
-		fmt.Fprintln(stderr, "nannyagent:", explainRPC(err, c.socket))
-		return 1
+		return diagnoseFailed(o, ctx, err, p, stderr)
 	}
 	resolved := false
 	for {
@@ -44,76 +83,27 @@ func runDiagnose(args []string, stdout, stderr io.Writer) int {
 			break
 		}
 		if err != nil {
-			fmt.Fprintln(stderr, "nannyagent:", explainRPC(err, c.socket))
-			return 1
+			return diagnoseFailed(o, ctx, err, p, stderr)
 		}
-		resolved = printDiagnoseEvent(stdout, ev) || resolved
+		resolved = p.event(ev) || resolved
 	}
 	if !resolved {
-		fmt.Fprintln(stderr, "nannyagent: the investigation ended without a resolution")
-		return 1
+		return diagnoseFailed(o, ctx, errors.New("the investigation ended without a resolution"), p, stderr)
 	}
-	return 0
+	return exitOK
 }
 
-// splitArgs separates flags (with their values) from the issue's words, so
-// flags may come before or after the issue.
-func splitArgs(args []string) (flags, words []string) {
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--":
-			return flags, append(words, args[i+1:]...)
-		case strings.HasPrefix(a, "-"):
-			flags = append(flags, a)
-			if !strings.Contains(a, "=") && takesValue(a) && i+1 < len(args) {
-				i++
-				flags = append(flags, args[i])
-			}
-		default:
-			words = append(words, a)
-		}
+func diagnoseFailed(o *options, ctx context.Context, err error, p *eventPrinter, stderr io.Writer) int {
+	reason := explainRPC(err, o.socket)
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded && o.set["timeout"]:
+		reason = fmt.Sprintf("the diagnosis did not finish within --timeout %s; the worker stopped it and marks it failed", o.timeout)
+	case errors.Is(ctx.Err(), context.Canceled):
+		reason = "interrupted; the worker stopped the investigation and marks it failed"
 	}
-	return flags, words
-}
-
-func takesValue(flagName string) bool {
-	switch strings.TrimLeft(flagName, "-") {
-	case "socket", "timeout", "config", "priority":
-		return true
+	p.failed(reason)
+	if p.json {
+		fmt.Fprintln(stderr, "nannyagent:", reason)
 	}
-	return false
-}
-
-func printDiagnoseEvent(w io.Writer, ev *workerv1.DiagnoseResponse) (resolved bool) {
-	switch e := ev.GetEvent().(type) {
-	case *workerv1.DiagnoseResponse_Started:
-		fmt.Fprintf(w, "Investigation %s started.\n", e.Started.GetInvestigationId())
-	case *workerv1.DiagnoseResponse_Progress:
-		fmt.Fprintln(w, e.Progress)
-	case *workerv1.DiagnoseResponse_Step:
-		printStep(w, e.Step)
-	case *workerv1.DiagnoseResponse_Resolution:
-		r := e.Resolution
-		fmt.Fprintf(w, "\n=== DIAGNOSIS COMPLETE ===\nRoot cause: %s\nConfidence: %s\nResolution plan:\n%s\n", r.GetRootCause(), r.GetConfidence(), r.GetResolutionPlan())
-		if r.GetEbpfEvidence() != "" {
-			fmt.Fprintf(w, "eBPF evidence: %s\n", r.GetEbpfEvidence())
-		}
-		return true
-	}
-	return false
-}
-
-func printStep(w io.Writer, st *workerv1.DiagnoseStep) {
-	fmt.Fprintf(w, "\n--- turn %d: %s\n", st.GetTurn(), st.GetReasoning())
-	for _, it := range st.GetItems() {
-		switch {
-		case it.GetDenied():
-			fmt.Fprintf(w, "  DENIED  %s\n          %s\n", it.GetText(), it.GetReason())
-		case it.GetKind() == "trace":
-			fmt.Fprintf(w, "  trace   %s %s\n", it.GetText(), it.GetSummary())
-		default:
-			fmt.Fprintf(w, "  ran     %s (exit %d)\n", it.GetText(), it.GetExitCode())
-		}
-	}
+	return exitFailed
 }

@@ -78,7 +78,9 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 		if p == nil {
 			return code
 		}
-		if err := writeReport(pa.json, p.Explain(), stdout); err != nil {
+		e := p.Explain()
+		e.Confinement = hostConfinement()
+		if err := writeReport(pa.json, e, stdout); err != nil {
 			fmt.Fprintf(stderr, "nannyagent policy explain: %v\n", err)
 			return policyExitInvalid
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -8,49 +9,82 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
 )
 
-func runStatus(args []string, stdout, stderr io.Writer) int {
-	c, err := parseClientFlags("status", args, stderr, nil)
+// runStatus prints what works and what does not. It exits 1 when the
+// worker reports a problem (or cannot be asked), so monitoring can call it.
+func runStatus(o *options, stdout, stderr io.Writer) int {
+	cc, client, err := connect(o.socket)
 	if err != nil {
-		return 2
-	}
-	cc, client, err := connect(c)
-	if err != nil {
+		if o.json {
+			writeJSON(stdout, map[string]any{"worker": map[string]any{"reachable": false, "error": err.Error()},
+				"problems": []map[string]string{{"what": err.Error(), "fix": "systemctl start nannyagent-worker"}}})
+		}
 		fmt.Fprintln(stderr, "nannyagent:", err)
-		return 1
+		return exitFailed
 	}
 	defer cc.Close()
-	ctx, cancel := withTimeout(c)
+	ctx, cancel := withTimeout(o, statusTimeout)
 	defer cancel()
 	st, err := client.Status(ctx, &workerv1.StatusRequest{})
 	if err != nil {
-		fmt.Fprintln(stderr, "nannyagent:", explainRPC(err, c.socket))
-		return 1
+		fmt.Fprintln(stderr, "nannyagent:", explainRPC(err, o.socket))
+		return exitFailed
 	}
-	if c.json {
-		out, _ := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(st)
-		fmt.Fprintln(stdout, string(out))
-		return 0
+	if o.json {
+		out, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(st)
+		if err != nil {
+			fmt.Fprintln(stderr, "nannyagent:", err)
+			return exitFailed
+		}
+		stdout.Write(append(escapeJSON(out), '\n'))
+	} else {
+		printStatus(stdout, st, time.Now())
 	}
-	printStatus(stdout, st)
-	return 0
+	if len(st.GetProblems()) > 0 {
+		return exitFailed
+	}
+	return exitOK
 }
 
-func printStatus(w io.Writer, st *workerv1.StatusResponse) {
-	p := func(label, format string, a ...any) {
-		fmt.Fprintf(w, "%-14s %s\n", label+":", fmt.Sprintf(format, a...))
+func writeJSON(w io.Writer, v any) {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err == nil {
+		w.Write(append(escapeJSON(data), '\n'))
+	}
+}
+
+// statusLine prints "label:        value" lines; every value from the
+// worker is cleaned for the terminal.
+type statusLine struct {
+	w   io.Writer
+	now time.Time
+}
+
+func (s statusLine) p(label, format string, a ...any) {
+	if label != "" {
+		label += ":"
+	}
+	fmt.Fprintf(s.w, "%-14s %s\n", label, clean(fmt.Sprintf(format, a...)))
+}
+
+func printStatus(w io.Writer, st *workerv1.StatusResponse, now time.Time) {
+	s := statusLine{w: w, now: now}
+	if n := len(st.GetProblems()); n > 0 {
+		fmt.Fprintf(w, "DEGRADED: %s (see the end)\n\n", plural(int32(n), "problem"))
 	}
 	up := ""
 	if st.GetStartedAt() != nil {
-		up = fmt.Sprintf(" (up %s)", time.Since(st.GetStartedAt().AsTime()).Round(time.Second))
+		up = fmt.Sprintf(" (up %s)", now.Sub(st.GetStartedAt().AsTime()).Round(time.Second))
 	}
-	p("worker", "running, version %s%s", st.GetVersion(), up)
-	printBroker(p, st.GetBroker())
-	printRegistration(p, st.GetRegistration())
+	s.p("worker", "running, version %s%s", st.GetVersion(), up)
+	printBroker(s, st.GetBroker())
+	printRegistration(s, st.GetRegistration(), st.GetSettings())
+	printRealtime(s, st.GetRealtime())
 	api := st.GetApi()
 	apiLine := api.GetUrl()
 	if api.GetInsecure() {
@@ -59,47 +93,88 @@ func printStatus(w io.Writer, st *workerv1.StatusResponse) {
 	if api.GetError() != "" {
 		apiLine += " — " + api.GetError()
 	}
-	p("api", "%s", apiLine)
+	s.p("api", "%s", apiLine)
 	kinds := make([]string, 0, len(st.GetLastSuccess()))
 	for k := range st.GetLastSuccess() {
 		kinds = append(kinds, k)
 	}
 	sort.Strings(kinds)
 	for _, k := range kinds {
-		p("last "+k, "%s", st.GetLastSuccess()[k].AsTime().Local().Format(time.RFC3339))
+		s.p("last "+k, "%s", s.when(st.GetLastSuccess()[k].AsTime()))
 	}
+	printOperations(w, st.GetOperations(), now)
 	for _, warning := range st.GetWarnings() {
-		p("warning", "%s", warning)
+		s.p("warning", "%s", warning)
+	}
+	if len(st.GetProblems()) > 0 {
+		fmt.Fprintln(w, "\nproblems:")
+		for _, pr := range st.GetProblems() {
+			fmt.Fprintf(w, "  - %s\n    fix: %s\n", clean(pr.GetWhat()), clean(pr.GetFix()))
+		}
 	}
 }
 
-func printBroker(p func(string, string, ...any), b *workerv1.BrokerStatus) {
+// when is a time with how long ago or ahead it is.
+func (s statusLine) when(t time.Time) string {
+	d := s.now.Sub(t)
+	rel := humanDuration(d) + " ago"
+	if d < 0 {
+		rel = "in " + humanDuration(-d)
+	}
+	return t.Local().Format("2006-01-02 15:04:05 MST") + " (" + rel + ")"
+}
+
+func humanDuration(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%d days", int(d.Hours()/24))
+	case d >= time.Hour:
+		d = d.Round(time.Minute)
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return d.Round(time.Second).String()
+}
+
+func printBroker(s statusLine, b *workerv1.BrokerStatus) {
 	if !b.GetReachable() {
-		p("broker", "UNREACHABLE: %s", b.GetError())
+		s.p("broker", "UNREACHABLE: %s", b.GetError())
 		return
 	}
 	probe := b.GetProbe()
-	p("broker", "reachable, version %s", probe.GetBrokerVersion())
-	p("kernel", "%s %s", probe.GetKernelRelease(), probe.GetArch())
+	s.p("broker", "reachable, version %s", probe.GetBrokerVersion())
+	s.p("kernel", "%s %s", probe.GetKernelRelease(), probe.GetArch())
 	bt := probe.GetBpftrace()
 	if bt.GetFound() {
-		p("bpftrace", "%s (%s)", bt.GetVersion(), bt.GetPath())
+		s.p("bpftrace", "%s (%s)", bt.GetVersion(), bt.GetPath())
 	} else {
-		p("bpftrace", "not available: %s", bt.GetError())
+		s.p("bpftrace", "not available: %s", bt.GetError())
 	}
 	k := probe.GetProbeKinds()
-	p("probe kinds", "tracepoints %s; kprobes %s; kfuncs %s", kind(k.GetTracepoint()), kind(k.GetKprobe()), kind(k.GetKfunc()))
+	s.p("probe kinds", "tracepoints %s; kprobes %s; kfuncs %s", kind(k.GetTracepoint()), kind(k.GetKprobe()), kind(k.GetKfunc()))
 	if t := probe.GetTracefs(); t.GetMounted() {
-		p("tracefs", "%s", t.GetPath())
+		s.p("tracefs", "%s", t.GetPath())
 	} else {
-		p("tracefs", "not mounted")
+		s.p("tracefs", "not mounted")
 	}
 	if px := probe.GetProxmox(); px.GetDetected() {
-		p("proxmox", "detected, node %q", px.GetNode())
+		s.p("proxmox", "detected, node %q", px.GetNode())
 	} else {
-		p("proxmox", "not detected")
+		s.p("proxmox", "not detected")
 	}
-	p("policy", "%s", policyLine(probe.GetPolicy()))
+	s.p("confinement", "%s", confinementLine(probe.GetConfinement()))
+	s.p("policy", "%s", policyLine(probe.GetPolicy()))
+}
+
+// confinementLine says whether the broker's runs are confined by Landlock
+// and at which ABI.
+func confinementLine(c *brokerv1.ConfinementInfo) string {
+	if c == nil {
+		return "unknown (the broker did not say)"
+	}
+	if !c.GetLandlock() {
+		return "runs NOT confined by Landlock: " + c.GetReason() + " (the policy's option tables are the only wall)"
+	}
+	return fmt.Sprintf("runs confined by Landlock ABI %d: they cannot %s", c.GetLandlockAbi(), strings.Join(c.GetDenies(), ", "))
 }
 
 func kind(k *brokerv1.KindSupport) string {
@@ -118,20 +193,148 @@ func policyLine(pol *brokerv1.PolicyInfo) string {
 	return fmt.Sprintf("sha256 %s, %d file(s); rules: %s", pol.GetSha256(), len(pol.GetFiles()), strings.Join(sections, ", "))
 }
 
-func printRegistration(p func(string, string, ...any), r *workerv1.Registration) {
+func printRegistration(s statusLine, r *workerv1.Registration, set *workerv1.Settings) {
 	if r == nil || r.GetState() == "" {
-		p("registration", "unknown")
+		s.p("registration", "unknown")
 		return
 	}
 	line := r.GetState()
 	if r.GetAgentId() != "" {
 		line += fmt.Sprintf(", agent %s (%s)", r.GetAgentId(), r.GetMode())
 	}
-	p("registration", "%s", line)
+	s.p("registration", "%s", line)
+	printAgentID(s, r, set)
 	if exp := r.GetTokenExpiresAt(); exp != nil {
-		p("token expires", "%s", exp.AsTime().Local().Format(time.RFC3339))
+		line := s.when(exp.AsTime())
+		if exp.AsTime().Before(s.now) {
+			line = "EXPIRED " + line + "; the worker gets a new one with the refresh token at its next call"
+		}
+		if r.GetTokenExpirySource() == "exp claim" {
+			line += ", from the token's exp claim"
+		}
+		s.p("access token", "valid until %s", line)
+		if at := r.GetTokenRefreshAt(); at != nil && at.AsTime().After(s.now) {
+			s.p("", "  refreshed at %s (the backend's expires_in)", s.when(at.AsTime()))
+		}
 	}
 	if r.GetRefreshTokenIssuedAt() != nil {
-		p("refresh token", "%d day(s) left", r.GetRefreshTokenDaysLeft())
+		issued := r.GetRefreshTokenIssuedAt().AsTime()
+		age := fmt.Sprintf("issued %s", s.when(issued))
+		if r.GetRefreshTokenIssuedEstimated() {
+			age = fmt.Sprintf("first seen %s (its real age is unknown: it came from the reference agent)", s.when(issued))
+		}
+		s.p("refresh token", "%s", age)
+		if exp := r.GetRefreshTokenExpiresAt(); exp != nil {
+			if exp.AsTime().Before(s.now) {
+				s.p("", "  EXPIRED %s: no new access token can be had; run `nannyagent register --force`", s.when(exp.AsTime()))
+				return
+			}
+			renew := "this backend cannot renew it: run `nannyagent register --force` before then"
+			switch r.GetRenewSupport() {
+			case "supported":
+				renew = "renewed automatically before then"
+			case "unknown", "":
+				renew = "renewed automatically if the backend supports it; otherwise run `nannyagent register --force` before then"
+			}
+			s.p("", "  expires %s, %d day(s) left of its 30; %s", s.when(exp.AsTime()), r.GetRefreshTokenDaysLeft(), renew)
+		}
 	}
+}
+
+// printAgentID says where the agent id lives: the reference agent kept it
+// in config.yaml, which the worker may not write.
+func printAgentID(s statusLine, r *workerv1.Registration, set *workerv1.Settings) {
+	id := set.GetAgentId()
+	if id == "" {
+		return
+	}
+	switch set.GetAgentIdSource() {
+	case "config":
+		s.p("agent id", "%s, from agent_id in %s (or NANNYAI_AGENT_ID)", id, configFile)
+	default:
+		line := fmt.Sprintf("%s, stored in %s (key agent_id)", id, set.GetTokenPath())
+		if r.GetMode() == "static" {
+			line += fmt.Sprintf("; to keep it if that file is lost, add `agent_id: %s` to %s", id, configFile)
+		}
+		s.p("agent id", "%s", line)
+	}
+}
+
+func printRealtime(s statusLine, rt *workerv1.RealtimeStatus) {
+	switch {
+	case !rt.GetEnabled():
+		s.p("realtime", "not running (the host is not registered)")
+	case rt.GetConnected():
+		s.p("realtime", "connected since %s (%d connects, %d stream errors)", s.when(rt.GetConnectedSince().AsTime()), rt.GetConnects(), rt.GetStreamErrors())
+	case rt.GetDisconnectedSince() != nil:
+		s.p("realtime", "DISCONNECTED since %s (%d stream errors); reconnecting", s.when(rt.GetDisconnectedSince().AsTime()), rt.GetStreamErrors())
+	default:
+		s.p("realtime", "not connected yet (%d stream errors)", rt.GetStreamErrors())
+	}
+	if rt.GetLastCatchUp() != nil {
+		s.p("last catch-up", "%s", s.when(rt.GetLastCatchUp().AsTime()))
+	}
+}
+
+// printOperations lists the recent operations by kind, whatever kinds the
+// worker recorded: a section appears for each.
+func printOperations(w io.Writer, ops []*workerv1.Operation, now time.Time) {
+	if len(ops) == 0 {
+		fmt.Fprintln(w, "operations:    none recorded yet")
+		return
+	}
+	s := statusLine{w: w, now: now}
+	current := ""
+	for _, op := range ops {
+		if op.GetKind() != current {
+			current = op.GetKind()
+			fmt.Fprintf(w, "recent %s:\n", clean(kindTitle(current)))
+		}
+		line := fmt.Sprintf("  %s  %s", op.GetId(), strings.ToUpper(op.GetState()))
+		var facts []string
+		if op.GetOwn() {
+			facts = append(facts, "from the CLI")
+		}
+		if op.GetMode() != "" {
+			facts = append(facts, "mode "+op.GetMode())
+		}
+		if op.GetLxcId() != "" {
+			facts = append(facts, "container "+op.GetLxcId())
+		}
+		if t := latestTime(op); !t.IsZero() {
+			facts = append(facts, s.when(t))
+		}
+		if len(facts) > 0 {
+			line += " (" + strings.Join(facts, ", ") + ")"
+		}
+		fmt.Fprintln(w, clean(line))
+		if op.GetIssue() != "" {
+			fmt.Fprintf(w, "      issue: %s\n", clean(op.GetIssue()))
+		}
+		if op.GetRootCause() != "" {
+			fmt.Fprintf(w, "      root cause: %s\n", clean(op.GetRootCause()))
+		}
+		if op.GetNote() != "" {
+			fmt.Fprintf(w, "      %s\n", clean(op.GetNote()))
+		}
+	}
+}
+
+func kindTitle(kind string) string {
+	switch kind {
+	case "patch":
+		return "patches"
+	case "":
+		return "operations"
+	}
+	return kind + "s"
+}
+
+func latestTime(op *workerv1.Operation) time.Time {
+	for _, t := range []*timestamppb.Timestamp{op.GetFinished(), op.GetStarted(), op.GetFirstSeen()} {
+		if t != nil {
+			return t.AsTime()
+		}
+	}
+	return time.Time{}
 }

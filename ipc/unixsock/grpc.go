@@ -26,13 +26,26 @@ type Limits struct {
 const readBufferSize = 8 << 10
 
 // DefaultLimits suit both servers: requests are small, except patch
-// scripts, and there is one client process.
+// scripts, and there is one client process. The send limit (and thus
+// what clients accept) covers the largest broker answer the policy's hard
+// caps allow: a patch result with 64 MiB of stdout and 64 MiB of stderr.
+// The broker takes its receive limit from its policy instead.
 var DefaultLimits = Limits{
 	MaxRecvMsgSize:       8 << 20,
-	MaxSendMsgSize:       16 << 20,
+	MaxSendMsgSize:       130 << 20,
 	MaxConcurrentStreams: 64,
 	MaxConnections:       16,
 }
+
+// Transport bounds every server sets. A stream's flow-control window is
+// fixed at HTTP/2's 64 KiB (gRPC would otherwise grow it up to 16 MiB
+// per stream): it is what a client can push on a stream before a handler
+// asks for a message. Header lists are small on these sockets; gRPC's
+// default would let one stream's headers take 16 MiB.
+const (
+	streamWindow      = 64 << 10
+	maxHeaderListSize = 16 << 10
+)
 
 // ServerOptions returns the options every server uses: peer-credential
 // transport, message and stream limits, and a keepalive policy that drops
@@ -45,6 +58,9 @@ func ServerOptions(creds credentials.TransportCredentials, l Limits, extra ...gr
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
 		grpc.ConnectionTimeout(5 * time.Second),
 		grpc.ReadBufferSize(readBufferSize),
+		grpc.StaticStreamWindowSize(streamWindow),
+		grpc.StaticConnWindowSize(streamWindow),
+		grpc.MaxHeaderListSize(maxHeaderListSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             10 * time.Second,
 			PermitWithoutStream: true,

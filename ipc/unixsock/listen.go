@@ -13,8 +13,6 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
-
-	"github.com/coreos/go-systemd/v22/activation"
 )
 
 // ListenConfig describes a socket a server creates itself when systemd did
@@ -115,24 +113,4 @@ func removeStale(ctx context.Context, path string) error {
 		return fmt.Errorf("remove stale socket %s: %w", path, err)
 	}
 	return nil
-}
-
-// Activated returns the first unix listener systemd passed by socket
-// activation, or nil when the process was not socket-activated.
-func Activated() (net.Listener, error) {
-	listeners, err := activation.Listeners()
-	if err != nil {
-		return nil, fmt.Errorf("socket activation: %w", err)
-	}
-	for _, ln := range listeners {
-		if ln == nil {
-			continue
-		}
-		if _, ok := ln.(*net.UnixListener); !ok {
-			ln.Close()
-			return nil, fmt.Errorf("socket activation: expected a unix socket, got %s", ln.Addr().Network())
-		}
-		return ln, nil
-	}
-	return nil, nil
 }

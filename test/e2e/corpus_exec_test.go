@@ -88,8 +88,9 @@ func comparable(line string, stages []policy.Stage, d policy.Decision) (runAs st
 		}
 	}
 	// Counters and clocks move: sysctl -a walks /proc/sys, ip -s prints
-	// packet counts, journalctl --since is relative to now.
-	for _, moving := range []string{"sysctl -a", "/etc/mtab", " -s ", " -stats", "-statistics", " -s", "--since", "-b"} {
+	// packet counts, journalctl --since is relative to now, lsblk -f prints
+	// free space, which moves with every file written elsewhere.
+	for _, moving := range []string{"sysctl -a", "/etc/mtab", " -s ", " -stats", "-statistics", " -s", "--since", "-b", "lsblk -f"} {
 		if strings.Contains(line, moving) {
 			return "", false
 		}
@@ -199,10 +200,12 @@ func missingFile(stages []policy.Stage) bool {
 	return false
 }
 
-// missingLiteral is a run that stopped because its operand does not exist.
+// missingLiteral is a run whose operand does not exist: the broker hands
+// the literal name to the tool (nothing expands it), which reads nothing
+// and says so in its own words.
 func missingLiteral(resp *brokerv1.RunCommandResponse) bool {
-	return resp.GetExitCode() != 0 && len(resp.GetStdout()) == 0 && len(resp.GetStages()) == 0 &&
-		strings.Contains(string(resp.GetStderr()), "no such file")
+	return resp.GetExitCode() != 0 && len(resp.GetStdout()) == 0 &&
+		strings.Contains(string(resp.GetStderr()), "No such file or directory")
 }
 
 func clip(b []byte) string {

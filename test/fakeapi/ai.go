@@ -158,8 +158,8 @@ func contents(raw []json.RawMessage) ([]string, error) {
 	return out, nil
 }
 
-// DemoAI is a two-turn script for `make demo`: one diagnostic turn, then a
-// resolution.
+// DemoAI is the standalone fakeapi command's default script: one
+// diagnostic turn, then a resolution. (`make demo` scripts its own model.)
 func DemoAI() *ScriptedAI {
 	return NewScriptedAI(
 		Diagnostic("Fake TensorZero: need basic load and memory data first.", "uptime", "free -m"),

@@ -19,7 +19,8 @@ type rtClient struct {
 	dropped bool
 	// muted clients get no more events (fault injection).
 	muted bool
-	// lost counts frames dropped because the client's buffer was full.
+	// lost counts frames dropped because the client's buffer was full or
+	// the write failed.
 	lost int
 	// delivered counts event frames written to the stream.
 	delivered int
@@ -66,13 +67,20 @@ func (s *Server) handleRealtimeConnect(w http.ResponseWriter, r *http.Request) {
 		case <-idle.C:
 			return
 		case f := <-c.frames:
-			if _, err := w.Write(f); err != nil {
-				return
-			}
-			flusher.Flush()
+			// Counted before the write: once flushed, the client may read
+			// the frame and ask for the counts before this goroutine runs
+			// again, and a dequeued frame must show somewhere.
 			s.mu.Lock()
 			c.delivered++
 			s.mu.Unlock()
+			if _, err := w.Write(f); err != nil {
+				s.mu.Lock()
+				c.delivered--
+				c.lost++
+				s.mu.Unlock()
+				return
+			}
+			flusher.Flush()
 			idle.Reset(s.opts.IdleTimeout)
 		}
 	}

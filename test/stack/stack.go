@@ -30,6 +30,9 @@ const (
 	Broker      = "nannyagent-broker"
 	Worker      = "nannyagent-worker"
 	BrokerProbe = "brokerprobe"
+	BrokerRun   = "brokerrun"
+	FSWatch     = "fswatch"
+	PeerRelay   = "peerrelay"
 )
 
 // Build compiles the three binaries and the test helpers into a new
@@ -44,7 +47,7 @@ func Build(ctx context.Context) (dir string, err error) {
 		return "", err
 	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/",
-		"./cmd/nannyagent", "./cmd/nannyagent-broker", "./cmd/nannyagent-worker", "./test/cmd/brokerprobe")
+		"./cmd/nannyagent", "./cmd/nannyagent-broker", "./cmd/nannyagent-worker", "./test/cmd/brokerprobe", "./test/cmd/brokerrun", "./test/cmd/fswatch", "./test/cmd/peerrelay")
 	cmd.Dir = root
 	// Static binaries, as shipped: no libc in the address space.
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -103,6 +106,12 @@ type Options struct {
 	BinDir string
 	// Policy is the vendor policy's YAML; a minimal policy when empty.
 	Policy string
+	// LocalPolicy, when set, is installed as policy.d/50-test.yaml.
+	LocalPolicy string
+	// BrokerPIDNamespace starts the broker as the first process of a new
+	// PID namespace, so a watcher inside it sees the broker's own process
+	// tree and nothing else (test/cmd/fswatch).
+	BrokerPIDNamespace bool
 	// WorkerUser runs the worker when the test runs as root (default
 	// daemon); AdminGroup may use the CLI (default staff).
 	WorkerUser string
@@ -112,8 +121,10 @@ type Options struct {
 	// ExtraBrokerArgs and ExtraWorkerArgs are appended to the commands.
 	ExtraBrokerArgs []string
 	ExtraWorkerArgs []string
-	// WorkerEnv is added to the worker's environment.
+	// WorkerEnv and BrokerEnv are added to the worker's and the broker's
+	// environment.
 	WorkerEnv []string
+	BrokerEnv []string
 	// BeforeWorker runs after the broker is up and before the worker
 	// starts (to plant a token file, mount a small tmpfs on the state
 	// directory, …).
@@ -137,9 +148,11 @@ type Stack struct {
 	broker *Process
 	worker *Process
 
-	brokerArgs []string
-	workerArgs []string
-	workerEnv  []string
+	brokerArgs  []string
+	brokerEnv   []string
+	brokerClone uintptr
+	workerArgs  []string
+	workerEnv   []string
 
 	stopMu  sync.Mutex
 	stopped bool
@@ -162,6 +175,9 @@ func (p *Process) Log() string {
 // Pid is the process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
+// Signal sends sig to the process (SIGHUP reloads the broker's policy).
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Start starts the broker, waits for its socket, then starts the worker
 // and waits for worker.sock.
 func Start(ctx context.Context, opts Options) (*Stack, error) {
@@ -178,7 +194,10 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		"--worker-user", s.Worker.Name, "--policy", s.PolicyFile,
 		"--policy-dir", filepath.Join(s.Dir, "policy.d"), "--state-dir", s.BrokerStateDir, "--log-format", "json",
 	}, opts.ExtraBrokerArgs...)
-	s.brokerArgs = brokerArgs
+	s.brokerArgs, s.brokerEnv = brokerArgs, opts.BrokerEnv
+	if opts.BrokerPIDNamespace {
+		s.brokerClone = syscall.CLONE_NEWPID
+	}
 	if err := s.StartBroker(ctx); err != nil {
 		if s.broker == nil {
 			s.cleanup()
@@ -210,7 +229,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 // StartBroker starts the broker (again, after StopBroker) with the same
 // arguments and waits for its socket.
 func (s *Stack) StartBroker(ctx context.Context) error {
-	p, err := s.start(filepath.Join(s.BinDir, Broker), s.brokerArgs, nil, nil, "broker.log")
+	p, err := s.startWith(filepath.Join(s.BinDir, Broker), s.brokerArgs, nil, s.brokerEnv, "broker.log", s.brokerClone)
 	if err != nil {
 		return err
 	}
@@ -268,7 +287,18 @@ func prepare(opts Options) (*Stack, error) {
 	steps := []func() error{
 		func() error { return os.MkdirAll(filepath.Join(dir, "run"), 0o755) },
 		func() error { return os.WriteFile(s.PolicyFile, []byte(policy), 0o644) },
-		// As systemd's RuntimeDirectory= and StateDirectory= would.
+		func() error {
+			if opts.LocalPolicy == "" {
+				return nil
+			}
+			if err := os.Mkdir(filepath.Join(dir, "policy.d"), 0o755); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dir, "policy.d", "50-test.yaml"), []byte(opts.LocalPolicy), 0o644)
+		},
+		// The worker makes worker.sock itself here, so its directory is the
+		// worker's; under systemd the directory is root's (tmpfiles.d) and
+		// nannyagent-worker.socket makes the socket. State as StateDirectory=.
 		func() error { return ownedDir(filepath.Dir(s.WorkerSocket), 0o755, worker) },
 		func() error { return ownedDir(s.StateDir, 0o700, worker) },
 	}
@@ -335,6 +365,10 @@ func (s *Stack) WorkerCred() *syscall.Credential {
 }
 
 func (s *Stack) start(bin string, args []string, cred *syscall.Credential, env []string, logName string) (*Process, error) {
+	return s.startWith(bin, args, cred, env, logName, 0)
+}
+
+func (s *Stack) startWith(bin string, args []string, cred *syscall.Credential, env []string, logName string, clone uintptr) (*Process, error) {
 	logPath := filepath.Join(s.Dir, logName)
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -344,7 +378,7 @@ func (s *Stack) start(bin string, args []string, cred *syscall.Credential, env [
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, env...)
 	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGKILL, Cloneflags: clone}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", bin, err)

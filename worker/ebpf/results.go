@@ -107,6 +107,37 @@ type Histogram struct {
 type Bucket struct {
 	Range string `json:"range"`
 	Count uint64 `json:"count"`
+	// Low and High are the bounds Range shows; nil is open.
+	Low  *int64 `json:"-"`
+	High *int64 `json:"-"`
+}
+
+// Count is the number of values in the histogram.
+func (h Histogram) Count() uint64 {
+	var n uint64
+	for _, b := range h.Buckets {
+		n += b.Count
+	}
+	return n
+}
+
+// Percentile returns the bucket the percent-th value (1–100) falls in,
+// false for an empty histogram.
+func (h Histogram) Percentile(percent int) (Bucket, bool) {
+	total := h.Count()
+	if total == 0 || percent <= 0 {
+		return Bucket{}, false
+	}
+	// The rank of the value, rounded up: p50 of 3 values is the 2nd.
+	rank := (total*uint64(min(percent, 100)) + 99) / 100
+	var seen uint64
+	for _, b := range h.Buckets {
+		seen += b.Count
+		if seen >= rank {
+			return b, true
+		}
+	}
+	return h.Buckets[len(h.Buckets)-1], true
 }
 
 // Stats is one key of a stats() map.
@@ -215,7 +246,7 @@ func aggregate(m *brokerv1.TraceMap) Aggregate {
 			if b.Count == 0 {
 				continue
 			}
-			hist.Buckets = append(hist.Buckets, Bucket{Range: bucketRange(b), Count: b.Count})
+			hist.Buckets = append(hist.Buckets, Bucket{Range: bucketRange(b), Count: b.Count, Low: b.Min, High: b.Max})
 		}
 		a.Histograms = append(a.Histograms, hist)
 	}
@@ -353,6 +384,11 @@ func probeName(spec *brokerv1.TraceSpec) string {
 	case brokerv1.TraceKind_TRACE_KIND_TRACEPOINT:
 		return "tracepoint:" + spec.Target
 	case brokerv1.TraceKind_TRACE_KIND_SYSCALL:
+		// Sizes and return values are read at the exit alone.
+		switch spec.GetMeasure() {
+		case brokerv1.TraceMeasure_TRACE_MEASURE_SIZE, brokerv1.TraceMeasure_TRACE_MEASURE_RETVAL:
+			return "tracepoint:syscalls:sys_exit_" + spec.Target
+		}
 		return "tracepoint:syscalls:sys_enter_" + spec.Target + " and sys_exit_" + spec.Target
 	case brokerv1.TraceKind_TRACE_KIND_KPROBE:
 		return "kprobe:" + spec.Target

@@ -309,3 +309,44 @@ func checkSpec(t *testing.T, s *brokerv1.TraceSpec) {
 		}
 	}
 }
+
+func TestHistogramPercentile(t *testing.T) {
+	i := func(v int64) *int64 { return &v }
+	h := Histogram{Buckets: []Bucket{
+		{Range: "[0, 1]", Count: 50, Low: i(0), High: i(1)},
+		{Range: "[2, 3]", Count: 40, Low: i(2), High: i(3)},
+		{Range: "[4, 7]", Count: 9, Low: i(4), High: i(7)},
+		{Range: "[1024, …)", Count: 1, Low: i(1024)},
+	}}
+	cases := map[int]string{1: "[0, 1]", 50: "[0, 1]", 51: "[2, 3]", 90: "[2, 3]", 99: "[4, 7]", 100: "[1024, …)", 250: "[1024, …)"}
+	for p, want := range cases {
+		b, ok := h.Percentile(p)
+		if !ok || b.Range != want {
+			t.Errorf("p%d = %q %v, want %q", p, b.Range, ok, want)
+		}
+	}
+	if h.Count() != 100 {
+		t.Errorf("count %d", h.Count())
+	}
+	if _, ok := (Histogram{}).Percentile(50); ok {
+		t.Error("an empty histogram has a percentile")
+	}
+	if _, ok := h.Percentile(0); ok {
+		t.Error("p0 answered")
+	}
+}
+
+func TestProbeNameFollowsTheMeasure(t *testing.T) {
+	cases := map[brokerv1.TraceMeasure]string{
+		brokerv1.TraceMeasure_TRACE_MEASURE_COUNT:   "tracepoint:syscalls:sys_enter_write and sys_exit_write",
+		brokerv1.TraceMeasure_TRACE_MEASURE_LATENCY: "tracepoint:syscalls:sys_enter_write and sys_exit_write",
+		brokerv1.TraceMeasure_TRACE_MEASURE_SIZE:    "tracepoint:syscalls:sys_exit_write",
+		brokerv1.TraceMeasure_TRACE_MEASURE_RETVAL:  "tracepoint:syscalls:sys_exit_write",
+	}
+	for m, want := range cases {
+		spec := &brokerv1.TraceSpec{Kind: brokerv1.TraceKind_TRACE_KIND_SYSCALL, Target: "write", Measure: m}
+		if got := probeName(spec); got != want {
+			t.Errorf("%s: %q, want %q", m, got, want)
+		}
+	}
+}

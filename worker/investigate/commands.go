@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -31,7 +32,25 @@ type CommandResult struct {
 	Denied      bool   `json:"denied,omitempty"`
 	Truncated   bool   `json:"truncated,omitempty"`
 	TimedOut    bool   `json:"timed_out,omitempty"`
+
+	// What a person watching sees besides; the model does not get these.
+
+	// Rules are the policy rules that allowed each stage, or the rule of
+	// the stage that was refused (none when no rule named the program).
+	Rules []string `json:"-"`
+	// DeniedBy is "broker" or "parser" for a denied command.
+	DeniedBy string `json:"-"`
+	// Reason is why the command was denied or could not run, without the
+	// "denied: " prefix the model reads.
+	Reason   string        `json:"-"`
+	Duration time.Duration `json:"-"`
 }
+
+// Who refused a command.
+const (
+	DeniedByBroker = "broker"
+	DeniedByParser = "parser"
+)
 
 // Commands runs the commands of one turn through the broker.
 type Commands struct {
@@ -69,18 +88,18 @@ func (c *Commands) Run(ctx context.Context, cmds []Command) []CommandResult {
 func (c *Commands) runOne(ctx context.Context, cmd Command) CommandResult {
 	stages, err := c.Parse(cmd.Text)
 	if err != nil {
-		r := failed(cmd, "denied: "+err.Error())
-		r.Denied = true
-		return r
+		return denied(cmd, DeniedByParser, err.Error(), nil)
 	}
+	start := time.Now()
 	resp, err := c.Broker.RunCommand(ctx, &brokerv1.RunCommandRequest{Id: cmd.ID, CommandLine: cmd.Text, Stages: stages})
 	if err != nil {
-		return failed(cmd, "broker: "+err.Error())
-	}
-	if !resp.GetDecision().GetAllowed() {
-		r := failed(cmd, "denied: "+resp.GetDecision().GetReason())
-		r.Denied = true
+		r := failed(cmd, "broker: "+err.Error())
+		r.Reason, r.Duration = r.Error, time.Since(start)
 		return r
+	}
+	d := resp.GetDecision()
+	if !d.GetAllowed() {
+		return denied(cmd, DeniedByBroker, d.GetReason(), refusingRule(d))
 	}
 	r := CommandResult{
 		ID: cmd.ID, Command: cmd.Text, Description: cmd.Description,
@@ -89,11 +108,36 @@ func (c *Commands) runOne(ctx context.Context, cmd Command) CommandResult {
 		Error:     c.redact(resp.GetError()),
 		Truncated: resp.GetStdoutTruncated() || resp.GetStderrTruncated(),
 		TimedOut:  resp.GetTimedOut(),
+		Duration:  resp.GetDuration().AsDuration(),
+	}
+	for _, st := range d.GetStages() {
+		r.Rules = append(r.Rules, st.GetRuleId())
 	}
 	if r.TimedOut && r.Error == "" {
-		r.Error = "timed out"
+		r.Error = "timed out: the output is what the command wrote before the broker's time limit killed it"
 	}
+	r.Reason = r.Error
 	return r
+}
+
+func denied(cmd Command, by, reason string, rules []string) CommandResult {
+	r := failed(cmd, "denied: "+reason)
+	r.Denied, r.DeniedBy, r.Reason, r.Rules = true, by, reason, rules
+	return r
+}
+
+// refusingRule is the rule of the first refused stage, when one named the
+// program.
+func refusingRule(d *brokerv1.Decision) []string {
+	for _, st := range d.GetStages() {
+		if !st.GetAllowed() {
+			if st.GetRuleId() == "" {
+				return nil
+			}
+			return []string{st.GetRuleId()}
+		}
+	}
+	return nil
 }
 
 func (c *Commands) redact(s string) string {
@@ -119,6 +163,12 @@ func combinedOutput(resp *brokerv1.RunCommandResponse) string {
 		if resp.GetStderrTruncated() {
 			b.WriteString("\n[stderr truncated]\n")
 		}
+	}
+	if resp.GetTimedOut() {
+		if b.Len() > 0 && !strings.HasSuffix(b.String(), "\n") {
+			b.WriteByte('\n')
+		}
+		b.WriteString("[cut: the command was killed by its time limit; the output above is what it wrote until then]\n")
 	}
 	return strings.ToValidUTF8(b.String(), "\uFFFD")
 }

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
 )
 
 // Message is one chat message as NannyAPI's proxy takes it.
@@ -29,9 +27,9 @@ type Reporter interface {
 
 // Tracer runs the eBPF programs of one turn and returns the reference
 // agent's keys (ebpf_results, executed_ebpf_programs, ebpf_evidence_summary)
-// for the turn's message.
+// for the turn's message, and one outcome per program for the person.
 type Tracer interface {
-	Run(ctx context.Context, programs []json.RawMessage) map[string]any
+	Run(ctx context.Context, programs []json.RawMessage) TraceRun
 }
 
 // Loop drives one investigation.
@@ -45,8 +43,9 @@ type Loop struct {
 	MaxTurns int
 	// Timeout bounds the whole investigation.
 	Timeout time.Duration
-	// Progress, if set, receives each step for the CLI.
-	Progress func(*workerv1.DiagnoseResponse)
+	// Progress, if set, receives each event for the CLI, in order, from
+	// the goroutine that called Run.
+	Progress func(Event)
 }
 
 // Defaults for a Loop that leaves them zero.
@@ -95,15 +94,14 @@ func (l *Loop) converse(ctx context.Context, id, first string) (*Reply, error) {
 		messages = append(messages, Message{Role: "assistant", Content: reply.Content})
 		switch {
 		case perr == nil && reply.Kind == ReplyResolution:
-			l.progress(&workerv1.DiagnoseResponse{Event: &workerv1.DiagnoseResponse_Resolution{Resolution: &workerv1.DiagnoseResolution{
-				RootCause: reply.RootCause, ResolutionPlan: reply.ResolutionPlan, Confidence: reply.Confidence, EbpfEvidence: reply.EBPFEvidence,
-			}}})
+			l.progress(Resolved{Reply: reply})
 			return &reply, nil
 		case perr != nil:
 			if corrected {
 				return nil, fmt.Errorf("turn %d: unusable answer: %w", turn, perr)
 			}
 			corrected = true
+			l.progress(Retried{Turn: turn, Problem: perr.Error()})
 			messages = append(messages, Message{Role: "user", Content: correction(perr)})
 			continue
 		}
@@ -119,39 +117,42 @@ func (l *Loop) converse(ctx context.Context, id, first string) (*Reply, error) {
 
 // runTurn runs the turn's commands and traces at the same time and builds
 // the next user message.
+// Events go out as each part finishes: the commands (quick) before the
+// traces (seconds), each in the model's order.
 func (l *Loop) runTurn(ctx context.Context, turn int, reply Reply) (string, error) {
+	l.progress(TurnStarted{Turn: turn, Reasoning: reply.Reasoning, Commands: len(reply.Commands), Traces: len(reply.Programs)})
 	var (
-		results []CommandResult
-		ebpf    map[string]any
-		done    = make(chan struct{})
+		traces TraceRun
+		done   = make(chan struct{})
 	)
 	go func() {
 		defer close(done)
 		if len(reply.Programs) > 0 {
-			ebpf = l.traces(ctx, reply.Programs)
+			traces = l.traces(ctx, reply.Programs)
 		}
 	}()
-	results = l.Commands.Run(ctx, reply.Commands)
+	results := l.Commands.Run(ctx, reply.Commands)
+	for _, r := range results {
+		l.progress(CommandDone{Turn: turn, Result: r})
+	}
 	<-done
+	for _, t := range traces.Outcomes {
+		l.progress(TraceDone{Turn: turn, Trace: t})
+	}
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("turn %d: %w", turn, err)
 	}
-	l.progress(stepEvent(turn, reply, results))
-	return TurnMessage(results, ebpf)
+	return TurnMessage(results, traces.Fields)
 }
 
-func (l *Loop) traces(ctx context.Context, programs []json.RawMessage) map[string]any {
+func (l *Loop) traces(ctx context.Context, programs []json.RawMessage) TraceRun {
 	if l.Tracer != nil {
 		return l.Tracer.Run(ctx, programs)
 	}
-	summary := make([]string, len(programs))
-	for i := range programs {
-		summary[i] = fmt.Sprintf("program %d: not run (eBPF tracing is not available)", i)
-	}
-	return map[string]any{"ebpf_results": []any{}, "executed_ebpf_programs": 0, "ebpf_evidence_summary": summary}
+	return unavailableTraces(programs)
 }
 
-func (l *Loop) progress(ev *workerv1.DiagnoseResponse) {
+func (l *Loop) progress(ev Event) {
 	if l.Progress != nil {
 		l.Progress(ev)
 	}
@@ -180,16 +181,4 @@ func TurnMessage(results []CommandResult, ebpf map[string]any) (string, error) {
 		return "", fmt.Errorf("encode turn results: %w", err)
 	}
 	return string(out), nil
-}
-
-func stepEvent(turn int, reply Reply, results []CommandResult) *workerv1.DiagnoseResponse {
-	step := &workerv1.DiagnoseStep{Turn: int32(turn), Reasoning: reply.Reasoning}
-	for _, r := range results {
-		reason := r.Error
-		step.Items = append(step.Items, &workerv1.StepItem{Kind: "command", Text: r.Command, Denied: r.Denied, Reason: reason, ExitCode: int32(r.ExitCode)})
-	}
-	for range reply.Programs {
-		step.Items = append(step.Items, &workerv1.StepItem{Kind: "trace"})
-	}
-	return &workerv1.DiagnoseResponse{Event: &workerv1.DiagnoseResponse_Step{Step: step}}
 }

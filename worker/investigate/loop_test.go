@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
-	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
 )
 
 // fakeBroker answers RunCommand from a table and counts concurrency.
@@ -54,14 +53,19 @@ func splitParse(s string) ([]*brokerv1.Stage, error) {
 func allow(in *brokerv1.RunCommandRequest) (*brokerv1.RunCommandResponse, error) {
 	switch in.GetCommandLine() {
 	case "cat /etc/shadow":
-		return &brokerv1.RunCommandResponse{Id: in.GetId(), Decision: &brokerv1.Decision{Reason: "/etc/shadow is a denied path (shadow)"}}, nil
+		return &brokerv1.RunCommandResponse{Id: in.GetId(), Decision: &brokerv1.Decision{Reason: "/etc/shadow is a denied path (shadow)",
+			Stages: []*brokerv1.StageDecision{{RuleId: "cat", Reason: "/etc/shadow is a denied path (shadow)"}}}}, nil
 	case "big":
 		return &brokerv1.RunCommandResponse{Id: in.GetId(), Decision: &brokerv1.Decision{Allowed: true}, Stdout: []byte("x"), StdoutTruncated: true}, nil
 	case "fail":
 		return nil, errors.New("broker down")
 	}
+	var stages []*brokerv1.StageDecision
+	for _, st := range in.GetStages() {
+		stages = append(stages, &brokerv1.StageDecision{Allowed: true, RuleId: st.GetArgv()[0]})
+	}
 	return &brokerv1.RunCommandResponse{
-		Id: in.GetId(), Decision: &brokerv1.Decision{Allowed: true}, ExitCode: 0,
+		Id: in.GetId(), Decision: &brokerv1.Decision{Allowed: true, Stages: stages}, ExitCode: 0,
 		Stdout: []byte("out of " + in.GetCommandLine() + " token=abc123"), Stderr: []byte("warn"),
 	}, nil
 }
@@ -109,6 +113,19 @@ func TestCommandsRun(t *testing.T) {
 	if !res[3].Truncated {
 		t.Error("truncation not flagged")
 	}
+	// What the person sees: rules per stage, who refused and why.
+	if got := strings.Join(res[5].Rules, ","); got != "ps,head" {
+		t.Errorf("pipeline rules %q, want ps,head", got)
+	}
+	if res[1].DeniedBy != DeniedByBroker || strings.Join(res[1].Rules, ",") != "cat" || res[1].Reason != "/etc/shadow is a denied path (shadow)" {
+		t.Errorf("broker refusal shown as %+v", res[1])
+	}
+	if res[2].DeniedBy != DeniedByParser || len(res[2].Rules) != 0 || strings.HasPrefix(res[2].Reason, "denied") {
+		t.Errorf("parser refusal shown as %+v", res[2])
+	}
+	if res[4].Denied || res[4].Reason != "broker: broker down" {
+		t.Errorf("broker failure shown as %+v", res[4])
+	}
 }
 
 // scriptedModel answers from a list and records what it was sent.
@@ -138,17 +155,21 @@ func (r *recordingReporter) Fail(_ context.Context, _ string, reason string) err
 
 type countingTracer struct{ n atomic.Int32 }
 
-func (c *countingTracer) Run(_ context.Context, programs []json.RawMessage) map[string]any {
+func (c *countingTracer) Run(_ context.Context, programs []json.RawMessage) TraceRun {
 	c.n.Add(int32(len(programs)))
-	return map[string]any{"ebpf_results": []any{map[string]any{"index": 0}}, "executed_ebpf_programs": len(programs), "ebpf_evidence_summary": []string{"x"}}
+	run := TraceRun{Fields: map[string]any{"ebpf_results": []any{map[string]any{"index": 0}}, "executed_ebpf_programs": len(programs), "ebpf_evidence_summary": []string{"x"}}}
+	for range programs {
+		run.Outcomes = append(run.Outcomes, TraceOutcome{Probe: "tracepoint:syscalls:sys_enter_openat", OK: true, Events: 7})
+	}
+	return run
 }
 
-func newLoop(m Model, rep *recordingReporter, tr Tracer, events *[]*workerv1.DiagnoseResponse) *Loop {
+func newLoop(m Model, rep *recordingReporter, tr Tracer, events *[]Event) *Loop {
 	return &Loop{
 		Model:    m,
 		Commands: &Commands{Broker: &fakeBroker{answer: allow}, Parse: splitParse, Parallel: 4},
 		Tracer:   tr, Reporter: rep, MaxTurns: 4,
-		Progress: func(ev *workerv1.DiagnoseResponse) { *events = append(*events, ev) },
+		Progress: func(ev Event) { *events = append(*events, ev) },
 	}
 }
 
@@ -159,7 +180,7 @@ func TestLoopResolves(t *testing.T) {
 	}}
 	rep := &recordingReporter{}
 	tr := &countingTracer{}
-	var events []*workerv1.DiagnoseResponse
+	var events []Event
 	reply, err := newLoop(m, rep, tr, &events).Run(context.Background(), "inv1", "SYSTEM INFORMATION:\n...\nhigh load")
 	if err != nil {
 		t.Fatal(err)
@@ -185,8 +206,25 @@ func TestLoopResolves(t *testing.T) {
 	if denied["error"] != "denied: /etc/shadow is a denied path (shadow)" {
 		t.Errorf("denied command result %v", denied)
 	}
-	if len(events) != 2 || events[1].GetResolution() == nil || events[0].GetStep().GetTurn() != 1 {
-		t.Errorf("events %v", events)
+	// The person sees the turn open, each command, each trace, then the
+	// resolution, in that order.
+	want := []string{"investigate.TurnStarted", "investigate.CommandDone", "investigate.CommandDone", "investigate.TraceDone", "investigate.Resolved"}
+	if len(events) != len(want) {
+		t.Fatalf("events %+v", events)
+	}
+	for i, ev := range events {
+		if got := fmt.Sprintf("%T", ev); got != want[i] {
+			t.Errorf("event %d is %s, want %s", i, got, want[i])
+		}
+	}
+	if ts := events[0].(TurnStarted); ts.Turn != 1 || ts.Reasoning != "look" || ts.Commands != 2 || ts.Traces != 1 {
+		t.Errorf("turn started %+v", ts)
+	}
+	if c := events[2].(CommandDone); !c.Result.Denied || c.Result.Command != "cat /etc/shadow" || c.Turn != 1 {
+		t.Errorf("second command %+v", c)
+	}
+	if tr := events[3].(TraceDone); !tr.Trace.OK || tr.Trace.Events != 7 {
+		t.Errorf("trace %+v", tr)
 	}
 }
 
@@ -204,7 +242,7 @@ func TestLoopFailures(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rep := &recordingReporter{}
-			var events []*workerv1.DiagnoseResponse
+			var events []Event
 			l := newLoop(tc.model, rep, nil, &events)
 			_, err := l.Run(context.Background(), "inv", "issue")
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -219,7 +257,7 @@ func TestLoopFailures(t *testing.T) {
 
 func TestLoopCorrectsOnce(t *testing.T) {
 	m := &scriptedModel{answers: []string{"prose", `{"response_type":"resolution","resolution_plan":"p"}`}}
-	var events []*workerv1.DiagnoseResponse
+	var events []Event
 	if _, err := newLoop(m, &recordingReporter{}, nil, &events).Run(context.Background(), "i", "issue"); err != nil {
 		t.Fatal(err)
 	}
@@ -227,12 +265,18 @@ func TestLoopCorrectsOnce(t *testing.T) {
 	if last.Role != "user" || !strings.Contains(last.Content, "could not be used") {
 		t.Errorf("no correction sent: %+v", last)
 	}
+	if len(events) != 2 {
+		t.Fatalf("events %+v", events)
+	}
+	if r, ok := events[0].(Retried); !ok || r.Turn != 1 || !strings.Contains(r.Problem, "not a JSON object") {
+		t.Errorf("retry not shown: %+v", events[0])
+	}
 }
 
 func TestLoopTimeout(t *testing.T) {
 	m := &scriptedModel{}
 	rep := &recordingReporter{}
-	var events []*workerv1.DiagnoseResponse
+	var events []Event
 	l := newLoop(m, rep, nil, &events)
 	l.Commands.Broker = &fakeBroker{answer: allow, delay: time.Second}
 	l.Timeout = 100 * time.Millisecond

@@ -2,7 +2,9 @@
 // host's facts to the model, runs the commands and traces the model asks for
 // through the broker, sends the evidence back, and stops at a resolution, a
 // turn cap or a deadline. A command the policy refuses comes back to the
-// model as "denied: <reason>" so it can rephrase.
+// model as "denied: <reason>" so it can rephrase. A person watching gets
+// an Event for each step: the model's reasoning, each command's decision
+// and outcome, each trace's numbers or failure, and the resolution.
 package investigate
 
 import (

@@ -61,6 +61,11 @@ func TestOutageIsCaughtUpAfterReconnect(t *testing.T) {
 	ended := time.Now()
 	end()
 	e.waitSubscribed(first)
+	// Status shows when the stream went down and when it came back.
+	eventually(t, "the connection times", func() bool {
+		st := r.rt.Stats()
+		return st.Subscribed && st.SubscribedAt.After(ended) && !st.DisconnectedAt.IsZero() && st.DisconnectedAt.Before(ended)
+	})
 	rec.waitCalled(t, keys...)
 	t.Logf("catch-up latency after the reconnect was allowed: %v", time.Since(ended).Round(time.Millisecond))
 	eventually(t, "all outcomes recorded", func() bool { return r.rt.Stats().Done == 6 })

@@ -29,6 +29,10 @@ type Stats struct {
 	// its PocketBase client id.
 	Subscribed bool
 	ClientID   string
+	// SubscribedAt is when the current (or the last) subscription was
+	// made; DisconnectedAt when the last subscribed stream ended. Zero:
+	// never.
+	SubscribedAt, DisconnectedAt time.Time
 	// LastCatchUp is when the last complete catch-up of every handled
 	// kind started (the oldest of their marks; zero: some kind never).
 	LastCatchUp time.Time
@@ -42,6 +46,15 @@ type counters struct {
 	catchUps, catchUpErrors, recovered, reports atomic.Uint64
 	subscribed                                  atomic.Bool
 	clientID                                    atomic.Pointer[string]
+	// subscribedAt and disconnectedAt are Unix nanoseconds, 0 for never.
+	subscribedAt, disconnectedAt atomic.Int64
+}
+
+func unixNanoTime(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }
 
 // Stats returns the counters.
@@ -55,6 +68,7 @@ func (r *Realtime) Stats() Stats {
 		QueueFull: c.queueFull.Load(), CatchUps: c.catchUps.Load(), CatchUpErrors: c.catchUpErrors.Load(),
 		Recovered: c.recovered.Load(), Reports: c.reports.Load(),
 		Subscribed: c.subscribed.Load(), LastCatchUp: r.lastCatchUp(),
+		SubscribedAt: unixNanoTime(c.subscribedAt.Load()), DisconnectedAt: unixNanoTime(c.disconnectedAt.Load()),
 	}
 	if id := c.clientID.Load(); id != nil {
 		s.ClientID = *id

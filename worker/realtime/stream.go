@@ -41,6 +41,9 @@ func (r *Realtime) streamLoop(ctx context.Context) {
 		began := time.Now()
 		subscribed, err := r.session(ctx)
 		r.stats.subscribed.Store(false)
+		if subscribed {
+			r.stats.disconnectedAt.Store(time.Now().UnixNano())
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -130,6 +133,7 @@ func (r *Realtime) subscribe(ctx context.Context, data string) error {
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	r.stats.subscribes.Add(1)
+	r.stats.subscribedAt.Store(time.Now().UnixNano())
 	r.stats.subscribed.Store(true)
 	r.stats.clientID.Store(&clientID)
 	r.log.Info("realtime subscribed", "client_id", clientID)

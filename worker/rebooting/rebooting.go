@@ -71,8 +71,12 @@ func (h *Handler) HandleReboot(ctx context.Context, op nannyapi.RebootOperation)
 	if reason := h.precheck(op, vmid); reason != "" {
 		return &realtime.RefusedError{Reason: reason}
 	}
-	req := &brokerv1.RebootRequest{RebootId: op.ID, Vmid: vmid, Reason: op.Reason}
-	check := &brokerv1.RebootRequest{RebootId: op.ID, Vmid: vmid, Reason: op.Reason, CheckOnly: true}
+	// The broker admits 256 bytes of reason (and keeps 160 for the
+	// warning): a longer text from the backend must not get the reboot
+	// refused as an oversize request.
+	reason := clip(op.Reason, 240)
+	req := &brokerv1.RebootRequest{RebootId: op.ID, Vmid: vmid, Reason: reason}
+	check := &brokerv1.RebootRequest{RebootId: op.ID, Vmid: vmid, Reason: reason, CheckOnly: true}
 	resp, err := h.Broker.Reboot(ctx, check)
 	switch {
 	case err != nil:

@@ -394,3 +394,16 @@ func BenchmarkTokenFresh(b *testing.B) {
 		}
 	})
 }
+
+// The backend says expires_in 3600 but its JWT lives 7 days: status shows
+// both, the claim as the token's real expiry.
+func TestStatusShowsTheTokensOwnExpiry(t *testing.T) {
+	e := newEnv(t, fakeapi.Options{}, tokenstore.Options{RefreshBefore: 5 * time.Minute})
+	st := e.mgr.Status()
+	if want := t0.Add(7 * 24 * time.Hour); !st.AccessTokenClaimExpiresAt.Equal(want) {
+		t.Errorf("claim expiry %v, want %v (the JWT's exp)", st.AccessTokenClaimExpiresAt, want)
+	}
+	if !st.AccessTokenExpiresAt.Equal(t0.Add(time.Hour)) || !st.AccessTokenRefreshAt.Equal(t0.Add(55*time.Minute)) {
+		t.Errorf("schedule: expires %v refresh %v", st.AccessTokenExpiresAt, st.AccessTokenRefreshAt)
+	}
+}

@@ -42,8 +42,15 @@ type Status struct {
 	Mode    Mode
 	AgentID string
 	// Reason says why registration is required.
-	Reason               string
+	Reason string
+	// AccessTokenExpiresAt is when the worker treats the access token as
+	// expired (the backend's expires_in, which it understates); the
+	// worker refreshes it RefreshBefore earlier, at AccessTokenRefreshAt.
 	AccessTokenExpiresAt time.Time
+	AccessTokenRefreshAt time.Time
+	// AccessTokenClaimExpiresAt is the access token's own exp claim (zero
+	// when it has none): when the backend stops accepting it.
+	AccessTokenClaimExpiresAt time.Time
 	// RefreshTokenIssuedAt is when the refresh token was issued (or first
 	// seen, when RefreshTokenIssuedEstimated).
 	RefreshTokenIssuedAt          time.Time
@@ -55,6 +62,9 @@ type Status struct {
 	// RefreshTokenWarning is set within WarnBefore of the expiry.
 	RefreshTokenWarning bool
 	RenewSupport        RenewSupport
+	// PersistError is why the current token could not be written to disk
+	// (nil when it was).
+	PersistError error
 	// Warnings are sentences for `status` and the log.
 	Warnings []string
 }
@@ -83,6 +93,12 @@ func (m *Manager) Status() Status {
 	st.Mode = ModeOAuth
 	st.State = StateRegistered
 	st.AccessTokenExpiresAt = m.tok.ExpiresAt
+	if !m.tok.ExpiresAt.IsZero() {
+		st.AccessTokenRefreshAt = m.tok.ExpiresAt.Add(-m.opts.RefreshBefore)
+	}
+	if exp, ok := jwtExpiry(m.tok.AccessToken); ok {
+		st.AccessTokenClaimExpiresAt = exp
+	}
 	if m.terminal != "" {
 		st.State, st.Reason = StateRegistrationRequired, m.terminal
 		st.Warnings = append(st.Warnings, "registration required: "+m.terminal)
@@ -99,6 +115,7 @@ func (m *Manager) Status() Status {
 		}
 	}
 	if m.persistErr != nil {
+		st.PersistError = m.persistErr
 		st.Warnings = append(st.Warnings, persistWarningText+m.persistErr.Error())
 	}
 	return st

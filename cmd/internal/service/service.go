@@ -95,6 +95,48 @@ func Watchdog(ctx context.Context, log *slog.Logger) {
 	}
 }
 
+// WatchdogWhileAlive pings systemd's watchdog at half its interval, but
+// only after alive answered within that half interval. A process whose
+// serving path stops answering stops pinging, and systemd restarts it; a
+// free-running ticker would keep a hung process alive. It returns at once
+// when the watchdog is not enabled for this process.
+func WatchdogWhileAlive(ctx context.Context, log *slog.Logger, alive func(context.Context) error) {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil {
+		log.Warn("watchdog settings unreadable", "error", err.Error())
+		return
+	}
+	if interval <= 0 {
+		return
+	}
+	tick := time.NewTicker(interval / 2)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		actx, cancel := context.WithTimeout(ctx, interval/2)
+		err := alive(actx)
+		cancel()
+		switch {
+		case err == nil:
+			if failing {
+				log.Info("serving again; watchdog pings resume")
+				failing = false
+			}
+			notify(log, daemon.SdNotifyWatchdog)
+		case ctx.Err() != nil:
+			return
+		case !failing:
+			log.Error("not answering; watchdog pings withheld", "error", err.Error())
+			failing = true
+		}
+	}
+}
+
 // ReleaseMemory returns freed heap to the kernel shortly after start-up and
 // then every interval until ctx ends. Start-up (policy parsing, the probe's
 // bpftrace runs, TLS setup) leaves garbage that the runtime would otherwise

@@ -306,6 +306,7 @@ type ProbeResponse struct {
 	Policy        *PolicyInfo            `protobuf:"bytes,8,opt,name=policy,proto3" json:"policy,omitempty"`
 	Cgroups       *CgroupInfo            `protobuf:"bytes,9,opt,name=cgroups,proto3" json:"cgroups,omitempty"`
 	ProbedAt      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=probed_at,json=probedAt,proto3" json:"probed_at,omitempty"`
+	Confinement   *ConfinementInfo       `protobuf:"bytes,11,opt,name=confinement,proto3" json:"confinement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -406,6 +407,13 @@ func (x *ProbeResponse) GetCgroups() *CgroupInfo {
 func (x *ProbeResponse) GetProbedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ProbedAt
+	}
+	return nil
+}
+
+func (x *ProbeResponse) GetConfinement() *ConfinementInfo {
+	if x != nil {
+		return x.Confinement
 	}
 	return nil
 }
@@ -872,6 +880,79 @@ func (x *PolicyFile) GetOrigin() string {
 	return ""
 }
 
+// ConfinementInfo says whether the broker confines every diagnostic run
+// with Landlock (the second wall behind the policy's option tables).
+type ConfinementInfo struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Landlock bool                   `protobuf:"varint,1,opt,name=landlock,proto3" json:"landlock,omitempty"`
+	// The kernel's Landlock ABI version; 0 without Landlock.
+	LandlockAbi int32 `protobuf:"varint,2,opt,name=landlock_abi,json=landlockAbi,proto3" json:"landlock_abi,omitempty"`
+	// What a confined run cannot do, in words.
+	Denies []string `protobuf:"bytes,3,rep,name=denies,proto3" json:"denies,omitempty"`
+	// Why runs are not confined, when landlock is false.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfinementInfo) Reset() {
+	*x = ConfinementInfo{}
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfinementInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfinementInfo) ProtoMessage() {}
+
+func (x *ConfinementInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfinementInfo.ProtoReflect.Descriptor instead.
+func (*ConfinementInfo) Descriptor() ([]byte, []int) {
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ConfinementInfo) GetLandlock() bool {
+	if x != nil {
+		return x.Landlock
+	}
+	return false
+}
+
+func (x *ConfinementInfo) GetLandlockAbi() int32 {
+	if x != nil {
+		return x.LandlockAbi
+	}
+	return 0
+}
+
+func (x *ConfinementInfo) GetDenies() []string {
+	if x != nil {
+		return x.Denies
+	}
+	return nil
+}
+
+func (x *ConfinementInfo) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // CgroupInfo says which process-tree containment the broker can use.
 type CgroupInfo struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -885,7 +966,7 @@ type CgroupInfo struct {
 
 func (x *CgroupInfo) Reset() {
 	*x = CgroupInfo{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[9]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +978,7 @@ func (x *CgroupInfo) String() string {
 func (*CgroupInfo) ProtoMessage() {}
 
 func (x *CgroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[9]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +991,7 @@ func (x *CgroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CgroupInfo.ProtoReflect.Descriptor instead.
 func (*CgroupInfo) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{9}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CgroupInfo) GetV2Kill() bool {
@@ -956,7 +1037,7 @@ type RunCommandRequest struct {
 
 func (x *RunCommandRequest) Reset() {
 	*x = RunCommandRequest{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[10]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1049,7 @@ func (x *RunCommandRequest) String() string {
 func (*RunCommandRequest) ProtoMessage() {}
 
 func (x *RunCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[10]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1062,7 @@ func (x *RunCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCommandRequest.ProtoReflect.Descriptor instead.
 func (*RunCommandRequest) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{10}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RunCommandRequest) GetId() string {
@@ -1022,7 +1103,7 @@ type Stage struct {
 
 func (x *Stage) Reset() {
 	*x = Stage{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[11]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1115,7 @@ func (x *Stage) String() string {
 func (*Stage) ProtoMessage() {}
 
 func (x *Stage) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[11]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1128,7 @@ func (x *Stage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stage.ProtoReflect.Descriptor instead.
 func (*Stage) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{11}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Stage) GetArgv() []string {
@@ -1107,7 +1188,7 @@ type RunCommandResponse struct {
 
 func (x *RunCommandResponse) Reset() {
 	*x = RunCommandResponse{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[12]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1200,7 @@ func (x *RunCommandResponse) String() string {
 func (*RunCommandResponse) ProtoMessage() {}
 
 func (x *RunCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[12]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1213,7 @@ func (x *RunCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCommandResponse.ProtoReflect.Descriptor instead.
 func (*RunCommandResponse) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{12}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RunCommandResponse) GetId() string {
@@ -1246,7 +1327,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[13]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1339,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[13]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1352,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{13}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Decision) GetAllowed() bool {
@@ -1320,7 +1401,7 @@ type StageDecision struct {
 
 func (x *StageDecision) Reset() {
 	*x = StageDecision{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[14]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1413,7 @@ func (x *StageDecision) String() string {
 func (*StageDecision) ProtoMessage() {}
 
 func (x *StageDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[14]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1426,7 @@ func (x *StageDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageDecision.ProtoReflect.Descriptor instead.
 func (*StageDecision) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{14}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StageDecision) GetAllowed() bool {
@@ -1404,7 +1485,7 @@ type StageResult struct {
 
 func (x *StageResult) Reset() {
 	*x = StageResult{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[15]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1497,7 @@ func (x *StageResult) String() string {
 func (*StageResult) ProtoMessage() {}
 
 func (x *StageResult) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[15]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1510,7 @@ func (x *StageResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageResult.ProtoReflect.Descriptor instead.
 func (*StageResult) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{15}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StageResult) GetProgram() string {
@@ -1470,7 +1551,7 @@ type RunTraceRequest struct {
 
 func (x *RunTraceRequest) Reset() {
 	*x = RunTraceRequest{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[16]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1563,7 @@ func (x *RunTraceRequest) String() string {
 func (*RunTraceRequest) ProtoMessage() {}
 
 func (x *RunTraceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[16]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1576,7 @@ func (x *RunTraceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunTraceRequest.ProtoReflect.Descriptor instead.
 func (*RunTraceRequest) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{16}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RunTraceRequest) GetSpec() *TraceSpec {
@@ -1523,7 +1604,7 @@ type TraceSpec struct {
 
 func (x *TraceSpec) Reset() {
 	*x = TraceSpec{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[17]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1616,7 @@ func (x *TraceSpec) String() string {
 func (*TraceSpec) ProtoMessage() {}
 
 func (x *TraceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[17]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1629,7 @@ func (x *TraceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceSpec.ProtoReflect.Descriptor instead.
 func (*TraceSpec) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{17}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TraceSpec) GetName() string {
@@ -1619,7 +1700,7 @@ type TraceFilter struct {
 
 func (x *TraceFilter) Reset() {
 	*x = TraceFilter{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[18]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1631,7 +1712,7 @@ func (x *TraceFilter) String() string {
 func (*TraceFilter) ProtoMessage() {}
 
 func (x *TraceFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[18]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1644,7 +1725,7 @@ func (x *TraceFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceFilter.ProtoReflect.Descriptor instead.
 func (*TraceFilter) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{18}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TraceFilter) GetPid() int32 {
@@ -1702,7 +1783,7 @@ type RunTraceResponse struct {
 
 func (x *RunTraceResponse) Reset() {
 	*x = RunTraceResponse{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[19]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1795,7 @@ func (x *RunTraceResponse) String() string {
 func (*RunTraceResponse) ProtoMessage() {}
 
 func (x *RunTraceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[19]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1808,7 @@ func (x *RunTraceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunTraceResponse.ProtoReflect.Descriptor instead.
 func (*RunTraceResponse) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{19}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RunTraceResponse) GetOk() bool {
@@ -1859,7 +1940,7 @@ type TraceMap struct {
 
 func (x *TraceMap) Reset() {
 	*x = TraceMap{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[20]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +1952,7 @@ func (x *TraceMap) String() string {
 func (*TraceMap) ProtoMessage() {}
 
 func (x *TraceMap) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[20]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +1965,7 @@ func (x *TraceMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceMap.ProtoReflect.Descriptor instead.
 func (*TraceMap) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{20}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TraceMap) GetName() string {
@@ -1942,7 +2023,7 @@ type TraceMapEntry struct {
 
 func (x *TraceMapEntry) Reset() {
 	*x = TraceMapEntry{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[21]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1954,7 +2035,7 @@ func (x *TraceMapEntry) String() string {
 func (*TraceMapEntry) ProtoMessage() {}
 
 func (x *TraceMapEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[21]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1967,7 +2048,7 @@ func (x *TraceMapEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceMapEntry.ProtoReflect.Descriptor instead.
 func (*TraceMapEntry) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{21}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TraceMapEntry) GetKey() string {
@@ -2004,7 +2085,7 @@ type TraceStats struct {
 
 func (x *TraceStats) Reset() {
 	*x = TraceStats{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[22]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2097,7 @@ func (x *TraceStats) String() string {
 func (*TraceStats) ProtoMessage() {}
 
 func (x *TraceStats) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[22]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2110,7 @@ func (x *TraceStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceStats.ProtoReflect.Descriptor instead.
 func (*TraceStats) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{22}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TraceStats) GetKey() string {
@@ -2071,7 +2152,7 @@ type TraceHistogram struct {
 
 func (x *TraceHistogram) Reset() {
 	*x = TraceHistogram{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[23]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2164,7 @@ func (x *TraceHistogram) String() string {
 func (*TraceHistogram) ProtoMessage() {}
 
 func (x *TraceHistogram) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[23]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2177,7 @@ func (x *TraceHistogram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceHistogram.ProtoReflect.Descriptor instead.
 func (*TraceHistogram) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{23}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TraceHistogram) GetKey() string {
@@ -2125,7 +2206,7 @@ type HistogramBucket struct {
 
 func (x *HistogramBucket) Reset() {
 	*x = HistogramBucket{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[24]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2218,7 @@ func (x *HistogramBucket) String() string {
 func (*HistogramBucket) ProtoMessage() {}
 
 func (x *HistogramBucket) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[24]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2231,7 @@ func (x *HistogramBucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistogramBucket.ProtoReflect.Descriptor instead.
 func (*HistogramBucket) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{24}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HistogramBucket) GetMin() int64 {
@@ -2183,7 +2264,7 @@ type CollectMetricsRequest struct {
 
 func (x *CollectMetricsRequest) Reset() {
 	*x = CollectMetricsRequest{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[25]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2276,7 @@ func (x *CollectMetricsRequest) String() string {
 func (*CollectMetricsRequest) ProtoMessage() {}
 
 func (x *CollectMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[25]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2289,7 @@ func (x *CollectMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectMetricsRequest.ProtoReflect.Descriptor instead.
 func (*CollectMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{25}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{26}
 }
 
 // CollectMetricsResponse holds raw counters and facts. One failing source
@@ -2238,7 +2319,7 @@ type CollectMetricsResponse struct {
 
 func (x *CollectMetricsResponse) Reset() {
 	*x = CollectMetricsResponse{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[26]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2250,7 +2331,7 @@ func (x *CollectMetricsResponse) String() string {
 func (*CollectMetricsResponse) ProtoMessage() {}
 
 func (x *CollectMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[26]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2263,7 +2344,7 @@ func (x *CollectMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectMetricsResponse.ProtoReflect.Descriptor instead.
 func (*CollectMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{26}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CollectMetricsResponse) GetCollectedAt() *timestamppb.Timestamp {
@@ -2402,7 +2483,7 @@ type CpuTimes struct {
 
 func (x *CpuTimes) Reset() {
 	*x = CpuTimes{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[27]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +2495,7 @@ func (x *CpuTimes) String() string {
 func (*CpuTimes) ProtoMessage() {}
 
 func (x *CpuTimes) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[27]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +2508,7 @@ func (x *CpuTimes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CpuTimes.ProtoReflect.Descriptor instead.
 func (*CpuTimes) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{27}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CpuTimes) GetUser() float64 {
@@ -2499,7 +2580,7 @@ type Memory struct {
 
 func (x *Memory) Reset() {
 	*x = Memory{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[28]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2511,7 +2592,7 @@ func (x *Memory) String() string {
 func (*Memory) ProtoMessage() {}
 
 func (x *Memory) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[28]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2524,7 +2605,7 @@ func (x *Memory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Memory.ProtoReflect.Descriptor instead.
 func (*Memory) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{28}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Memory) GetTotal() uint64 {
@@ -2567,7 +2648,7 @@ type Swap struct {
 
 func (x *Swap) Reset() {
 	*x = Swap{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[29]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2579,7 +2660,7 @@ func (x *Swap) String() string {
 func (*Swap) ProtoMessage() {}
 
 func (x *Swap) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[29]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2592,7 +2673,7 @@ func (x *Swap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Swap.ProtoReflect.Descriptor instead.
 func (*Swap) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{29}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Swap) GetTotal() uint64 {
@@ -2631,7 +2712,7 @@ type Filesystem struct {
 
 func (x *Filesystem) Reset() {
 	*x = Filesystem{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[30]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2724,7 @@ func (x *Filesystem) String() string {
 func (*Filesystem) ProtoMessage() {}
 
 func (x *Filesystem) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[30]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2737,7 @@ func (x *Filesystem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filesystem.ProtoReflect.Descriptor instead.
 func (*Filesystem) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{30}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Filesystem) GetDevice() string {
@@ -2713,7 +2794,7 @@ type LoadAverage struct {
 
 func (x *LoadAverage) Reset() {
 	*x = LoadAverage{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[31]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2725,7 +2806,7 @@ func (x *LoadAverage) String() string {
 func (*LoadAverage) ProtoMessage() {}
 
 func (x *LoadAverage) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[31]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2738,7 +2819,7 @@ func (x *LoadAverage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadAverage.ProtoReflect.Descriptor instead.
 func (*LoadAverage) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{31}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LoadAverage) GetOne() float64 {
@@ -2773,7 +2854,7 @@ type NetCounters struct {
 
 func (x *NetCounters) Reset() {
 	*x = NetCounters{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[32]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2785,7 +2866,7 @@ func (x *NetCounters) String() string {
 func (*NetCounters) ProtoMessage() {}
 
 func (x *NetCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[32]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2798,7 +2879,7 @@ func (x *NetCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetCounters.ProtoReflect.Descriptor instead.
 func (*NetCounters) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{32}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *NetCounters) GetBytesRecv() uint64 {
@@ -2828,7 +2909,7 @@ type BlockDevice struct {
 
 func (x *BlockDevice) Reset() {
 	*x = BlockDevice{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[33]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2840,7 +2921,7 @@ func (x *BlockDevice) String() string {
 func (*BlockDevice) ProtoMessage() {}
 
 func (x *BlockDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[33]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2853,7 +2934,7 @@ func (x *BlockDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDevice.ProtoReflect.Descriptor instead.
 func (*BlockDevice) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{33}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *BlockDevice) GetName() string {
@@ -2901,7 +2982,7 @@ type HostFacts struct {
 
 func (x *HostFacts) Reset() {
 	*x = HostFacts{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[34]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2913,7 +2994,7 @@ func (x *HostFacts) String() string {
 func (*HostFacts) ProtoMessage() {}
 
 func (x *HostFacts) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[34]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2926,7 +3007,7 @@ func (x *HostFacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostFacts.ProtoReflect.Descriptor instead.
 func (*HostFacts) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{34}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *HostFacts) GetHostname() string {
@@ -2996,7 +3077,7 @@ type SourceError struct {
 
 func (x *SourceError) Reset() {
 	*x = SourceError{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[35]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3008,7 +3089,7 @@ func (x *SourceError) String() string {
 func (*SourceError) ProtoMessage() {}
 
 func (x *SourceError) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[35]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3021,7 +3102,7 @@ func (x *SourceError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceError.ProtoReflect.Descriptor instead.
 func (*SourceError) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{35}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SourceError) GetSource() string {
@@ -3048,7 +3129,7 @@ type ProxmoxGetRequest struct {
 
 func (x *ProxmoxGetRequest) Reset() {
 	*x = ProxmoxGetRequest{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[36]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3060,7 +3141,7 @@ func (x *ProxmoxGetRequest) String() string {
 func (*ProxmoxGetRequest) ProtoMessage() {}
 
 func (x *ProxmoxGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[36]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3073,7 +3154,7 @@ func (x *ProxmoxGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxmoxGetRequest.ProtoReflect.Descriptor instead.
 func (*ProxmoxGetRequest) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{36}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ProxmoxGetRequest) GetPath() string {
@@ -3095,7 +3176,7 @@ type ProxmoxGetResponse struct {
 
 func (x *ProxmoxGetResponse) Reset() {
 	*x = ProxmoxGetResponse{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[37]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3107,7 +3188,7 @@ func (x *ProxmoxGetResponse) String() string {
 func (*ProxmoxGetResponse) ProtoMessage() {}
 
 func (x *ProxmoxGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[37]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3120,7 +3201,7 @@ func (x *ProxmoxGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxmoxGetResponse.ProtoReflect.Descriptor instead.
 func (*ProxmoxGetResponse) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{37}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ProxmoxGetResponse) GetJson() []byte {
@@ -3153,7 +3234,7 @@ type RunPatchRequest struct {
 
 func (x *RunPatchRequest) Reset() {
 	*x = RunPatchRequest{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[38]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3165,7 +3246,7 @@ func (x *RunPatchRequest) String() string {
 func (*RunPatchRequest) ProtoMessage() {}
 
 func (x *RunPatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[38]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3178,7 +3259,7 @@ func (x *RunPatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPatchRequest.ProtoReflect.Descriptor instead.
 func (*RunPatchRequest) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{38}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RunPatchRequest) GetOperationId() string {
@@ -3236,7 +3317,7 @@ type RunPatchResponse struct {
 
 func (x *RunPatchResponse) Reset() {
 	*x = RunPatchResponse{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[39]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3248,7 +3329,7 @@ func (x *RunPatchResponse) String() string {
 func (*RunPatchResponse) ProtoMessage() {}
 
 func (x *RunPatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[39]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3261,7 +3342,7 @@ func (x *RunPatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPatchResponse.ProtoReflect.Descriptor instead.
 func (*RunPatchResponse) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{39}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RunPatchResponse) GetOperationId() string {
@@ -3302,7 +3383,7 @@ type PatchResultRequest struct {
 
 func (x *PatchResultRequest) Reset() {
 	*x = PatchResultRequest{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[40]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3314,7 +3395,7 @@ func (x *PatchResultRequest) String() string {
 func (*PatchResultRequest) ProtoMessage() {}
 
 func (x *PatchResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[40]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3327,7 +3408,7 @@ func (x *PatchResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PatchResultRequest.ProtoReflect.Descriptor instead.
 func (*PatchResultRequest) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{40}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PatchResultRequest) GetOperationId() string {
@@ -3357,7 +3438,7 @@ type PatchResultResponse struct {
 
 func (x *PatchResultResponse) Reset() {
 	*x = PatchResultResponse{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[41]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3369,7 +3450,7 @@ func (x *PatchResultResponse) String() string {
 func (*PatchResultResponse) ProtoMessage() {}
 
 func (x *PatchResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[41]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3382,7 +3463,7 @@ func (x *PatchResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PatchResultResponse.ProtoReflect.Descriptor instead.
 func (*PatchResultResponse) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{41}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PatchResultResponse) GetOperationId() string {
@@ -3478,7 +3559,7 @@ type RebootRequest struct {
 
 func (x *RebootRequest) Reset() {
 	*x = RebootRequest{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[42]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3490,7 +3571,7 @@ func (x *RebootRequest) String() string {
 func (*RebootRequest) ProtoMessage() {}
 
 func (x *RebootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[42]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3503,7 +3584,7 @@ func (x *RebootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootRequest.ProtoReflect.Descriptor instead.
 func (*RebootRequest) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{42}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RebootRequest) GetRebootId() string {
@@ -3556,7 +3637,7 @@ type RebootResponse struct {
 
 func (x *RebootResponse) Reset() {
 	*x = RebootResponse{}
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[43]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3568,7 +3649,7 @@ func (x *RebootResponse) String() string {
 func (*RebootResponse) ProtoMessage() {}
 
 func (x *RebootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[43]
+	mi := &file_nannyagent_broker_v1_broker_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3581,7 +3662,7 @@ func (x *RebootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootResponse.ProtoReflect.Descriptor instead.
 func (*RebootResponse) Descriptor() ([]byte, []int) {
-	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{43}
+	return file_nannyagent_broker_v1_broker_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RebootResponse) GetAllowed() bool {
@@ -3638,7 +3719,7 @@ var File_nannyagent_broker_v1_broker_proto protoreflect.FileDescriptor
 const file_nannyagent_broker_v1_broker_proto_rawDesc = "" +
 	"\n" +
 	"!nannyagent/broker/v1/broker.proto\x12\x14nannyagent.broker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0e\n" +
-	"\fProbeRequest\"\x9d\x04\n" +
+	"\fProbeRequest\"\xe6\x04\n" +
 	"\rProbeResponse\x12%\n" +
 	"\x0ebroker_version\x18\x01 \x01(\tR\rbrokerVersion\x12%\n" +
 	"\x0ekernel_release\x18\x02 \x01(\tR\rkernelRelease\x12\x12\n" +
@@ -3651,7 +3732,8 @@ const file_nannyagent_broker_v1_broker_proto_rawDesc = "" +
 	"\x06policy\x18\b \x01(\v2 .nannyagent.broker.v1.PolicyInfoR\x06policy\x12:\n" +
 	"\acgroups\x18\t \x01(\v2 .nannyagent.broker.v1.CgroupInfoR\acgroups\x127\n" +
 	"\tprobed_at\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\bprobedAt\"h\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\bprobedAt\x12G\n" +
+	"\vconfinement\x18\v \x01(\v2%.nannyagent.broker.v1.ConfinementInfoR\vconfinement\"h\n" +
 	"\fBpftraceInfo\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x18\n" +
@@ -3692,7 +3774,12 @@ const file_nannyagent_broker_v1_broker_proto_rawDesc = "" +
 	"PolicyFile\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x16\n" +
-	"\x06origin\x18\x03 \x01(\tR\x06origin\"\x94\x01\n" +
+	"\x06origin\x18\x03 \x01(\tR\x06origin\"\x80\x01\n" +
+	"\x0fConfinementInfo\x12\x1a\n" +
+	"\blandlock\x18\x01 \x01(\bR\blandlock\x12!\n" +
+	"\flandlock_abi\x18\x02 \x01(\x05R\vlandlockAbi\x12\x16\n" +
+	"\x06denies\x18\x03 \x03(\tR\x06denies\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x94\x01\n" +
 	"\n" +
 	"CgroupInfo\x12\x17\n" +
 	"\av2_kill\x18\x01 \x01(\bR\x06v2Kill\x12\x17\n" +
@@ -3980,7 +4067,7 @@ func file_nannyagent_broker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_nannyagent_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_nannyagent_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_nannyagent_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_nannyagent_broker_v1_broker_proto_goTypes = []any{
 	(TraceKind)(0),                 // 0: nannyagent.broker.v1.TraceKind
 	(TraceMeasure)(0),              // 1: nannyagent.broker.v1.TraceMeasure
@@ -3995,44 +4082,45 @@ var file_nannyagent_broker_v1_broker_proto_goTypes = []any{
 	(*ProxmoxInfo)(nil),            // 10: nannyagent.broker.v1.ProxmoxInfo
 	(*PolicyInfo)(nil),             // 11: nannyagent.broker.v1.PolicyInfo
 	(*PolicyFile)(nil),             // 12: nannyagent.broker.v1.PolicyFile
-	(*CgroupInfo)(nil),             // 13: nannyagent.broker.v1.CgroupInfo
-	(*RunCommandRequest)(nil),      // 14: nannyagent.broker.v1.RunCommandRequest
-	(*Stage)(nil),                  // 15: nannyagent.broker.v1.Stage
-	(*RunCommandResponse)(nil),     // 16: nannyagent.broker.v1.RunCommandResponse
-	(*Decision)(nil),               // 17: nannyagent.broker.v1.Decision
-	(*StageDecision)(nil),          // 18: nannyagent.broker.v1.StageDecision
-	(*StageResult)(nil),            // 19: nannyagent.broker.v1.StageResult
-	(*RunTraceRequest)(nil),        // 20: nannyagent.broker.v1.RunTraceRequest
-	(*TraceSpec)(nil),              // 21: nannyagent.broker.v1.TraceSpec
-	(*TraceFilter)(nil),            // 22: nannyagent.broker.v1.TraceFilter
-	(*RunTraceResponse)(nil),       // 23: nannyagent.broker.v1.RunTraceResponse
-	(*TraceMap)(nil),               // 24: nannyagent.broker.v1.TraceMap
-	(*TraceMapEntry)(nil),          // 25: nannyagent.broker.v1.TraceMapEntry
-	(*TraceStats)(nil),             // 26: nannyagent.broker.v1.TraceStats
-	(*TraceHistogram)(nil),         // 27: nannyagent.broker.v1.TraceHistogram
-	(*HistogramBucket)(nil),        // 28: nannyagent.broker.v1.HistogramBucket
-	(*CollectMetricsRequest)(nil),  // 29: nannyagent.broker.v1.CollectMetricsRequest
-	(*CollectMetricsResponse)(nil), // 30: nannyagent.broker.v1.CollectMetricsResponse
-	(*CpuTimes)(nil),               // 31: nannyagent.broker.v1.CpuTimes
-	(*Memory)(nil),                 // 32: nannyagent.broker.v1.Memory
-	(*Swap)(nil),                   // 33: nannyagent.broker.v1.Swap
-	(*Filesystem)(nil),             // 34: nannyagent.broker.v1.Filesystem
-	(*LoadAverage)(nil),            // 35: nannyagent.broker.v1.LoadAverage
-	(*NetCounters)(nil),            // 36: nannyagent.broker.v1.NetCounters
-	(*BlockDevice)(nil),            // 37: nannyagent.broker.v1.BlockDevice
-	(*HostFacts)(nil),              // 38: nannyagent.broker.v1.HostFacts
-	(*SourceError)(nil),            // 39: nannyagent.broker.v1.SourceError
-	(*ProxmoxGetRequest)(nil),      // 40: nannyagent.broker.v1.ProxmoxGetRequest
-	(*ProxmoxGetResponse)(nil),     // 41: nannyagent.broker.v1.ProxmoxGetResponse
-	(*RunPatchRequest)(nil),        // 42: nannyagent.broker.v1.RunPatchRequest
-	(*RunPatchResponse)(nil),       // 43: nannyagent.broker.v1.RunPatchResponse
-	(*PatchResultRequest)(nil),     // 44: nannyagent.broker.v1.PatchResultRequest
-	(*PatchResultResponse)(nil),    // 45: nannyagent.broker.v1.PatchResultResponse
-	(*RebootRequest)(nil),          // 46: nannyagent.broker.v1.RebootRequest
-	(*RebootResponse)(nil),         // 47: nannyagent.broker.v1.RebootResponse
-	nil,                            // 48: nannyagent.broker.v1.PolicyInfo.RuleCountsEntry
-	(*timestamppb.Timestamp)(nil),  // 49: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 50: google.protobuf.Duration
+	(*ConfinementInfo)(nil),        // 13: nannyagent.broker.v1.ConfinementInfo
+	(*CgroupInfo)(nil),             // 14: nannyagent.broker.v1.CgroupInfo
+	(*RunCommandRequest)(nil),      // 15: nannyagent.broker.v1.RunCommandRequest
+	(*Stage)(nil),                  // 16: nannyagent.broker.v1.Stage
+	(*RunCommandResponse)(nil),     // 17: nannyagent.broker.v1.RunCommandResponse
+	(*Decision)(nil),               // 18: nannyagent.broker.v1.Decision
+	(*StageDecision)(nil),          // 19: nannyagent.broker.v1.StageDecision
+	(*StageResult)(nil),            // 20: nannyagent.broker.v1.StageResult
+	(*RunTraceRequest)(nil),        // 21: nannyagent.broker.v1.RunTraceRequest
+	(*TraceSpec)(nil),              // 22: nannyagent.broker.v1.TraceSpec
+	(*TraceFilter)(nil),            // 23: nannyagent.broker.v1.TraceFilter
+	(*RunTraceResponse)(nil),       // 24: nannyagent.broker.v1.RunTraceResponse
+	(*TraceMap)(nil),               // 25: nannyagent.broker.v1.TraceMap
+	(*TraceMapEntry)(nil),          // 26: nannyagent.broker.v1.TraceMapEntry
+	(*TraceStats)(nil),             // 27: nannyagent.broker.v1.TraceStats
+	(*TraceHistogram)(nil),         // 28: nannyagent.broker.v1.TraceHistogram
+	(*HistogramBucket)(nil),        // 29: nannyagent.broker.v1.HistogramBucket
+	(*CollectMetricsRequest)(nil),  // 30: nannyagent.broker.v1.CollectMetricsRequest
+	(*CollectMetricsResponse)(nil), // 31: nannyagent.broker.v1.CollectMetricsResponse
+	(*CpuTimes)(nil),               // 32: nannyagent.broker.v1.CpuTimes
+	(*Memory)(nil),                 // 33: nannyagent.broker.v1.Memory
+	(*Swap)(nil),                   // 34: nannyagent.broker.v1.Swap
+	(*Filesystem)(nil),             // 35: nannyagent.broker.v1.Filesystem
+	(*LoadAverage)(nil),            // 36: nannyagent.broker.v1.LoadAverage
+	(*NetCounters)(nil),            // 37: nannyagent.broker.v1.NetCounters
+	(*BlockDevice)(nil),            // 38: nannyagent.broker.v1.BlockDevice
+	(*HostFacts)(nil),              // 39: nannyagent.broker.v1.HostFacts
+	(*SourceError)(nil),            // 40: nannyagent.broker.v1.SourceError
+	(*ProxmoxGetRequest)(nil),      // 41: nannyagent.broker.v1.ProxmoxGetRequest
+	(*ProxmoxGetResponse)(nil),     // 42: nannyagent.broker.v1.ProxmoxGetResponse
+	(*RunPatchRequest)(nil),        // 43: nannyagent.broker.v1.RunPatchRequest
+	(*RunPatchResponse)(nil),       // 44: nannyagent.broker.v1.RunPatchResponse
+	(*PatchResultRequest)(nil),     // 45: nannyagent.broker.v1.PatchResultRequest
+	(*PatchResultResponse)(nil),    // 46: nannyagent.broker.v1.PatchResultResponse
+	(*RebootRequest)(nil),          // 47: nannyagent.broker.v1.RebootRequest
+	(*RebootResponse)(nil),         // 48: nannyagent.broker.v1.RebootResponse
+	nil,                            // 49: nannyagent.broker.v1.PolicyInfo.RuleCountsEntry
+	(*timestamppb.Timestamp)(nil),  // 50: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 51: google.protobuf.Duration
 }
 var file_nannyagent_broker_v1_broker_proto_depIdxs = []int32{
 	6,  // 0: nannyagent.broker.v1.ProbeResponse.bpftrace:type_name -> nannyagent.broker.v1.BpftraceInfo
@@ -4040,67 +4128,68 @@ var file_nannyagent_broker_v1_broker_proto_depIdxs = []int32{
 	9,  // 2: nannyagent.broker.v1.ProbeResponse.tracefs:type_name -> nannyagent.broker.v1.TracefsInfo
 	10, // 3: nannyagent.broker.v1.ProbeResponse.proxmox:type_name -> nannyagent.broker.v1.ProxmoxInfo
 	11, // 4: nannyagent.broker.v1.ProbeResponse.policy:type_name -> nannyagent.broker.v1.PolicyInfo
-	13, // 5: nannyagent.broker.v1.ProbeResponse.cgroups:type_name -> nannyagent.broker.v1.CgroupInfo
-	49, // 6: nannyagent.broker.v1.ProbeResponse.probed_at:type_name -> google.protobuf.Timestamp
-	8,  // 7: nannyagent.broker.v1.ProbeKinds.tracepoint:type_name -> nannyagent.broker.v1.KindSupport
-	8,  // 8: nannyagent.broker.v1.ProbeKinds.kprobe:type_name -> nannyagent.broker.v1.KindSupport
-	8,  // 9: nannyagent.broker.v1.ProbeKinds.kfunc:type_name -> nannyagent.broker.v1.KindSupport
-	12, // 10: nannyagent.broker.v1.PolicyInfo.files:type_name -> nannyagent.broker.v1.PolicyFile
-	48, // 11: nannyagent.broker.v1.PolicyInfo.rule_counts:type_name -> nannyagent.broker.v1.PolicyInfo.RuleCountsEntry
-	49, // 12: nannyagent.broker.v1.PolicyInfo.loaded_at:type_name -> google.protobuf.Timestamp
-	15, // 13: nannyagent.broker.v1.RunCommandRequest.stages:type_name -> nannyagent.broker.v1.Stage
-	17, // 14: nannyagent.broker.v1.RunCommandResponse.decision:type_name -> nannyagent.broker.v1.Decision
-	19, // 15: nannyagent.broker.v1.RunCommandResponse.stages:type_name -> nannyagent.broker.v1.StageResult
-	50, // 16: nannyagent.broker.v1.RunCommandResponse.duration:type_name -> google.protobuf.Duration
-	18, // 17: nannyagent.broker.v1.Decision.stages:type_name -> nannyagent.broker.v1.StageDecision
-	50, // 18: nannyagent.broker.v1.StageResult.duration:type_name -> google.protobuf.Duration
-	21, // 19: nannyagent.broker.v1.RunTraceRequest.spec:type_name -> nannyagent.broker.v1.TraceSpec
-	0,  // 20: nannyagent.broker.v1.TraceSpec.kind:type_name -> nannyagent.broker.v1.TraceKind
-	1,  // 21: nannyagent.broker.v1.TraceSpec.measure:type_name -> nannyagent.broker.v1.TraceMeasure
-	22, // 22: nannyagent.broker.v1.TraceSpec.filter:type_name -> nannyagent.broker.v1.TraceFilter
-	50, // 23: nannyagent.broker.v1.TraceSpec.duration:type_name -> google.protobuf.Duration
-	24, // 24: nannyagent.broker.v1.RunTraceResponse.maps:type_name -> nannyagent.broker.v1.TraceMap
-	50, // 25: nannyagent.broker.v1.RunTraceResponse.duration:type_name -> google.protobuf.Duration
-	25, // 26: nannyagent.broker.v1.TraceMap.entries:type_name -> nannyagent.broker.v1.TraceMapEntry
-	27, // 27: nannyagent.broker.v1.TraceMap.histograms:type_name -> nannyagent.broker.v1.TraceHistogram
-	26, // 28: nannyagent.broker.v1.TraceMap.stats:type_name -> nannyagent.broker.v1.TraceStats
-	28, // 29: nannyagent.broker.v1.TraceHistogram.buckets:type_name -> nannyagent.broker.v1.HistogramBucket
-	49, // 30: nannyagent.broker.v1.CollectMetricsResponse.collected_at:type_name -> google.protobuf.Timestamp
-	31, // 31: nannyagent.broker.v1.CollectMetricsResponse.cpu:type_name -> nannyagent.broker.v1.CpuTimes
-	32, // 32: nannyagent.broker.v1.CollectMetricsResponse.memory:type_name -> nannyagent.broker.v1.Memory
-	33, // 33: nannyagent.broker.v1.CollectMetricsResponse.swap:type_name -> nannyagent.broker.v1.Swap
-	34, // 34: nannyagent.broker.v1.CollectMetricsResponse.filesystems:type_name -> nannyagent.broker.v1.Filesystem
-	35, // 35: nannyagent.broker.v1.CollectMetricsResponse.load:type_name -> nannyagent.broker.v1.LoadAverage
-	36, // 36: nannyagent.broker.v1.CollectMetricsResponse.network:type_name -> nannyagent.broker.v1.NetCounters
-	37, // 37: nannyagent.broker.v1.CollectMetricsResponse.block_devices:type_name -> nannyagent.broker.v1.BlockDevice
-	38, // 38: nannyagent.broker.v1.CollectMetricsResponse.host:type_name -> nannyagent.broker.v1.HostFacts
-	39, // 39: nannyagent.broker.v1.CollectMetricsResponse.errors:type_name -> nannyagent.broker.v1.SourceError
-	2,  // 40: nannyagent.broker.v1.RunPatchRequest.mode:type_name -> nannyagent.broker.v1.PatchMode
-	3,  // 41: nannyagent.broker.v1.RunPatchResponse.state:type_name -> nannyagent.broker.v1.PatchState
-	3,  // 42: nannyagent.broker.v1.PatchResultResponse.state:type_name -> nannyagent.broker.v1.PatchState
-	49, // 43: nannyagent.broker.v1.PatchResultResponse.started_at:type_name -> google.protobuf.Timestamp
-	49, // 44: nannyagent.broker.v1.PatchResultResponse.finished_at:type_name -> google.protobuf.Timestamp
-	4,  // 45: nannyagent.broker.v1.BrokerService.Probe:input_type -> nannyagent.broker.v1.ProbeRequest
-	14, // 46: nannyagent.broker.v1.BrokerService.RunCommand:input_type -> nannyagent.broker.v1.RunCommandRequest
-	20, // 47: nannyagent.broker.v1.BrokerService.RunTrace:input_type -> nannyagent.broker.v1.RunTraceRequest
-	29, // 48: nannyagent.broker.v1.BrokerService.CollectMetrics:input_type -> nannyagent.broker.v1.CollectMetricsRequest
-	40, // 49: nannyagent.broker.v1.BrokerService.ProxmoxGet:input_type -> nannyagent.broker.v1.ProxmoxGetRequest
-	42, // 50: nannyagent.broker.v1.BrokerService.RunPatch:input_type -> nannyagent.broker.v1.RunPatchRequest
-	44, // 51: nannyagent.broker.v1.BrokerService.PatchResult:input_type -> nannyagent.broker.v1.PatchResultRequest
-	46, // 52: nannyagent.broker.v1.BrokerService.Reboot:input_type -> nannyagent.broker.v1.RebootRequest
-	5,  // 53: nannyagent.broker.v1.BrokerService.Probe:output_type -> nannyagent.broker.v1.ProbeResponse
-	16, // 54: nannyagent.broker.v1.BrokerService.RunCommand:output_type -> nannyagent.broker.v1.RunCommandResponse
-	23, // 55: nannyagent.broker.v1.BrokerService.RunTrace:output_type -> nannyagent.broker.v1.RunTraceResponse
-	30, // 56: nannyagent.broker.v1.BrokerService.CollectMetrics:output_type -> nannyagent.broker.v1.CollectMetricsResponse
-	41, // 57: nannyagent.broker.v1.BrokerService.ProxmoxGet:output_type -> nannyagent.broker.v1.ProxmoxGetResponse
-	43, // 58: nannyagent.broker.v1.BrokerService.RunPatch:output_type -> nannyagent.broker.v1.RunPatchResponse
-	45, // 59: nannyagent.broker.v1.BrokerService.PatchResult:output_type -> nannyagent.broker.v1.PatchResultResponse
-	47, // 60: nannyagent.broker.v1.BrokerService.Reboot:output_type -> nannyagent.broker.v1.RebootResponse
-	53, // [53:61] is the sub-list for method output_type
-	45, // [45:53] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	14, // 5: nannyagent.broker.v1.ProbeResponse.cgroups:type_name -> nannyagent.broker.v1.CgroupInfo
+	50, // 6: nannyagent.broker.v1.ProbeResponse.probed_at:type_name -> google.protobuf.Timestamp
+	13, // 7: nannyagent.broker.v1.ProbeResponse.confinement:type_name -> nannyagent.broker.v1.ConfinementInfo
+	8,  // 8: nannyagent.broker.v1.ProbeKinds.tracepoint:type_name -> nannyagent.broker.v1.KindSupport
+	8,  // 9: nannyagent.broker.v1.ProbeKinds.kprobe:type_name -> nannyagent.broker.v1.KindSupport
+	8,  // 10: nannyagent.broker.v1.ProbeKinds.kfunc:type_name -> nannyagent.broker.v1.KindSupport
+	12, // 11: nannyagent.broker.v1.PolicyInfo.files:type_name -> nannyagent.broker.v1.PolicyFile
+	49, // 12: nannyagent.broker.v1.PolicyInfo.rule_counts:type_name -> nannyagent.broker.v1.PolicyInfo.RuleCountsEntry
+	50, // 13: nannyagent.broker.v1.PolicyInfo.loaded_at:type_name -> google.protobuf.Timestamp
+	16, // 14: nannyagent.broker.v1.RunCommandRequest.stages:type_name -> nannyagent.broker.v1.Stage
+	18, // 15: nannyagent.broker.v1.RunCommandResponse.decision:type_name -> nannyagent.broker.v1.Decision
+	20, // 16: nannyagent.broker.v1.RunCommandResponse.stages:type_name -> nannyagent.broker.v1.StageResult
+	51, // 17: nannyagent.broker.v1.RunCommandResponse.duration:type_name -> google.protobuf.Duration
+	19, // 18: nannyagent.broker.v1.Decision.stages:type_name -> nannyagent.broker.v1.StageDecision
+	51, // 19: nannyagent.broker.v1.StageResult.duration:type_name -> google.protobuf.Duration
+	22, // 20: nannyagent.broker.v1.RunTraceRequest.spec:type_name -> nannyagent.broker.v1.TraceSpec
+	0,  // 21: nannyagent.broker.v1.TraceSpec.kind:type_name -> nannyagent.broker.v1.TraceKind
+	1,  // 22: nannyagent.broker.v1.TraceSpec.measure:type_name -> nannyagent.broker.v1.TraceMeasure
+	23, // 23: nannyagent.broker.v1.TraceSpec.filter:type_name -> nannyagent.broker.v1.TraceFilter
+	51, // 24: nannyagent.broker.v1.TraceSpec.duration:type_name -> google.protobuf.Duration
+	25, // 25: nannyagent.broker.v1.RunTraceResponse.maps:type_name -> nannyagent.broker.v1.TraceMap
+	51, // 26: nannyagent.broker.v1.RunTraceResponse.duration:type_name -> google.protobuf.Duration
+	26, // 27: nannyagent.broker.v1.TraceMap.entries:type_name -> nannyagent.broker.v1.TraceMapEntry
+	28, // 28: nannyagent.broker.v1.TraceMap.histograms:type_name -> nannyagent.broker.v1.TraceHistogram
+	27, // 29: nannyagent.broker.v1.TraceMap.stats:type_name -> nannyagent.broker.v1.TraceStats
+	29, // 30: nannyagent.broker.v1.TraceHistogram.buckets:type_name -> nannyagent.broker.v1.HistogramBucket
+	50, // 31: nannyagent.broker.v1.CollectMetricsResponse.collected_at:type_name -> google.protobuf.Timestamp
+	32, // 32: nannyagent.broker.v1.CollectMetricsResponse.cpu:type_name -> nannyagent.broker.v1.CpuTimes
+	33, // 33: nannyagent.broker.v1.CollectMetricsResponse.memory:type_name -> nannyagent.broker.v1.Memory
+	34, // 34: nannyagent.broker.v1.CollectMetricsResponse.swap:type_name -> nannyagent.broker.v1.Swap
+	35, // 35: nannyagent.broker.v1.CollectMetricsResponse.filesystems:type_name -> nannyagent.broker.v1.Filesystem
+	36, // 36: nannyagent.broker.v1.CollectMetricsResponse.load:type_name -> nannyagent.broker.v1.LoadAverage
+	37, // 37: nannyagent.broker.v1.CollectMetricsResponse.network:type_name -> nannyagent.broker.v1.NetCounters
+	38, // 38: nannyagent.broker.v1.CollectMetricsResponse.block_devices:type_name -> nannyagent.broker.v1.BlockDevice
+	39, // 39: nannyagent.broker.v1.CollectMetricsResponse.host:type_name -> nannyagent.broker.v1.HostFacts
+	40, // 40: nannyagent.broker.v1.CollectMetricsResponse.errors:type_name -> nannyagent.broker.v1.SourceError
+	2,  // 41: nannyagent.broker.v1.RunPatchRequest.mode:type_name -> nannyagent.broker.v1.PatchMode
+	3,  // 42: nannyagent.broker.v1.RunPatchResponse.state:type_name -> nannyagent.broker.v1.PatchState
+	3,  // 43: nannyagent.broker.v1.PatchResultResponse.state:type_name -> nannyagent.broker.v1.PatchState
+	50, // 44: nannyagent.broker.v1.PatchResultResponse.started_at:type_name -> google.protobuf.Timestamp
+	50, // 45: nannyagent.broker.v1.PatchResultResponse.finished_at:type_name -> google.protobuf.Timestamp
+	4,  // 46: nannyagent.broker.v1.BrokerService.Probe:input_type -> nannyagent.broker.v1.ProbeRequest
+	15, // 47: nannyagent.broker.v1.BrokerService.RunCommand:input_type -> nannyagent.broker.v1.RunCommandRequest
+	21, // 48: nannyagent.broker.v1.BrokerService.RunTrace:input_type -> nannyagent.broker.v1.RunTraceRequest
+	30, // 49: nannyagent.broker.v1.BrokerService.CollectMetrics:input_type -> nannyagent.broker.v1.CollectMetricsRequest
+	41, // 50: nannyagent.broker.v1.BrokerService.ProxmoxGet:input_type -> nannyagent.broker.v1.ProxmoxGetRequest
+	43, // 51: nannyagent.broker.v1.BrokerService.RunPatch:input_type -> nannyagent.broker.v1.RunPatchRequest
+	45, // 52: nannyagent.broker.v1.BrokerService.PatchResult:input_type -> nannyagent.broker.v1.PatchResultRequest
+	47, // 53: nannyagent.broker.v1.BrokerService.Reboot:input_type -> nannyagent.broker.v1.RebootRequest
+	5,  // 54: nannyagent.broker.v1.BrokerService.Probe:output_type -> nannyagent.broker.v1.ProbeResponse
+	17, // 55: nannyagent.broker.v1.BrokerService.RunCommand:output_type -> nannyagent.broker.v1.RunCommandResponse
+	24, // 56: nannyagent.broker.v1.BrokerService.RunTrace:output_type -> nannyagent.broker.v1.RunTraceResponse
+	31, // 57: nannyagent.broker.v1.BrokerService.CollectMetrics:output_type -> nannyagent.broker.v1.CollectMetricsResponse
+	42, // 58: nannyagent.broker.v1.BrokerService.ProxmoxGet:output_type -> nannyagent.broker.v1.ProxmoxGetResponse
+	44, // 59: nannyagent.broker.v1.BrokerService.RunPatch:output_type -> nannyagent.broker.v1.RunPatchResponse
+	46, // 60: nannyagent.broker.v1.BrokerService.PatchResult:output_type -> nannyagent.broker.v1.PatchResultResponse
+	48, // 61: nannyagent.broker.v1.BrokerService.Reboot:output_type -> nannyagent.broker.v1.RebootResponse
+	54, // [54:62] is the sub-list for method output_type
+	46, // [46:54] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_nannyagent_broker_v1_broker_proto_init() }
@@ -4108,16 +4197,16 @@ func file_nannyagent_broker_v1_broker_proto_init() {
 	if File_nannyagent_broker_v1_broker_proto != nil {
 		return
 	}
-	file_nannyagent_broker_v1_broker_proto_msgTypes[18].OneofWrappers = []any{}
-	file_nannyagent_broker_v1_broker_proto_msgTypes[20].OneofWrappers = []any{}
-	file_nannyagent_broker_v1_broker_proto_msgTypes[24].OneofWrappers = []any{}
+	file_nannyagent_broker_v1_broker_proto_msgTypes[19].OneofWrappers = []any{}
+	file_nannyagent_broker_v1_broker_proto_msgTypes[21].OneofWrappers = []any{}
+	file_nannyagent_broker_v1_broker_proto_msgTypes[25].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nannyagent_broker_v1_broker_proto_rawDesc), len(file_nannyagent_broker_v1_broker_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   45,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

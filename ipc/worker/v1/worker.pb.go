@@ -12,6 +12,7 @@ import (
 	v1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -71,8 +72,18 @@ type StatusResponse struct {
 	Registration *Registration          `protobuf:"bytes,4,opt,name=registration,proto3" json:"registration,omitempty"`
 	Api          *ApiStatus             `protobuf:"bytes,5,opt,name=api,proto3" json:"api,omitempty"`
 	// Last successful post of each kind ("metrics", "proxmox", ...).
-	LastSuccess   map[string]*timestamppb.Timestamp `protobuf:"bytes,6,rep,name=last_success,json=lastSuccess,proto3" json:"last_success,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Warnings      []string                          `protobuf:"bytes,7,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	LastSuccess map[string]*timestamppb.Timestamp `protobuf:"bytes,6,rep,name=last_success,json=lastSuccess,proto3" json:"last_success,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Warnings    []string                          `protobuf:"bytes,7,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Realtime    *RealtimeStatus                   `protobuf:"bytes,8,opt,name=realtime,proto3" json:"realtime,omitempty"`
+	// The most recent operations of each kind the worker recorded
+	// (investigations, patches, reboots, and any kind added later), newest
+	// first, a few per kind.
+	Operations []*Operation `protobuf:"bytes,9,rep,name=operations,proto3" json:"operations,omitempty"`
+	// What is wrong, each with the command that fixes it; `nannyagent status`
+	// exits non-zero when this is not empty.
+	Problems []*Problem `protobuf:"bytes,10,rep,name=problems,proto3" json:"problems,omitempty"`
+	// The worker's settings that the reference agent's override flags named.
+	Settings      *Settings `protobuf:"bytes,11,opt,name=settings,proto3" json:"settings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -156,6 +167,438 @@ func (x *StatusResponse) GetWarnings() []string {
 	return nil
 }
 
+func (x *StatusResponse) GetRealtime() *RealtimeStatus {
+	if x != nil {
+		return x.Realtime
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetOperations() []*Operation {
+	if x != nil {
+		return x.Operations
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetProblems() []*Problem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetSettings() *Settings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// RealtimeStatus is the realtime stream's state.
+type RealtimeStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stream runs (the host is registered).
+	Enabled bool `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// A subscribed stream is open now.
+	Connected bool `protobuf:"varint,2,opt,name=connected,proto3" json:"connected,omitempty"`
+	// When the current connection subscribed, or when the last one did.
+	ConnectedSince *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=connected_since,json=connectedSince,proto3" json:"connected_since,omitempty"`
+	// When the last connection ended (unset while connected, or never).
+	DisconnectedSince *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=disconnected_since,json=disconnectedSince,proto3" json:"disconnected_since,omitempty"`
+	LastCatchUp       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_catch_up,json=lastCatchUp,proto3" json:"last_catch_up,omitempty"`
+	Connects          uint64                 `protobuf:"varint,6,opt,name=connects,proto3" json:"connects,omitempty"`
+	StreamErrors      uint64                 `protobuf:"varint,7,opt,name=stream_errors,json=streamErrors,proto3" json:"stream_errors,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RealtimeStatus) Reset() {
+	*x = RealtimeStatus{}
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RealtimeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RealtimeStatus) ProtoMessage() {}
+
+func (x *RealtimeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RealtimeStatus.ProtoReflect.Descriptor instead.
+func (*RealtimeStatus) Descriptor() ([]byte, []int) {
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RealtimeStatus) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *RealtimeStatus) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *RealtimeStatus) GetConnectedSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConnectedSince
+	}
+	return nil
+}
+
+func (x *RealtimeStatus) GetDisconnectedSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DisconnectedSince
+	}
+	return nil
+}
+
+func (x *RealtimeStatus) GetLastCatchUp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastCatchUp
+	}
+	return nil
+}
+
+func (x *RealtimeStatus) GetConnects() uint64 {
+	if x != nil {
+		return x.Connects
+	}
+	return 0
+}
+
+func (x *RealtimeStatus) GetStreamErrors() uint64 {
+	if x != nil {
+		return x.StreamErrors
+	}
+	return 0
+}
+
+// Operation is one operation the worker recorded and how it ended.
+type Operation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "investigation", "patch", "reboot", or a kind added later.
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Id   string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// "received", "running", "done", "failed" or "skipped".
+	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// Why it failed or was skipped (a refusal says why), or its result.
+	Note string `protobuf:"bytes,4,opt,name=note,proto3" json:"note,omitempty"`
+	// A patch's mode ("apply", "dry-run").
+	Mode string `protobuf:"bytes,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	// The container it targets; empty for the host.
+	LxcId string `protobuf:"bytes,6,opt,name=lxc_id,json=lxcId,proto3" json:"lxc_id,omitempty"`
+	// Created by this worker (a CLI diagnosis).
+	Own       bool                   `protobuf:"varint,7,opt,name=own,proto3" json:"own,omitempty"`
+	FirstSeen *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	Started   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=started,proto3" json:"started,omitempty"`
+	Finished  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=finished,proto3" json:"finished,omitempty"`
+	// An investigation's issue, when this worker ran it since it started.
+	Issue string `protobuf:"bytes,11,opt,name=issue,proto3" json:"issue,omitempty"`
+	// An investigation's root cause, when it was resolved since the worker
+	// started.
+	RootCause     string `protobuf:"bytes,12,opt,name=root_cause,json=rootCause,proto3" json:"root_cause,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Operation) Reset() {
+	*x = Operation{}
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Operation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Operation) ProtoMessage() {}
+
+func (x *Operation) ProtoReflect() protoreflect.Message {
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Operation.ProtoReflect.Descriptor instead.
+func (*Operation) Descriptor() ([]byte, []int) {
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Operation) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Operation) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Operation) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Operation) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *Operation) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *Operation) GetLxcId() string {
+	if x != nil {
+		return x.LxcId
+	}
+	return ""
+}
+
+func (x *Operation) GetOwn() bool {
+	if x != nil {
+		return x.Own
+	}
+	return false
+}
+
+func (x *Operation) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *Operation) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *Operation) GetFinished() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Finished
+	}
+	return nil
+}
+
+func (x *Operation) GetIssue() string {
+	if x != nil {
+		return x.Issue
+	}
+	return ""
+}
+
+func (x *Operation) GetRootCause() string {
+	if x != nil {
+		return x.RootCause
+	}
+	return ""
+}
+
+// Problem is one thing that is degraded and the one command that fixes it.
+type Problem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	What          string                 `protobuf:"bytes,1,opt,name=what,proto3" json:"what,omitempty"`
+	Fix           string                 `protobuf:"bytes,2,opt,name=fix,proto3" json:"fix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Problem) Reset() {
+	*x = Problem{}
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Problem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Problem) ProtoMessage() {}
+
+func (x *Problem) ProtoReflect() protoreflect.Message {
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Problem.ProtoReflect.Descriptor instead.
+func (*Problem) Descriptor() ([]byte, []int) {
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Problem) GetWhat() string {
+	if x != nil {
+		return x.What
+	}
+	return ""
+}
+
+func (x *Problem) GetFix() string {
+	if x != nil {
+		return x.Fix
+	}
+	return ""
+}
+
+// Settings are the worker's values for what the reference agent's
+// command-line overrides set, and where the agent id is kept.
+type Settings struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ApiUrl    string                 `protobuf:"bytes,1,opt,name=api_url,json=apiUrl,proto3" json:"api_url,omitempty"`
+	PortalUrl string                 `protobuf:"bytes,2,opt,name=portal_url,json=portalUrl,proto3" json:"portal_url,omitempty"`
+	TokenPath string                 `protobuf:"bytes,3,opt,name=token_path,json=tokenPath,proto3" json:"token_path,omitempty"`
+	AgentId   string                 `protobuf:"bytes,4,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Where agent_id comes from: "config" (agent_id in config.yaml or
+	// NANNYAI_AGENT_ID) or "token file".
+	AgentIdSource   string               `protobuf:"bytes,5,opt,name=agent_id_source,json=agentIdSource,proto3" json:"agent_id_source,omitempty"`
+	MetricsInterval *durationpb.Duration `protobuf:"bytes,6,opt,name=metrics_interval,json=metricsInterval,proto3" json:"metrics_interval,omitempty"`
+	ProxmoxInterval *durationpb.Duration `protobuf:"bytes,7,opt,name=proxmox_interval,json=proxmoxInterval,proto3" json:"proxmox_interval,omitempty"`
+	Debug           bool                 `protobuf:"varint,8,opt,name=debug,proto3" json:"debug,omitempty"`
+	StateDir        string               `protobuf:"bytes,9,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Settings) Reset() {
+	*x = Settings{}
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Settings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Settings) ProtoMessage() {}
+
+func (x *Settings) ProtoReflect() protoreflect.Message {
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Settings.ProtoReflect.Descriptor instead.
+func (*Settings) Descriptor() ([]byte, []int) {
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Settings) GetApiUrl() string {
+	if x != nil {
+		return x.ApiUrl
+	}
+	return ""
+}
+
+func (x *Settings) GetPortalUrl() string {
+	if x != nil {
+		return x.PortalUrl
+	}
+	return ""
+}
+
+func (x *Settings) GetTokenPath() string {
+	if x != nil {
+		return x.TokenPath
+	}
+	return ""
+}
+
+func (x *Settings) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *Settings) GetAgentIdSource() string {
+	if x != nil {
+		return x.AgentIdSource
+	}
+	return ""
+}
+
+func (x *Settings) GetMetricsInterval() *durationpb.Duration {
+	if x != nil {
+		return x.MetricsInterval
+	}
+	return nil
+}
+
+func (x *Settings) GetProxmoxInterval() *durationpb.Duration {
+	if x != nil {
+		return x.ProxmoxInterval
+	}
+	return nil
+}
+
+func (x *Settings) GetDebug() bool {
+	if x != nil {
+		return x.Debug
+	}
+	return false
+}
+
+func (x *Settings) GetStateDir() string {
+	if x != nil {
+		return x.StateDir
+	}
+	return ""
+}
+
 // BrokerStatus is whether the broker answers, and its probe.
 type BrokerStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -168,7 +611,7 @@ type BrokerStatus struct {
 
 func (x *BrokerStatus) Reset() {
 	*x = BrokerStatus{}
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[2]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -180,7 +623,7 @@ func (x *BrokerStatus) String() string {
 func (*BrokerStatus) ProtoMessage() {}
 
 func (x *BrokerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[2]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -193,7 +636,7 @@ func (x *BrokerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BrokerStatus.ProtoReflect.Descriptor instead.
 func (*BrokerStatus) Descriptor() ([]byte, []int) {
-	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{2}
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BrokerStatus) GetReachable() bool {
@@ -228,14 +671,27 @@ type Registration struct {
 	RefreshTokenIssuedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=refresh_token_issued_at,json=refreshTokenIssuedAt,proto3" json:"refresh_token_issued_at,omitempty"`
 	RefreshTokenDaysLeft int32                  `protobuf:"varint,6,opt,name=refresh_token_days_left,json=refreshTokenDaysLeft,proto3" json:"refresh_token_days_left,omitempty"`
 	// "registered", "not registered" or "registration required".
-	State         string `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
+	State string `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
+	// token_expires_at comes from the access token's own exp claim when it
+	// has one ("exp claim"), else from the backend's expires_in ("expires_in").
+	TokenExpirySource string `protobuf:"bytes,8,opt,name=token_expiry_source,json=tokenExpirySource,proto3" json:"token_expiry_source,omitempty"`
+	// When the worker refreshes the access token next (it trusts the shorter
+	// of the two).
+	TokenRefreshAt        *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=token_refresh_at,json=tokenRefreshAt,proto3" json:"token_refresh_at,omitempty"`
+	RefreshTokenExpiresAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=refresh_token_expires_at,json=refreshTokenExpiresAt,proto3" json:"refresh_token_expires_at,omitempty"`
+	// The refresh token's age is an estimate (migrated from the reference
+	// agent, which did not record it).
+	RefreshTokenIssuedEstimated bool `protobuf:"varint,11,opt,name=refresh_token_issued_estimated,json=refreshTokenIssuedEstimated,proto3" json:"refresh_token_issued_estimated,omitempty"`
+	// Whether the backend renews refresh tokens: "supported", "not
+	// supported" or "unknown".
+	RenewSupport  string `protobuf:"bytes,12,opt,name=renew_support,json=renewSupport,proto3" json:"renew_support,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Registration) Reset() {
 	*x = Registration{}
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[3]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -247,7 +703,7 @@ func (x *Registration) String() string {
 func (*Registration) ProtoMessage() {}
 
 func (x *Registration) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[3]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -260,7 +716,7 @@ func (x *Registration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registration.ProtoReflect.Descriptor instead.
 func (*Registration) Descriptor() ([]byte, []int) {
-	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{3}
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Registration) GetRegistered() bool {
@@ -312,6 +768,41 @@ func (x *Registration) GetState() string {
 	return ""
 }
 
+func (x *Registration) GetTokenExpirySource() string {
+	if x != nil {
+		return x.TokenExpirySource
+	}
+	return ""
+}
+
+func (x *Registration) GetTokenRefreshAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TokenRefreshAt
+	}
+	return nil
+}
+
+func (x *Registration) GetRefreshTokenExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RefreshTokenExpiresAt
+	}
+	return nil
+}
+
+func (x *Registration) GetRefreshTokenIssuedEstimated() bool {
+	if x != nil {
+		return x.RefreshTokenIssuedEstimated
+	}
+	return false
+}
+
+func (x *Registration) GetRenewSupport() string {
+	if x != nil {
+		return x.RenewSupport
+	}
+	return ""
+}
+
 // ApiStatus is the NannyAPI endpoint and whether it answers.
 type ApiStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -326,7 +817,7 @@ type ApiStatus struct {
 
 func (x *ApiStatus) Reset() {
 	*x = ApiStatus{}
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[4]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +829,7 @@ func (x *ApiStatus) String() string {
 func (*ApiStatus) ProtoMessage() {}
 
 func (x *ApiStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[4]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +842,7 @@ func (x *ApiStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiStatus.ProtoReflect.Descriptor instead.
 func (*ApiStatus) Descriptor() ([]byte, []int) {
-	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{4}
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ApiStatus) GetUrl() string {
@@ -393,7 +884,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[5]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +896,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[5]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +909,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{5}
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RegisterRequest) GetForce() bool {
@@ -443,7 +934,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[6]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -455,7 +946,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[6]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -468,7 +959,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{6}
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RegisterResponse) GetEvent() isRegisterResponse_Event {
@@ -539,7 +1030,7 @@ type DeviceCode struct {
 
 func (x *DeviceCode) Reset() {
 	*x = DeviceCode{}
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[7]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +1042,7 @@ func (x *DeviceCode) String() string {
 func (*DeviceCode) ProtoMessage() {}
 
 func (x *DeviceCode) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[7]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +1055,7 @@ func (x *DeviceCode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceCode.ProtoReflect.Descriptor instead.
 func (*DeviceCode) Descriptor() ([]byte, []int) {
-	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{7}
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeviceCode) GetUserCode() string {
@@ -590,16 +1081,18 @@ func (x *DeviceCode) GetExpiresInSeconds() int32 {
 
 // Registered is a finished registration.
 type Registered struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	Mode          string                 `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Mode    string                 `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	// The file that now holds agent_id (token.json).
+	StoredIn      string `protobuf:"bytes,3,opt,name=stored_in,json=storedIn,proto3" json:"stored_in,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[8]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +1104,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[8]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +1117,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{8}
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Registered) GetAgentId() string {
@@ -641,18 +1134,28 @@ func (x *Registered) GetMode() string {
 	return ""
 }
 
+func (x *Registered) GetStoredIn() string {
+	if x != nil {
+		return x.StoredIn
+	}
+	return ""
+}
+
 // DiagnoseRequest is an issue to investigate.
 type DiagnoseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Issue         string                 `protobuf:"bytes,1,opt,name=issue,proto3" json:"issue,omitempty"`
-	Priority      string                 `protobuf:"bytes,2,opt,name=priority,proto3" json:"priority,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Issue    string                 `protobuf:"bytes,1,opt,name=issue,proto3" json:"issue,omitempty"`
+	Priority string                 `protobuf:"bytes,2,opt,name=priority,proto3" json:"priority,omitempty"`
+	// How many lines of each command's output to send back in its
+	// CommandOutcome (0: none; the worker caps it).
+	OutputLines   int32 `protobuf:"varint,3,opt,name=output_lines,json=outputLines,proto3" json:"output_lines,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DiagnoseRequest) Reset() {
 	*x = DiagnoseRequest{}
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[9]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +1167,7 @@ func (x *DiagnoseRequest) String() string {
 func (*DiagnoseRequest) ProtoMessage() {}
 
 func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[9]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +1180,7 @@ func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseRequest.ProtoReflect.Descriptor instead.
 func (*DiagnoseRequest) Descriptor() ([]byte, []int) {
-	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{9}
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DiagnoseRequest) GetIssue() string {
@@ -694,15 +1197,27 @@ func (x *DiagnoseRequest) GetPriority() string {
 	return ""
 }
 
-// DiagnoseResponse is one step of an investigation.
+func (x *DiagnoseRequest) GetOutputLines() int32 {
+	if x != nil {
+		return x.OutputLines
+	}
+	return 0
+}
+
+// DiagnoseResponse is one event of an investigation, in the order it
+// happened: started, then per turn the model's answer, each command's
+// outcome and each trace's outcome, and at the end the resolution.
 type DiagnoseResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
 	//
 	//	*DiagnoseResponse_Started
-	//	*DiagnoseResponse_Step
 	//	*DiagnoseResponse_Resolution
 	//	*DiagnoseResponse_Progress
+	//	*DiagnoseResponse_Turn
+	//	*DiagnoseResponse_Command
+	//	*DiagnoseResponse_Trace
+	//	*DiagnoseResponse_Retry
 	Event         isDiagnoseResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -710,7 +1225,7 @@ type DiagnoseResponse struct {
 
 func (x *DiagnoseResponse) Reset() {
 	*x = DiagnoseResponse{}
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[10]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +1237,7 @@ func (x *DiagnoseResponse) String() string {
 func (*DiagnoseResponse) ProtoMessage() {}
 
 func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[10]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +1250,7 @@ func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseResponse.ProtoReflect.Descriptor instead.
 func (*DiagnoseResponse) Descriptor() ([]byte, []int) {
-	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{10}
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DiagnoseResponse) GetEvent() isDiagnoseResponse_Event {
@@ -749,15 +1264,6 @@ func (x *DiagnoseResponse) GetStarted() *DiagnoseStarted {
 	if x != nil {
 		if x, ok := x.Event.(*DiagnoseResponse_Started); ok {
 			return x.Started
-		}
-	}
-	return nil
-}
-
-func (x *DiagnoseResponse) GetStep() *DiagnoseStep {
-	if x != nil {
-		if x, ok := x.Event.(*DiagnoseResponse_Step); ok {
-			return x.Step
 		}
 	}
 	return nil
@@ -781,16 +1287,48 @@ func (x *DiagnoseResponse) GetProgress() string {
 	return ""
 }
 
+func (x *DiagnoseResponse) GetTurn() *DiagnoseTurn {
+	if x != nil {
+		if x, ok := x.Event.(*DiagnoseResponse_Turn); ok {
+			return x.Turn
+		}
+	}
+	return nil
+}
+
+func (x *DiagnoseResponse) GetCommand() *CommandOutcome {
+	if x != nil {
+		if x, ok := x.Event.(*DiagnoseResponse_Command); ok {
+			return x.Command
+		}
+	}
+	return nil
+}
+
+func (x *DiagnoseResponse) GetTrace() *TraceOutcome {
+	if x != nil {
+		if x, ok := x.Event.(*DiagnoseResponse_Trace); ok {
+			return x.Trace
+		}
+	}
+	return nil
+}
+
+func (x *DiagnoseResponse) GetRetry() *DiagnoseRetry {
+	if x != nil {
+		if x, ok := x.Event.(*DiagnoseResponse_Retry); ok {
+			return x.Retry
+		}
+	}
+	return nil
+}
+
 type isDiagnoseResponse_Event interface {
 	isDiagnoseResponse_Event()
 }
 
 type DiagnoseResponse_Started struct {
 	Started *DiagnoseStarted `protobuf:"bytes,1,opt,name=started,proto3,oneof"`
-}
-
-type DiagnoseResponse_Step struct {
-	Step *DiagnoseStep `protobuf:"bytes,2,opt,name=step,proto3,oneof"`
 }
 
 type DiagnoseResponse_Resolution struct {
@@ -801,25 +1339,50 @@ type DiagnoseResponse_Progress struct {
 	Progress string `protobuf:"bytes,4,opt,name=progress,proto3,oneof"`
 }
 
-func (*DiagnoseResponse_Started) isDiagnoseResponse_Event() {}
+type DiagnoseResponse_Turn struct {
+	Turn *DiagnoseTurn `protobuf:"bytes,5,opt,name=turn,proto3,oneof"`
+}
 
-func (*DiagnoseResponse_Step) isDiagnoseResponse_Event() {}
+type DiagnoseResponse_Command struct {
+	Command *CommandOutcome `protobuf:"bytes,6,opt,name=command,proto3,oneof"`
+}
+
+type DiagnoseResponse_Trace struct {
+	Trace *TraceOutcome `protobuf:"bytes,7,opt,name=trace,proto3,oneof"`
+}
+
+type DiagnoseResponse_Retry struct {
+	Retry *DiagnoseRetry `protobuf:"bytes,8,opt,name=retry,proto3,oneof"`
+}
+
+func (*DiagnoseResponse_Started) isDiagnoseResponse_Event() {}
 
 func (*DiagnoseResponse_Resolution) isDiagnoseResponse_Event() {}
 
 func (*DiagnoseResponse_Progress) isDiagnoseResponse_Event() {}
 
-// DiagnoseStarted names the investigation.
+func (*DiagnoseResponse_Turn) isDiagnoseResponse_Event() {}
+
+func (*DiagnoseResponse_Command) isDiagnoseResponse_Event() {}
+
+func (*DiagnoseResponse_Trace) isDiagnoseResponse_Event() {}
+
+func (*DiagnoseResponse_Retry) isDiagnoseResponse_Event() {}
+
+// DiagnoseStarted names the investigation and its bounds.
 type DiagnoseStarted struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	InvestigationId string                 `protobuf:"bytes,1,opt,name=investigation_id,json=investigationId,proto3" json:"investigation_id,omitempty"`
+	Issue           string                 `protobuf:"bytes,2,opt,name=issue,proto3" json:"issue,omitempty"`
+	MaxTurns        int32                  `protobuf:"varint,3,opt,name=max_turns,json=maxTurns,proto3" json:"max_turns,omitempty"`
+	Timeout         *durationpb.Duration   `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DiagnoseStarted) Reset() {
 	*x = DiagnoseStarted{}
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[11]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +1394,7 @@ func (x *DiagnoseStarted) String() string {
 func (*DiagnoseStarted) ProtoMessage() {}
 
 func (x *DiagnoseStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[11]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +1407,7 @@ func (x *DiagnoseStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseStarted.ProtoReflect.Descriptor instead.
 func (*DiagnoseStarted) Descriptor() ([]byte, []int) {
-	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{11}
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DiagnoseStarted) GetInvestigationId() string {
@@ -854,31 +1417,54 @@ func (x *DiagnoseStarted) GetInvestigationId() string {
 	return ""
 }
 
-// DiagnoseStep is one AI turn and what ran for it.
-type DiagnoseStep struct {
+func (x *DiagnoseStarted) GetIssue() string {
+	if x != nil {
+		return x.Issue
+	}
+	return ""
+}
+
+func (x *DiagnoseStarted) GetMaxTurns() int32 {
+	if x != nil {
+		return x.MaxTurns
+	}
+	return 0
+}
+
+func (x *DiagnoseStarted) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// DiagnoseTurn is the model's answer that opens a turn: its reasoning and
+// how many commands and traces it asked for.
+type DiagnoseTurn struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Turn          int32                  `protobuf:"varint,1,opt,name=turn,proto3" json:"turn,omitempty"`
 	Reasoning     string                 `protobuf:"bytes,2,opt,name=reasoning,proto3" json:"reasoning,omitempty"`
-	Items         []*StepItem            `protobuf:"bytes,3,rep,name=items,proto3" json:"items,omitempty"`
+	Commands      int32                  `protobuf:"varint,3,opt,name=commands,proto3" json:"commands,omitempty"`
+	Traces        int32                  `protobuf:"varint,4,opt,name=traces,proto3" json:"traces,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *DiagnoseStep) Reset() {
-	*x = DiagnoseStep{}
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[12]
+func (x *DiagnoseTurn) Reset() {
+	*x = DiagnoseTurn{}
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *DiagnoseStep) String() string {
+func (x *DiagnoseTurn) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*DiagnoseStep) ProtoMessage() {}
+func (*DiagnoseTurn) ProtoMessage() {}
 
-func (x *DiagnoseStep) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[12]
+func (x *DiagnoseTurn) ProtoReflect() protoreflect.Message {
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,61 +1475,64 @@ func (x *DiagnoseStep) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use DiagnoseStep.ProtoReflect.Descriptor instead.
-func (*DiagnoseStep) Descriptor() ([]byte, []int) {
-	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{12}
+// Deprecated: Use DiagnoseTurn.ProtoReflect.Descriptor instead.
+func (*DiagnoseTurn) Descriptor() ([]byte, []int) {
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
-func (x *DiagnoseStep) GetTurn() int32 {
+func (x *DiagnoseTurn) GetTurn() int32 {
 	if x != nil {
 		return x.Turn
 	}
 	return 0
 }
 
-func (x *DiagnoseStep) GetReasoning() string {
+func (x *DiagnoseTurn) GetReasoning() string {
 	if x != nil {
 		return x.Reasoning
 	}
 	return ""
 }
 
-func (x *DiagnoseStep) GetItems() []*StepItem {
+func (x *DiagnoseTurn) GetCommands() int32 {
 	if x != nil {
-		return x.Items
+		return x.Commands
 	}
-	return nil
+	return 0
 }
 
-// StepItem is one command or trace of a turn and how it ended.
-type StepItem struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// "command" or "trace".
-	Kind          string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
-	Text          string `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
-	Denied        bool   `protobuf:"varint,3,opt,name=denied,proto3" json:"denied,omitempty"`
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	ExitCode      int32  `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	Summary       string `protobuf:"bytes,6,opt,name=summary,proto3" json:"summary,omitempty"`
+func (x *DiagnoseTurn) GetTraces() int32 {
+	if x != nil {
+		return x.Traces
+	}
+	return 0
+}
+
+// DiagnoseRetry says the model's answer could not be used and it was asked
+// once more in the agreed format.
+type DiagnoseRetry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Turn          int32                  `protobuf:"varint,1,opt,name=turn,proto3" json:"turn,omitempty"`
+	Problem       string                 `protobuf:"bytes,2,opt,name=problem,proto3" json:"problem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *StepItem) Reset() {
-	*x = StepItem{}
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[13]
+func (x *DiagnoseRetry) Reset() {
+	*x = DiagnoseRetry{}
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *StepItem) String() string {
+func (x *DiagnoseRetry) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*StepItem) ProtoMessage() {}
+func (*DiagnoseRetry) ProtoMessage() {}
 
-func (x *StepItem) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[13]
+func (x *DiagnoseRetry) ProtoReflect() protoreflect.Message {
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,51 +1543,573 @@ func (x *StepItem) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use StepItem.ProtoReflect.Descriptor instead.
-func (*StepItem) Descriptor() ([]byte, []int) {
-	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{13}
+// Deprecated: Use DiagnoseRetry.ProtoReflect.Descriptor instead.
+func (*DiagnoseRetry) Descriptor() ([]byte, []int) {
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{17}
 }
 
-func (x *StepItem) GetKind() string {
+func (x *DiagnoseRetry) GetTurn() int32 {
 	if x != nil {
-		return x.Kind
+		return x.Turn
+	}
+	return 0
+}
+
+func (x *DiagnoseRetry) GetProblem() string {
+	if x != nil {
+		return x.Problem
 	}
 	return ""
 }
 
-func (x *StepItem) GetText() string {
+// CommandOutcome is one command of a turn: the policy's decision and how
+// the run ended.
+type CommandOutcome struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Turn        int32                  `protobuf:"varint,1,opt,name=turn,proto3" json:"turn,omitempty"`
+	Id          string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Command     string                 `protobuf:"bytes,3,opt,name=command,proto3" json:"command,omitempty"`
+	Description string                 `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	Allowed     bool                   `protobuf:"varint,5,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	// The rules that allowed each pipeline stage, or the rule of the stage
+	// that was refused (empty when no rule named the program).
+	Rules []string `protobuf:"bytes,6,rep,name=rules,proto3" json:"rules,omitempty"`
+	// Why it was refused ("denied: …" without the prefix), or why an allowed
+	// command could not run.
+	Reason string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	// "broker" (the policy in force) or "parser" (the worker's check of the
+	// command line, before anything reached the broker).
+	DeniedBy  string               `protobuf:"bytes,8,opt,name=denied_by,json=deniedBy,proto3" json:"denied_by,omitempty"`
+	ExitCode  int32                `protobuf:"varint,9,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Duration  *durationpb.Duration `protobuf:"bytes,10,opt,name=duration,proto3" json:"duration,omitempty"`
+	TimedOut  bool                 `protobuf:"varint,11,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
+	Truncated bool                 `protobuf:"varint,12,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// The first lines of the output (stdout then stderr, redacted), at most
+	// DiagnoseRequest.output_lines.
+	OutputHead []string `protobuf:"bytes,13,rep,name=output_head,json=outputHead,proto3" json:"output_head,omitempty"`
+	// How many lines the whole output had.
+	OutputLines   int32 `protobuf:"varint,14,opt,name=output_lines,json=outputLines,proto3" json:"output_lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandOutcome) Reset() {
+	*x = CommandOutcome{}
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandOutcome) ProtoMessage() {}
+
+func (x *CommandOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[18]
 	if x != nil {
-		return x.Text
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandOutcome.ProtoReflect.Descriptor instead.
+func (*CommandOutcome) Descriptor() ([]byte, []int) {
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CommandOutcome) GetTurn() int32 {
+	if x != nil {
+		return x.Turn
+	}
+	return 0
+}
+
+func (x *CommandOutcome) GetId() string {
+	if x != nil {
+		return x.Id
 	}
 	return ""
 }
 
-func (x *StepItem) GetDenied() bool {
+func (x *CommandOutcome) GetCommand() string {
 	if x != nil {
-		return x.Denied
+		return x.Command
+	}
+	return ""
+}
+
+func (x *CommandOutcome) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *CommandOutcome) GetAllowed() bool {
+	if x != nil {
+		return x.Allowed
 	}
 	return false
 }
 
-func (x *StepItem) GetReason() string {
+func (x *CommandOutcome) GetRules() []string {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *CommandOutcome) GetReason() string {
 	if x != nil {
 		return x.Reason
 	}
 	return ""
 }
 
-func (x *StepItem) GetExitCode() int32 {
+func (x *CommandOutcome) GetDeniedBy() string {
+	if x != nil {
+		return x.DeniedBy
+	}
+	return ""
+}
+
+func (x *CommandOutcome) GetExitCode() int32 {
 	if x != nil {
 		return x.ExitCode
 	}
 	return 0
 }
 
-func (x *StepItem) GetSummary() string {
+func (x *CommandOutcome) GetDuration() *durationpb.Duration {
 	if x != nil {
-		return x.Summary
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *CommandOutcome) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
+}
+
+func (x *CommandOutcome) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *CommandOutcome) GetOutputHead() []string {
+	if x != nil {
+		return x.OutputHead
+	}
+	return nil
+}
+
+func (x *CommandOutcome) GetOutputLines() int32 {
+	if x != nil {
+		return x.OutputLines
+	}
+	return 0
+}
+
+// TraceOutcome is one eBPF trace of a turn: what it attached to, how long,
+// its headline numbers, or why it failed.
+type TraceOutcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Turn  int32                  `protobuf:"varint,1,opt,name=turn,proto3" json:"turn,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// "tracepoint", "syscall", "kprobe", "kretprobe" or "raw".
+	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	// What it attached to, as bpftrace spells it.
+	Probe   string `protobuf:"bytes,4,opt,name=probe,proto3" json:"probe,omitempty"`
+	Target  string `protobuf:"bytes,5,opt,name=target,proto3" json:"target,omitempty"`
+	Measure string `protobuf:"bytes,6,opt,name=measure,proto3" json:"measure,omitempty"`
+	Filter  string `protobuf:"bytes,7,opt,name=filter,proto3" json:"filter,omitempty"`
+	Ok      bool   `protobuf:"varint,8,opt,name=ok,proto3" json:"ok,omitempty"`
+	// The broker refused it before running it.
+	Denied bool   `protobuf:"varint,9,opt,name=denied,proto3" json:"denied,omitempty"`
+	Error  string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	// How long the probes were attached.
+	Duration        *durationpb.Duration `protobuf:"bytes,11,opt,name=duration,proto3" json:"duration,omitempty"`
+	Events          int64                `protobuf:"varint,12,opt,name=events,proto3" json:"events,omitempty"`
+	EventsPerSecond float64              `protobuf:"fixed64,13,opt,name=events_per_second,json=eventsPerSecond,proto3" json:"events_per_second,omitempty"`
+	LostEvents      int64                `protobuf:"varint,14,opt,name=lost_events,json=lostEvents,proto3" json:"lost_events,omitempty"`
+	// The busiest processes ("pid, comm") and paths, largest first.
+	TopProcesses []*KeyCount `protobuf:"bytes,15,rep,name=top_processes,json=topProcesses,proto3" json:"top_processes,omitempty"`
+	TopPaths     []*KeyCount `protobuf:"bytes,16,rep,name=top_paths,json=topPaths,proto3" json:"top_paths,omitempty"`
+	// Error numbers returned (errno), largest first.
+	Errors        []*KeyCount         `protobuf:"bytes,17,rep,name=errors,proto3" json:"errors,omitempty"`
+	Histograms    []*HistogramSummary `protobuf:"bytes,18,rep,name=histograms,proto3" json:"histograms,omitempty"`
+	Warnings      []string            `protobuf:"bytes,19,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TraceOutcome) Reset() {
+	*x = TraceOutcome{}
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TraceOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TraceOutcome) ProtoMessage() {}
+
+func (x *TraceOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TraceOutcome.ProtoReflect.Descriptor instead.
+func (*TraceOutcome) Descriptor() ([]byte, []int) {
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *TraceOutcome) GetTurn() int32 {
+	if x != nil {
+		return x.Turn
+	}
+	return 0
+}
+
+func (x *TraceOutcome) GetName() string {
+	if x != nil {
+		return x.Name
 	}
 	return ""
+}
+
+func (x *TraceOutcome) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *TraceOutcome) GetProbe() string {
+	if x != nil {
+		return x.Probe
+	}
+	return ""
+}
+
+func (x *TraceOutcome) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *TraceOutcome) GetMeasure() string {
+	if x != nil {
+		return x.Measure
+	}
+	return ""
+}
+
+func (x *TraceOutcome) GetFilter() string {
+	if x != nil {
+		return x.Filter
+	}
+	return ""
+}
+
+func (x *TraceOutcome) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *TraceOutcome) GetDenied() bool {
+	if x != nil {
+		return x.Denied
+	}
+	return false
+}
+
+func (x *TraceOutcome) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *TraceOutcome) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *TraceOutcome) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *TraceOutcome) GetEventsPerSecond() float64 {
+	if x != nil {
+		return x.EventsPerSecond
+	}
+	return 0
+}
+
+func (x *TraceOutcome) GetLostEvents() int64 {
+	if x != nil {
+		return x.LostEvents
+	}
+	return 0
+}
+
+func (x *TraceOutcome) GetTopProcesses() []*KeyCount {
+	if x != nil {
+		return x.TopProcesses
+	}
+	return nil
+}
+
+func (x *TraceOutcome) GetTopPaths() []*KeyCount {
+	if x != nil {
+		return x.TopPaths
+	}
+	return nil
+}
+
+func (x *TraceOutcome) GetErrors() []*KeyCount {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+func (x *TraceOutcome) GetHistograms() []*HistogramSummary {
+	if x != nil {
+		return x.Histograms
+	}
+	return nil
+}
+
+func (x *TraceOutcome) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+// KeyCount is one key of a counting map.
+type KeyCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Count         int64                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyCount) Reset() {
+	*x = KeyCount{}
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyCount) ProtoMessage() {}
+
+func (x *KeyCount) ProtoReflect() protoreflect.Message {
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyCount.ProtoReflect.Descriptor instead.
+func (*KeyCount) Descriptor() ([]byte, []int) {
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *KeyCount) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *KeyCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// HistogramSummary is one histogram's percentiles, as the bucket each
+// falls in.
+type HistogramSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The map ("@latency_us", "@bytes") and key ("" for the whole map).
+	Map         string        `protobuf:"bytes,1,opt,name=map,proto3" json:"map,omitempty"`
+	Key         string        `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Count       uint64        `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	Percentiles []*Percentile `protobuf:"bytes,4,rep,name=percentiles,proto3" json:"percentiles,omitempty"`
+	// stats() of the same values, when the trace kept them (0 otherwise).
+	Average       int64 `protobuf:"varint,5,opt,name=average,proto3" json:"average,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistogramSummary) Reset() {
+	*x = HistogramSummary{}
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistogramSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistogramSummary) ProtoMessage() {}
+
+func (x *HistogramSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistogramSummary.ProtoReflect.Descriptor instead.
+func (*HistogramSummary) Descriptor() ([]byte, []int) {
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *HistogramSummary) GetMap() string {
+	if x != nil {
+		return x.Map
+	}
+	return ""
+}
+
+func (x *HistogramSummary) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *HistogramSummary) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *HistogramSummary) GetPercentiles() []*Percentile {
+	if x != nil {
+		return x.Percentiles
+	}
+	return nil
+}
+
+func (x *HistogramSummary) GetAverage() int64 {
+	if x != nil {
+		return x.Average
+	}
+	return 0
+}
+
+// Percentile is the histogram bucket the percent-th value falls in; an
+// unset bound is open.
+type Percentile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Percent       int32                  `protobuf:"varint,1,opt,name=percent,proto3" json:"percent,omitempty"`
+	Low           *int64                 `protobuf:"varint,2,opt,name=low,proto3,oneof" json:"low,omitempty"`
+	High          *int64                 `protobuf:"varint,3,opt,name=high,proto3,oneof" json:"high,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Percentile) Reset() {
+	*x = Percentile{}
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Percentile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Percentile) ProtoMessage() {}
+
+func (x *Percentile) ProtoReflect() protoreflect.Message {
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Percentile.ProtoReflect.Descriptor instead.
+func (*Percentile) Descriptor() ([]byte, []int) {
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Percentile) GetPercent() int32 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
+func (x *Percentile) GetLow() int64 {
+	if x != nil && x.Low != nil {
+		return *x.Low
+	}
+	return 0
+}
+
+func (x *Percentile) GetHigh() int64 {
+	if x != nil && x.High != nil {
+		return *x.High
+	}
+	return 0
 }
 
 // DiagnoseResolution is the model's conclusion.
@@ -1014,7 +2125,7 @@ type DiagnoseResolution struct {
 
 func (x *DiagnoseResolution) Reset() {
 	*x = DiagnoseResolution{}
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[14]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +2137,7 @@ func (x *DiagnoseResolution) String() string {
 func (*DiagnoseResolution) ProtoMessage() {}
 
 func (x *DiagnoseResolution) ProtoReflect() protoreflect.Message {
-	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[14]
+	mi := &file_nannyagent_worker_v1_worker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +2150,7 @@ func (x *DiagnoseResolution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseResolution.ProtoReflect.Descriptor instead.
 func (*DiagnoseResolution) Descriptor() ([]byte, []int) {
-	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{14}
+	return file_nannyagent_worker_v1_worker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DiagnoseResolution) GetRootCause() string {
@@ -1074,8 +2185,8 @@ var File_nannyagent_worker_v1_worker_proto protoreflect.FileDescriptor
 
 const file_nannyagent_worker_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"!nannyagent/worker/v1/worker.proto\x12\x14nannyagent.worker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!nannyagent/broker/v1/broker.proto\"\x0f\n" +
-	"\rStatusRequest\"\xee\x03\n" +
+	"!nannyagent/worker/v1/worker.proto\x12\x14nannyagent.worker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!nannyagent/broker/v1/broker.proto\"\x0f\n" +
+	"\rStatusRequest\"\xe8\x05\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x129\n" +
 	"\n" +
@@ -1084,14 +2195,60 @@ const file_nannyagent_worker_v1_worker_proto_rawDesc = "" +
 	"\fregistration\x18\x04 \x01(\v2\".nannyagent.worker.v1.RegistrationR\fregistration\x121\n" +
 	"\x03api\x18\x05 \x01(\v2\x1f.nannyagent.worker.v1.ApiStatusR\x03api\x12X\n" +
 	"\flast_success\x18\x06 \x03(\v25.nannyagent.worker.v1.StatusResponse.LastSuccessEntryR\vlastSuccess\x12\x1a\n" +
-	"\bwarnings\x18\a \x03(\tR\bwarnings\x1aZ\n" +
+	"\bwarnings\x18\a \x03(\tR\bwarnings\x12@\n" +
+	"\brealtime\x18\b \x01(\v2$.nannyagent.worker.v1.RealtimeStatusR\brealtime\x12?\n" +
+	"\n" +
+	"operations\x18\t \x03(\v2\x1f.nannyagent.worker.v1.OperationR\n" +
+	"operations\x129\n" +
+	"\bproblems\x18\n" +
+	" \x03(\v2\x1d.nannyagent.worker.v1.ProblemR\bproblems\x12:\n" +
+	"\bsettings\x18\v \x01(\v2\x1e.nannyagent.worker.v1.SettingsR\bsettings\x1aZ\n" +
 	"\x10LastSuccessEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
-	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05value:\x028\x01\"}\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05value:\x028\x01\"\xd9\x02\n" +
+	"\x0eRealtimeStatus\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x1c\n" +
+	"\tconnected\x18\x02 \x01(\bR\tconnected\x12C\n" +
+	"\x0fconnected_since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0econnectedSince\x12I\n" +
+	"\x12disconnected_since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x11disconnectedSince\x12>\n" +
+	"\rlast_catch_up\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastCatchUp\x12\x1a\n" +
+	"\bconnects\x18\x06 \x01(\x04R\bconnects\x12#\n" +
+	"\rstream_errors\x18\a \x01(\x04R\fstreamErrors\"\xf4\x02\n" +
+	"\tOperation\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x12\n" +
+	"\x04note\x18\x04 \x01(\tR\x04note\x12\x12\n" +
+	"\x04mode\x18\x05 \x01(\tR\x04mode\x12\x15\n" +
+	"\x06lxc_id\x18\x06 \x01(\tR\x05lxcId\x12\x10\n" +
+	"\x03own\x18\a \x01(\bR\x03own\x129\n" +
+	"\n" +
+	"first_seen\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x124\n" +
+	"\astarted\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x126\n" +
+	"\bfinished\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12\x14\n" +
+	"\x05issue\x18\v \x01(\tR\x05issue\x12\x1d\n" +
+	"\n" +
+	"root_cause\x18\f \x01(\tR\trootCause\"/\n" +
+	"\aProblem\x12\x12\n" +
+	"\x04what\x18\x01 \x01(\tR\x04what\x12\x10\n" +
+	"\x03fix\x18\x02 \x01(\tR\x03fix\"\xe3\x02\n" +
+	"\bSettings\x12\x17\n" +
+	"\aapi_url\x18\x01 \x01(\tR\x06apiUrl\x12\x1d\n" +
+	"\n" +
+	"portal_url\x18\x02 \x01(\tR\tportalUrl\x12\x1d\n" +
+	"\n" +
+	"token_path\x18\x03 \x01(\tR\ttokenPath\x12\x19\n" +
+	"\bagent_id\x18\x04 \x01(\tR\aagentId\x12&\n" +
+	"\x0fagent_id_source\x18\x05 \x01(\tR\ragentIdSource\x12D\n" +
+	"\x10metrics_interval\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0fmetricsInterval\x12D\n" +
+	"\x10proxmox_interval\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0fproxmoxInterval\x12\x14\n" +
+	"\x05debug\x18\b \x01(\bR\x05debug\x12\x1b\n" +
+	"\tstate_dir\x18\t \x01(\tR\bstateDir\"}\n" +
 	"\fBrokerStatus\x12\x1c\n" +
 	"\treachable\x18\x01 \x01(\bR\treachable\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x129\n" +
-	"\x05probe\x18\x03 \x01(\v2#.nannyagent.broker.v1.ProbeResponseR\x05probe\"\xc3\x02\n" +
+	"\x05probe\x18\x03 \x01(\v2#.nannyagent.broker.v1.ProbeResponseR\x05probe\"\xf8\x04\n" +
 	"\fRegistration\x12\x1e\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\bR\n" +
@@ -1101,7 +2258,13 @@ const file_nannyagent_worker_v1_worker_proto_rawDesc = "" +
 	"\x10token_expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAt\x12Q\n" +
 	"\x17refresh_token_issued_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x14refreshTokenIssuedAt\x125\n" +
 	"\x17refresh_token_days_left\x18\x06 \x01(\x05R\x14refreshTokenDaysLeft\x12\x14\n" +
-	"\x05state\x18\a \x01(\tR\x05state\"m\n" +
+	"\x05state\x18\a \x01(\tR\x05state\x12.\n" +
+	"\x13token_expiry_source\x18\b \x01(\tR\x11tokenExpirySource\x12D\n" +
+	"\x10token_refresh_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenRefreshAt\x12S\n" +
+	"\x18refresh_token_expires_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x15refreshTokenExpiresAt\x12C\n" +
+	"\x1erefresh_token_issued_estimated\x18\v \x01(\bR\x1brefreshTokenIssuedEstimated\x12#\n" +
+	"\rrenew_support\x18\f \x01(\tR\frenewSupport\"m\n" +
 	"\tApiStatus\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1c\n" +
 	"\treachable\x18\x02 \x01(\bR\treachable\x12\x1a\n" +
@@ -1121,35 +2284,97 @@ const file_nannyagent_worker_v1_worker_proto_rawDesc = "" +
 	"DeviceCode\x12\x1b\n" +
 	"\tuser_code\x18\x01 \x01(\tR\buserCode\x12)\n" +
 	"\x10verification_uri\x18\x02 \x01(\tR\x0fverificationUri\x12,\n" +
-	"\x12expires_in_seconds\x18\x03 \x01(\x05R\x10expiresInSeconds\";\n" +
+	"\x12expires_in_seconds\x18\x03 \x01(\x05R\x10expiresInSeconds\"X\n" +
 	"\n" +
 	"Registered\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
-	"\x04mode\x18\x02 \x01(\tR\x04mode\"C\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x1b\n" +
+	"\tstored_in\x18\x03 \x01(\tR\bstoredIn\"f\n" +
 	"\x0fDiagnoseRequest\x12\x14\n" +
 	"\x05issue\x18\x01 \x01(\tR\x05issue\x12\x1a\n" +
-	"\bpriority\x18\x02 \x01(\tR\bpriority\"\x82\x02\n" +
+	"\bpriority\x18\x02 \x01(\tR\bpriority\x12!\n" +
+	"\foutput_lines\x18\x03 \x01(\x05R\voutputLines\"\xc9\x03\n" +
 	"\x10DiagnoseResponse\x12A\n" +
-	"\astarted\x18\x01 \x01(\v2%.nannyagent.worker.v1.DiagnoseStartedH\x00R\astarted\x128\n" +
-	"\x04step\x18\x02 \x01(\v2\".nannyagent.worker.v1.DiagnoseStepH\x00R\x04step\x12J\n" +
+	"\astarted\x18\x01 \x01(\v2%.nannyagent.worker.v1.DiagnoseStartedH\x00R\astarted\x12J\n" +
 	"\n" +
 	"resolution\x18\x03 \x01(\v2(.nannyagent.worker.v1.DiagnoseResolutionH\x00R\n" +
 	"resolution\x12\x1c\n" +
-	"\bprogress\x18\x04 \x01(\tH\x00R\bprogressB\a\n" +
-	"\x05event\"<\n" +
+	"\bprogress\x18\x04 \x01(\tH\x00R\bprogress\x128\n" +
+	"\x04turn\x18\x05 \x01(\v2\".nannyagent.worker.v1.DiagnoseTurnH\x00R\x04turn\x12@\n" +
+	"\acommand\x18\x06 \x01(\v2$.nannyagent.worker.v1.CommandOutcomeH\x00R\acommand\x12:\n" +
+	"\x05trace\x18\a \x01(\v2\".nannyagent.worker.v1.TraceOutcomeH\x00R\x05trace\x12;\n" +
+	"\x05retry\x18\b \x01(\v2#.nannyagent.worker.v1.DiagnoseRetryH\x00R\x05retryB\a\n" +
+	"\x05eventJ\x04\b\x02\x10\x03R\x04step\"\xa4\x01\n" +
 	"\x0fDiagnoseStarted\x12)\n" +
-	"\x10investigation_id\x18\x01 \x01(\tR\x0finvestigationId\"v\n" +
-	"\fDiagnoseStep\x12\x12\n" +
+	"\x10investigation_id\x18\x01 \x01(\tR\x0finvestigationId\x12\x14\n" +
+	"\x05issue\x18\x02 \x01(\tR\x05issue\x12\x1b\n" +
+	"\tmax_turns\x18\x03 \x01(\x05R\bmaxTurns\x123\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"t\n" +
+	"\fDiagnoseTurn\x12\x12\n" +
 	"\x04turn\x18\x01 \x01(\x05R\x04turn\x12\x1c\n" +
-	"\treasoning\x18\x02 \x01(\tR\treasoning\x124\n" +
-	"\x05items\x18\x03 \x03(\v2\x1e.nannyagent.worker.v1.StepItemR\x05items\"\x99\x01\n" +
-	"\bStepItem\x12\x12\n" +
-	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
-	"\x04text\x18\x02 \x01(\tR\x04text\x12\x16\n" +
-	"\x06denied\x18\x03 \x01(\bR\x06denied\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1b\n" +
-	"\texit_code\x18\x05 \x01(\x05R\bexitCode\x12\x18\n" +
-	"\asummary\x18\x06 \x01(\tR\asummary\"\xa1\x01\n" +
+	"\treasoning\x18\x02 \x01(\tR\treasoning\x12\x1a\n" +
+	"\bcommands\x18\x03 \x01(\x05R\bcommands\x12\x16\n" +
+	"\x06traces\x18\x04 \x01(\x05R\x06traces\"=\n" +
+	"\rDiagnoseRetry\x12\x12\n" +
+	"\x04turn\x18\x01 \x01(\x05R\x04turn\x12\x18\n" +
+	"\aproblem\x18\x02 \x01(\tR\aproblem\"\xa8\x03\n" +
+	"\x0eCommandOutcome\x12\x12\n" +
+	"\x04turn\x18\x01 \x01(\x05R\x04turn\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
+	"\acommand\x18\x03 \x01(\tR\acommand\x12 \n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\x12\x18\n" +
+	"\aallowed\x18\x05 \x01(\bR\aallowed\x12\x14\n" +
+	"\x05rules\x18\x06 \x03(\tR\x05rules\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12\x1b\n" +
+	"\tdenied_by\x18\b \x01(\tR\bdeniedBy\x12\x1b\n" +
+	"\texit_code\x18\t \x01(\x05R\bexitCode\x125\n" +
+	"\bduration\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1b\n" +
+	"\ttimed_out\x18\v \x01(\bR\btimedOut\x12\x1c\n" +
+	"\ttruncated\x18\f \x01(\bR\ttruncated\x12\x1f\n" +
+	"\voutput_head\x18\r \x03(\tR\n" +
+	"outputHead\x12!\n" +
+	"\foutput_lines\x18\x0e \x01(\x05R\voutputLines\"\xa2\x05\n" +
+	"\fTraceOutcome\x12\x12\n" +
+	"\x04turn\x18\x01 \x01(\x05R\x04turn\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05probe\x18\x04 \x01(\tR\x05probe\x12\x16\n" +
+	"\x06target\x18\x05 \x01(\tR\x06target\x12\x18\n" +
+	"\ameasure\x18\x06 \x01(\tR\ameasure\x12\x16\n" +
+	"\x06filter\x18\a \x01(\tR\x06filter\x12\x0e\n" +
+	"\x02ok\x18\b \x01(\bR\x02ok\x12\x16\n" +
+	"\x06denied\x18\t \x01(\bR\x06denied\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error\x125\n" +
+	"\bduration\x18\v \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x16\n" +
+	"\x06events\x18\f \x01(\x03R\x06events\x12*\n" +
+	"\x11events_per_second\x18\r \x01(\x01R\x0feventsPerSecond\x12\x1f\n" +
+	"\vlost_events\x18\x0e \x01(\x03R\n" +
+	"lostEvents\x12C\n" +
+	"\rtop_processes\x18\x0f \x03(\v2\x1e.nannyagent.worker.v1.KeyCountR\ftopProcesses\x12;\n" +
+	"\ttop_paths\x18\x10 \x03(\v2\x1e.nannyagent.worker.v1.KeyCountR\btopPaths\x126\n" +
+	"\x06errors\x18\x11 \x03(\v2\x1e.nannyagent.worker.v1.KeyCountR\x06errors\x12F\n" +
+	"\n" +
+	"histograms\x18\x12 \x03(\v2&.nannyagent.worker.v1.HistogramSummaryR\n" +
+	"histograms\x12\x1a\n" +
+	"\bwarnings\x18\x13 \x03(\tR\bwarnings\"2\n" +
+	"\bKeyCount\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\"\xaa\x01\n" +
+	"\x10HistogramSummary\x12\x10\n" +
+	"\x03map\x18\x01 \x01(\tR\x03map\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\x12B\n" +
+	"\vpercentiles\x18\x04 \x03(\v2 .nannyagent.worker.v1.PercentileR\vpercentiles\x12\x18\n" +
+	"\aaverage\x18\x05 \x01(\x03R\aaverage\"g\n" +
+	"\n" +
+	"Percentile\x12\x18\n" +
+	"\apercent\x18\x01 \x01(\x05R\apercent\x12\x15\n" +
+	"\x03low\x18\x02 \x01(\x03H\x00R\x03low\x88\x01\x01\x12\x17\n" +
+	"\x04high\x18\x03 \x01(\x03H\x01R\x04high\x88\x01\x01B\x06\n" +
+	"\x04_lowB\a\n" +
+	"\x05_high\"\xa1\x01\n" +
 	"\x12DiagnoseResolution\x12\x1d\n" +
 	"\n" +
 	"root_cause\x18\x01 \x01(\tR\trootCause\x12'\n" +
@@ -1175,54 +2400,88 @@ func file_nannyagent_worker_v1_worker_proto_rawDescGZIP() []byte {
 	return file_nannyagent_worker_v1_worker_proto_rawDescData
 }
 
-var file_nannyagent_worker_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_nannyagent_worker_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_nannyagent_worker_v1_worker_proto_goTypes = []any{
 	(*StatusRequest)(nil),         // 0: nannyagent.worker.v1.StatusRequest
 	(*StatusResponse)(nil),        // 1: nannyagent.worker.v1.StatusResponse
-	(*BrokerStatus)(nil),          // 2: nannyagent.worker.v1.BrokerStatus
-	(*Registration)(nil),          // 3: nannyagent.worker.v1.Registration
-	(*ApiStatus)(nil),             // 4: nannyagent.worker.v1.ApiStatus
-	(*RegisterRequest)(nil),       // 5: nannyagent.worker.v1.RegisterRequest
-	(*RegisterResponse)(nil),      // 6: nannyagent.worker.v1.RegisterResponse
-	(*DeviceCode)(nil),            // 7: nannyagent.worker.v1.DeviceCode
-	(*Registered)(nil),            // 8: nannyagent.worker.v1.Registered
-	(*DiagnoseRequest)(nil),       // 9: nannyagent.worker.v1.DiagnoseRequest
-	(*DiagnoseResponse)(nil),      // 10: nannyagent.worker.v1.DiagnoseResponse
-	(*DiagnoseStarted)(nil),       // 11: nannyagent.worker.v1.DiagnoseStarted
-	(*DiagnoseStep)(nil),          // 12: nannyagent.worker.v1.DiagnoseStep
-	(*StepItem)(nil),              // 13: nannyagent.worker.v1.StepItem
-	(*DiagnoseResolution)(nil),    // 14: nannyagent.worker.v1.DiagnoseResolution
-	nil,                           // 15: nannyagent.worker.v1.StatusResponse.LastSuccessEntry
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*v1.ProbeResponse)(nil),      // 17: nannyagent.broker.v1.ProbeResponse
+	(*RealtimeStatus)(nil),        // 2: nannyagent.worker.v1.RealtimeStatus
+	(*Operation)(nil),             // 3: nannyagent.worker.v1.Operation
+	(*Problem)(nil),               // 4: nannyagent.worker.v1.Problem
+	(*Settings)(nil),              // 5: nannyagent.worker.v1.Settings
+	(*BrokerStatus)(nil),          // 6: nannyagent.worker.v1.BrokerStatus
+	(*Registration)(nil),          // 7: nannyagent.worker.v1.Registration
+	(*ApiStatus)(nil),             // 8: nannyagent.worker.v1.ApiStatus
+	(*RegisterRequest)(nil),       // 9: nannyagent.worker.v1.RegisterRequest
+	(*RegisterResponse)(nil),      // 10: nannyagent.worker.v1.RegisterResponse
+	(*DeviceCode)(nil),            // 11: nannyagent.worker.v1.DeviceCode
+	(*Registered)(nil),            // 12: nannyagent.worker.v1.Registered
+	(*DiagnoseRequest)(nil),       // 13: nannyagent.worker.v1.DiagnoseRequest
+	(*DiagnoseResponse)(nil),      // 14: nannyagent.worker.v1.DiagnoseResponse
+	(*DiagnoseStarted)(nil),       // 15: nannyagent.worker.v1.DiagnoseStarted
+	(*DiagnoseTurn)(nil),          // 16: nannyagent.worker.v1.DiagnoseTurn
+	(*DiagnoseRetry)(nil),         // 17: nannyagent.worker.v1.DiagnoseRetry
+	(*CommandOutcome)(nil),        // 18: nannyagent.worker.v1.CommandOutcome
+	(*TraceOutcome)(nil),          // 19: nannyagent.worker.v1.TraceOutcome
+	(*KeyCount)(nil),              // 20: nannyagent.worker.v1.KeyCount
+	(*HistogramSummary)(nil),      // 21: nannyagent.worker.v1.HistogramSummary
+	(*Percentile)(nil),            // 22: nannyagent.worker.v1.Percentile
+	(*DiagnoseResolution)(nil),    // 23: nannyagent.worker.v1.DiagnoseResolution
+	nil,                           // 24: nannyagent.worker.v1.StatusResponse.LastSuccessEntry
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(*v1.ProbeResponse)(nil),      // 27: nannyagent.broker.v1.ProbeResponse
 }
 var file_nannyagent_worker_v1_worker_proto_depIdxs = []int32{
-	16, // 0: nannyagent.worker.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	2,  // 1: nannyagent.worker.v1.StatusResponse.broker:type_name -> nannyagent.worker.v1.BrokerStatus
-	3,  // 2: nannyagent.worker.v1.StatusResponse.registration:type_name -> nannyagent.worker.v1.Registration
-	4,  // 3: nannyagent.worker.v1.StatusResponse.api:type_name -> nannyagent.worker.v1.ApiStatus
-	15, // 4: nannyagent.worker.v1.StatusResponse.last_success:type_name -> nannyagent.worker.v1.StatusResponse.LastSuccessEntry
-	17, // 5: nannyagent.worker.v1.BrokerStatus.probe:type_name -> nannyagent.broker.v1.ProbeResponse
-	16, // 6: nannyagent.worker.v1.Registration.token_expires_at:type_name -> google.protobuf.Timestamp
-	16, // 7: nannyagent.worker.v1.Registration.refresh_token_issued_at:type_name -> google.protobuf.Timestamp
-	7,  // 8: nannyagent.worker.v1.RegisterResponse.device_code:type_name -> nannyagent.worker.v1.DeviceCode
-	8,  // 9: nannyagent.worker.v1.RegisterResponse.registered:type_name -> nannyagent.worker.v1.Registered
-	11, // 10: nannyagent.worker.v1.DiagnoseResponse.started:type_name -> nannyagent.worker.v1.DiagnoseStarted
-	12, // 11: nannyagent.worker.v1.DiagnoseResponse.step:type_name -> nannyagent.worker.v1.DiagnoseStep
-	14, // 12: nannyagent.worker.v1.DiagnoseResponse.resolution:type_name -> nannyagent.worker.v1.DiagnoseResolution
-	13, // 13: nannyagent.worker.v1.DiagnoseStep.items:type_name -> nannyagent.worker.v1.StepItem
-	16, // 14: nannyagent.worker.v1.StatusResponse.LastSuccessEntry.value:type_name -> google.protobuf.Timestamp
-	0,  // 15: nannyagent.worker.v1.WorkerService.Status:input_type -> nannyagent.worker.v1.StatusRequest
-	5,  // 16: nannyagent.worker.v1.WorkerService.Register:input_type -> nannyagent.worker.v1.RegisterRequest
-	9,  // 17: nannyagent.worker.v1.WorkerService.Diagnose:input_type -> nannyagent.worker.v1.DiagnoseRequest
-	1,  // 18: nannyagent.worker.v1.WorkerService.Status:output_type -> nannyagent.worker.v1.StatusResponse
-	6,  // 19: nannyagent.worker.v1.WorkerService.Register:output_type -> nannyagent.worker.v1.RegisterResponse
-	10, // 20: nannyagent.worker.v1.WorkerService.Diagnose:output_type -> nannyagent.worker.v1.DiagnoseResponse
-	18, // [18:21] is the sub-list for method output_type
-	15, // [15:18] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	25, // 0: nannyagent.worker.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	6,  // 1: nannyagent.worker.v1.StatusResponse.broker:type_name -> nannyagent.worker.v1.BrokerStatus
+	7,  // 2: nannyagent.worker.v1.StatusResponse.registration:type_name -> nannyagent.worker.v1.Registration
+	8,  // 3: nannyagent.worker.v1.StatusResponse.api:type_name -> nannyagent.worker.v1.ApiStatus
+	24, // 4: nannyagent.worker.v1.StatusResponse.last_success:type_name -> nannyagent.worker.v1.StatusResponse.LastSuccessEntry
+	2,  // 5: nannyagent.worker.v1.StatusResponse.realtime:type_name -> nannyagent.worker.v1.RealtimeStatus
+	3,  // 6: nannyagent.worker.v1.StatusResponse.operations:type_name -> nannyagent.worker.v1.Operation
+	4,  // 7: nannyagent.worker.v1.StatusResponse.problems:type_name -> nannyagent.worker.v1.Problem
+	5,  // 8: nannyagent.worker.v1.StatusResponse.settings:type_name -> nannyagent.worker.v1.Settings
+	25, // 9: nannyagent.worker.v1.RealtimeStatus.connected_since:type_name -> google.protobuf.Timestamp
+	25, // 10: nannyagent.worker.v1.RealtimeStatus.disconnected_since:type_name -> google.protobuf.Timestamp
+	25, // 11: nannyagent.worker.v1.RealtimeStatus.last_catch_up:type_name -> google.protobuf.Timestamp
+	25, // 12: nannyagent.worker.v1.Operation.first_seen:type_name -> google.protobuf.Timestamp
+	25, // 13: nannyagent.worker.v1.Operation.started:type_name -> google.protobuf.Timestamp
+	25, // 14: nannyagent.worker.v1.Operation.finished:type_name -> google.protobuf.Timestamp
+	26, // 15: nannyagent.worker.v1.Settings.metrics_interval:type_name -> google.protobuf.Duration
+	26, // 16: nannyagent.worker.v1.Settings.proxmox_interval:type_name -> google.protobuf.Duration
+	27, // 17: nannyagent.worker.v1.BrokerStatus.probe:type_name -> nannyagent.broker.v1.ProbeResponse
+	25, // 18: nannyagent.worker.v1.Registration.token_expires_at:type_name -> google.protobuf.Timestamp
+	25, // 19: nannyagent.worker.v1.Registration.refresh_token_issued_at:type_name -> google.protobuf.Timestamp
+	25, // 20: nannyagent.worker.v1.Registration.token_refresh_at:type_name -> google.protobuf.Timestamp
+	25, // 21: nannyagent.worker.v1.Registration.refresh_token_expires_at:type_name -> google.protobuf.Timestamp
+	11, // 22: nannyagent.worker.v1.RegisterResponse.device_code:type_name -> nannyagent.worker.v1.DeviceCode
+	12, // 23: nannyagent.worker.v1.RegisterResponse.registered:type_name -> nannyagent.worker.v1.Registered
+	15, // 24: nannyagent.worker.v1.DiagnoseResponse.started:type_name -> nannyagent.worker.v1.DiagnoseStarted
+	23, // 25: nannyagent.worker.v1.DiagnoseResponse.resolution:type_name -> nannyagent.worker.v1.DiagnoseResolution
+	16, // 26: nannyagent.worker.v1.DiagnoseResponse.turn:type_name -> nannyagent.worker.v1.DiagnoseTurn
+	18, // 27: nannyagent.worker.v1.DiagnoseResponse.command:type_name -> nannyagent.worker.v1.CommandOutcome
+	19, // 28: nannyagent.worker.v1.DiagnoseResponse.trace:type_name -> nannyagent.worker.v1.TraceOutcome
+	17, // 29: nannyagent.worker.v1.DiagnoseResponse.retry:type_name -> nannyagent.worker.v1.DiagnoseRetry
+	26, // 30: nannyagent.worker.v1.DiagnoseStarted.timeout:type_name -> google.protobuf.Duration
+	26, // 31: nannyagent.worker.v1.CommandOutcome.duration:type_name -> google.protobuf.Duration
+	26, // 32: nannyagent.worker.v1.TraceOutcome.duration:type_name -> google.protobuf.Duration
+	20, // 33: nannyagent.worker.v1.TraceOutcome.top_processes:type_name -> nannyagent.worker.v1.KeyCount
+	20, // 34: nannyagent.worker.v1.TraceOutcome.top_paths:type_name -> nannyagent.worker.v1.KeyCount
+	20, // 35: nannyagent.worker.v1.TraceOutcome.errors:type_name -> nannyagent.worker.v1.KeyCount
+	21, // 36: nannyagent.worker.v1.TraceOutcome.histograms:type_name -> nannyagent.worker.v1.HistogramSummary
+	22, // 37: nannyagent.worker.v1.HistogramSummary.percentiles:type_name -> nannyagent.worker.v1.Percentile
+	25, // 38: nannyagent.worker.v1.StatusResponse.LastSuccessEntry.value:type_name -> google.protobuf.Timestamp
+	0,  // 39: nannyagent.worker.v1.WorkerService.Status:input_type -> nannyagent.worker.v1.StatusRequest
+	9,  // 40: nannyagent.worker.v1.WorkerService.Register:input_type -> nannyagent.worker.v1.RegisterRequest
+	13, // 41: nannyagent.worker.v1.WorkerService.Diagnose:input_type -> nannyagent.worker.v1.DiagnoseRequest
+	1,  // 42: nannyagent.worker.v1.WorkerService.Status:output_type -> nannyagent.worker.v1.StatusResponse
+	10, // 43: nannyagent.worker.v1.WorkerService.Register:output_type -> nannyagent.worker.v1.RegisterResponse
+	14, // 44: nannyagent.worker.v1.WorkerService.Diagnose:output_type -> nannyagent.worker.v1.DiagnoseResponse
+	42, // [42:45] is the sub-list for method output_type
+	39, // [39:42] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_nannyagent_worker_v1_worker_proto_init() }
@@ -1230,24 +2489,28 @@ func file_nannyagent_worker_v1_worker_proto_init() {
 	if File_nannyagent_worker_v1_worker_proto != nil {
 		return
 	}
-	file_nannyagent_worker_v1_worker_proto_msgTypes[6].OneofWrappers = []any{
+	file_nannyagent_worker_v1_worker_proto_msgTypes[10].OneofWrappers = []any{
 		(*RegisterResponse_DeviceCode)(nil),
 		(*RegisterResponse_Progress)(nil),
 		(*RegisterResponse_Registered)(nil),
 	}
-	file_nannyagent_worker_v1_worker_proto_msgTypes[10].OneofWrappers = []any{
+	file_nannyagent_worker_v1_worker_proto_msgTypes[14].OneofWrappers = []any{
 		(*DiagnoseResponse_Started)(nil),
-		(*DiagnoseResponse_Step)(nil),
 		(*DiagnoseResponse_Resolution)(nil),
 		(*DiagnoseResponse_Progress)(nil),
+		(*DiagnoseResponse_Turn)(nil),
+		(*DiagnoseResponse_Command)(nil),
+		(*DiagnoseResponse_Trace)(nil),
+		(*DiagnoseResponse_Retry)(nil),
 	}
+	file_nannyagent_worker_v1_worker_proto_msgTypes[22].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nannyagent_worker_v1_worker_proto_rawDesc), len(file_nannyagent_worker_v1_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,5 +1,8 @@
-// Command brokerprobe sends one Probe to a broker socket and prints the JSON
-// answer. Tests run it as other uids to check who the broker serves.
+// Command brokerprobe sends one request to a broker socket and prints the
+// JSON answer: a Probe by default, or the RunCommand or RunTrace request
+// given as protobuf JSON. Tests run it as other uids to check who the broker
+// serves, and inside a booted test system to make the socket-activated
+// broker do real work.
 package main
 
 import (
@@ -10,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	"github.com/nannyai/nannyagent/ipc/unixsock"
@@ -17,20 +21,55 @@ import (
 
 func main() {
 	socket := flag.String("socket", "", "broker socket")
+	call := flag.String("call", "Probe", "Probe, RunCommand or RunTrace")
+	request := flag.String("request", "{}", "the request as protobuf JSON")
+	timeout := flag.Duration("timeout", 20*time.Second, "how long to wait for the answer")
 	flag.Parse()
-	conn, err := unixsock.Dial(*socket, 16<<20)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+	if err := send(*socket, *call, *request, *timeout); err != nil {
+		fmt.Fprintln(os.Stderr, "brokerprobe:", err)
 		os.Exit(1)
+	}
+}
+
+func send(socket, call, request string, timeout time.Duration) error {
+	conn, err := unixsock.Dial(socket, 16<<20)
+	if err != nil {
+		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	resp, err := brokerv1.NewBrokerServiceClient(conn).Probe(ctx, &brokerv1.ProbeRequest{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	c := brokerv1.NewBrokerServiceClient(conn)
+	var resp proto.Message
+	switch call {
+	case "Probe":
+		req := &brokerv1.ProbeRequest{}
+		if err := protojson.Unmarshal([]byte(request), req); err != nil {
+			return fmt.Errorf("request: %w", err)
+		}
+		resp, err = c.Probe(ctx, req)
+	case "RunCommand":
+		req := &brokerv1.RunCommandRequest{}
+		if err := protojson.Unmarshal([]byte(request), req); err != nil {
+			return fmt.Errorf("request: %w", err)
+		}
+		resp, err = c.RunCommand(ctx, req)
+	case "RunTrace":
+		req := &brokerv1.RunTraceRequest{}
+		if err := protojson.Unmarshal([]byte(request), req); err != nil {
+			return fmt.Errorf("request: %w", err)
+		}
+		resp, err = c.RunTrace(ctx, req)
+	default:
+		return fmt.Errorf("unknown call %q", call)
 	}
-	out, _ := protojson.Marshal(resp)
+	if err != nil {
+		return err
+	}
+	out, err := protojson.Marshal(resp)
+	if err != nil {
+		return err
+	}
 	fmt.Println(string(out))
+	return nil
 }
