@@ -22,8 +22,10 @@ type fakeLauncher struct {
 	limits []execute.Limits
 	exit   map[string]int
 	err    error
-	block  chan struct{} // holds the reboot command until closed
-	ctxs   []context.Context
+	// timeout ends the reboot command at its deadline, killed.
+	timeout bool
+	block   chan struct{} // holds the reboot command until closed
+	ctxs    []context.Context
 }
 
 func (f *fakeLauncher) Output(ctx context.Context, spec execute.Spec, limit int) ([]byte, execute.Exit, error) {
@@ -32,10 +34,14 @@ func (f *fakeLauncher) Output(ctx context.Context, spec execute.Spec, limit int)
 	f.runs = append(f.runs, argv)
 	f.limits = append(f.limits, spec.Limits)
 	f.ctxs = append(f.ctxs, ctx)
-	code, err, block := f.exit[argv[0]], f.err, f.block
+	code, err, block, timeout := f.exit[argv[0]], f.err, f.block, f.timeout
 	f.mu.Unlock()
 	if err != nil {
 		return nil, execute.Exit{}, err
+	}
+	if timeout && !strings.HasSuffix(argv[0], "wall") {
+		now := time.Now()
+		return []byte("hung"), execute.Exit{Code: -1, Signal: "SIGKILL", TimedOut: true, Start: now, End: now}, nil
 	}
 	if block != nil && !strings.HasSuffix(argv[0], "wall") {
 		<-block
@@ -296,6 +302,12 @@ func TestLauncherFailureAndBadRequests(t *testing.T) {
 	out := e.rebooter(t).Reboot(context.Background(), e.rb, e.child, Request{ID: "rb1", VMID: "105"})
 	if !out.Allowed || out.Started || out.ExitCode != -1 || out.Warned || !strings.Contains(out.Reason, "/fake/pct did not start") {
 		t.Errorf("%+v", out)
+	}
+	e.launch.err, e.launch.timeout = nil, true
+	out = e.rebooter(t).Reboot(context.Background(), e.rb, e.child, Request{ID: "rb2", VMID: "105"})
+	if !out.Allowed || out.Started || out.ExitCode != -1 || out.Output != "hung" ||
+		out.Reason != "/fake/pct reboot 105 did not finish within 1m0s and was killed" {
+		t.Errorf("timed out: %+v", out)
 	}
 	for _, id := range []string{"", "../x", strings.Repeat("a", 65)} {
 		if out := e.rebooter(t).Reboot(context.Background(), e.rb, e.child, Request{ID: id, VMID: "105"}); out.Allowed {

@@ -24,7 +24,7 @@ const monitorTick = 200 * time.Millisecond
 
 // rebootTools writes fake systemctl, pct and wall into a root-owned
 // directory (the broker runs only root-owned programs); each appends its
-// argv to calls.log and exits with its code.
+// argv to calls.log, its cgroups to cgroups.log, and exits with its code.
 func rebootTools(t *testing.T, systemctlExit, pctExit int) (dir string, calls func() []string) {
 	t.Helper()
 	requireRoot(t)
@@ -35,7 +35,8 @@ func rebootTools(t *testing.T, systemctlExit, pctExit int) (dir string, calls fu
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	logPath := filepath.Join(dir, "calls.log")
 	for name, code := range map[string]int{"systemctl": systemctlExit, "pct": pctExit, "wall": 0} {
-		script := fmt.Sprintf("#!/bin/sh\necho \"%s $*\" >> %s\n[ %d = 0 ] || echo \"%s: failed on purpose\" >&2\nexit %d\n", name, logPath, code, name, code)
+		script := fmt.Sprintf("#!/bin/sh\necho \"%s $*\" >> %s\necho \"%s $(tr '\\n' ' ' < /proc/self/cgroup)\" >> %s\n[ %d = 0 ] || echo \"%s: failed on purpose\" >&2\nexit %d\n",
+			name, logPath, name, filepath.Join(dir, "cgroups.log"), code, name, code)
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -241,6 +242,21 @@ func TestContainerReboot(t *testing.T) {
 	}
 	if e := opEntry(t, s, id); e.State != opstate.Done || e.Acknowledged.IsZero() {
 		t.Errorf("operation record %+v", e)
+	}
+	// Both started through the broker's launcher: each in a run cgroup
+	// of its own.
+	cg, err := os.ReadFile(filepath.Join(tools, "cgroups.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(cg)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("cgroups of the tools: %q", lines)
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, "/nannyagent-exec/run-") {
+			t.Errorf("not started by the launcher: %s", l)
+		}
 	}
 
 	other := createReboot(t, srv, creds.ID, fakeapi.RebootSpec{Reason: "LXC restart", LXCID: "8sfzjqlwhc0ptu5", VMID: "106"})
