@@ -86,7 +86,8 @@ func executeStages(d policy.Decision, stages []policy.Stage) []execute.Stage {
 		}
 		out[i] = execute.Stage{
 			Program: sd.Program, Argv: sd.Argv, RunAs: sd.RunAs, Paths: paths, Writes: sd.Writes,
-			StdoutToNull: stages[i].StdoutToNull, StderrToNull: stages[i].StderrToNull, StderrToStdout: stages[i].StderrToStdout,
+			InspectsProcesses: sd.InspectsProcesses,
+			StdoutToNull:      stages[i].StdoutToNull, StderrToNull: stages[i].StderrToNull, StderrToStdout: stages[i].StderrToStdout,
 		}
 	}
 	return out

@@ -59,6 +59,10 @@ type StageDecision struct {
 	// Writes are the paths the rule lets the program write beneath; every
 	// other place is closed to it where the kernel has Landlock.
 	Writes []string `json:"writes,omitempty"`
+	// InspectsProcesses says the tool reads other processes' open files,
+	// maps or I/O counters, which Landlock hides from a confined run, so
+	// the pipeline runs without a Landlock domain.
+	InspectsProcesses bool `json:"inspects_processes,omitempty"`
 }
 
 // Decision is the verdict on a pipeline: allowed only if every stage is.
@@ -178,7 +182,8 @@ func (r *cmdRule) approve(argv []string, paths []PathOperand) StageDecision {
 		}
 	}
 	return StageDecision{Allowed: true, RuleID: r.id, Reason: reasonAllowed, Program: r.program,
-		Argv: out, RunAs: r.runAs, Paths: paths, Added: r.addOptions, Writes: r.writes}
+		Argv: out, RunAs: r.runAs, Paths: paths, Added: r.addOptions, Writes: r.writes,
+		InspectsProcesses: r.inspectsProcesses}
 }
 
 // checkStageShape refuses what no rule could allow: oversized argv,

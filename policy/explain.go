@@ -28,6 +28,9 @@ type Explanation struct {
 	Confinement string `json:"confinement,omitempty"`
 	// Writers lists the rules that may write somewhere (their writes).
 	Writers []string `json:"writers"`
+	// Unconfined lists the rules whose runs get no Landlock domain because
+	// the tool reads other processes' open files (inspects_processes).
+	Unconfined []string `json:"unconfined"`
 }
 
 // CommandExplanation describes one active command rule.
@@ -49,6 +52,8 @@ type CommandExplanation struct {
 	// Writes are the only places the program may write (Landlock
 	// exceptions); empty means it writes nothing.
 	Writes []string `json:"writes,omitempty"`
+	// InspectsProcesses: the run gets no Landlock domain (see Unconfined).
+	InspectsProcesses bool `json:"inspects_processes,omitempty"`
 }
 
 // OptionExplanation is one allowed option.
@@ -98,11 +103,15 @@ func (p *Policy) Explain() Explanation {
 		e.Warnings = []string{}
 	}
 	e.Writers = []string{}
+	e.Unconfined = []string{}
 	for _, r := range p.commands {
 		if !r.disabled {
 			e.Commands = append(e.Commands, r.explain())
 			if len(r.writes) > 0 {
 				e.Writers = append(e.Writers, fmt.Sprintf("%s (%s) may write beneath %s", r.id, r.program, strings.Join(r.writes, ", ")))
+			}
+			if r.inspectsProcesses {
+				e.Unconfined = append(e.Unconfined, fmt.Sprintf("%s (%s)", r.id, r.program))
 			}
 		}
 	}
@@ -123,7 +132,8 @@ func (p *Policy) Explain() Explanation {
 func (r *cmdRule) explain() CommandExplanation {
 	c := CommandExplanation{ID: r.id, At: r.at.String(), Program: r.program, Grammar: r.grammar.String(),
 		Description: r.description, RunAs: r.runAs, Permute: r.permute,
-		Options: []OptionExplanation{}, Operands: []OperandExplanation{}, Added: r.addOptions, Writes: r.writes}
+		Options: []OptionExplanation{}, Operands: []OperandExplanation{}, Added: r.addOptions, Writes: r.writes,
+		InspectsProcesses: r.inspectsProcesses}
 	if c.RunAs == "" {
 		c.RunAs = "root"
 	}
@@ -190,6 +200,13 @@ func (e Explanation) WriteText(w io.Writer) error {
 	for _, w := range e.Writers {
 		ew.printf("  EXCEPTION: rule %s\n", w)
 	}
+	if len(e.Unconfined) > 0 {
+		ew.printf("  Landlock also hides other processes' open files, maps and I/O counters from a confined run, so these rules (inspects_processes) run\n")
+		ew.printf("  without a Landlock domain, with every other bound kept; a pipeline with one of them runs unconfined as a whole:\n")
+	}
+	for _, u := range e.Unconfined {
+		ew.printf("  UNCONFINED: rule %s\n", u)
+	}
 	e.writeCommands(ew)
 	ew.printf("\nDenied paths (win over every allow; judged on normalised paths, ancestors included; every symlink hop re-judged):\n")
 	if len(e.DenyPaths) == 0 {
@@ -247,6 +264,9 @@ func (e Explanation) writeCommands(ew *errWriter) {
 		}
 		if len(c.Writes) > 0 {
 			ew.printf("    MAY WRITE beneath: %s (the only Landlock exceptions of this rule)\n", strings.Join(c.Writes, ", "))
+		}
+		if c.InspectsProcesses {
+			ew.printf("    RUNS WITHOUT LANDLOCK: it reads other processes' open files, which Landlock hides\n")
 		}
 		if len(c.Options) == 0 {
 			ew.printf("    no options\n")

@@ -101,3 +101,41 @@ func TestRootTouchSchemaErrors(t *testing.T) {
 		}
 	}
 }
+
+// A rule marked inspects_processes says so in its decision and in explain;
+// other rules do not, and the key takes only a boolean.
+func TestInspectsProcesses(t *testing.T) {
+	p := mustLoadYAML(t, `version: 1
+commands:
+  - id: lsof
+    program: /usr/bin/lsof
+    inspects_processes: true
+    options:
+      - {opt: -n}
+  - id: cat
+    program: /usr/bin/cat
+    operands:
+      - {name: f, type: path, roots: [/etc], open: fd}
+`)
+	if d := decide(t, p, "lsof -n"); !d.Allowed || !d.Stages[0].InspectsProcesses {
+		t.Errorf("lsof: %+v", d)
+	}
+	if d := decide(t, p, "cat /etc/hostname"); !d.Allowed || d.Stages[0].InspectsProcesses {
+		t.Errorf("cat: %+v", d)
+	}
+	var buf strings.Builder
+	if err := p.Explain().WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"UNCONFINED: rule lsof (/usr/bin/lsof)", "RUNS WITHOUT LANDLOCK"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("explain lacks %q", want)
+		}
+	}
+	if strings.Contains(buf.String(), "UNCONFINED: rule cat") {
+		t.Error("explain lists cat as unconfined")
+	}
+	if _, err := loadYAML(t, "version: 1\ncommands:\n  - id: c\n    program: /usr/bin/lsof\n    inspects_processes: yes please\n"); err == nil {
+		t.Error("a non-boolean inspects_processes loaded")
+	}
+}

@@ -128,15 +128,20 @@ type cmdRule struct {
 	addOptions []string
 	// writes are the paths the program may write beneath (the Landlock
 	// ruleset's exceptions); nothing else is writable for a confined run.
-	writes   []string
-	disabled bool
+	writes []string
+	// inspectsProcesses marks tools that read other processes' open files,
+	// maps or I/O counters (lsof, ss -p). Landlock's ptrace rule hides
+	// those from any confined process, so such a run goes unconfined.
+	inspectsProcesses bool
+	disabled          bool
 	// required lists the options the command line must use, in the order
 	// the rule lists them (bit i of the matcher's record is required[i]).
 	required []*optSpec
 }
 
 var ruleKeys = []string{"id", "program", "description", "grammar", "permute", "subcommand",
-	"options", "deny_options", "operands", "leading_count", "run_as", "add_options", "writes"}
+	"options", "deny_options", "operands", "leading_count", "run_as", "add_options", "writes",
+	"inspects_processes"}
 
 // optionKind is where a spelling goes in a rule's tables.
 type optionKind uint8
@@ -290,6 +295,11 @@ func (d *decoder) commandRule(n *yaml.Node, idx int, ctx ruleContext) *cmdRule {
 	}
 	if wn, has := m["writes"]; has {
 		ok = d.writes(r, wn, what) && ok
+	}
+	if in, has := m["inspects_processes"]; has {
+		b, ok2 := d.boolean(in, what+".inspects_processes")
+		r.inspectsProcesses = b
+		ok = ok2 && ok
 	}
 	if sn, has := m["subcommand"]; has {
 		ok = d.subcommand(r, sn, what) && ok

@@ -3,6 +3,7 @@ package execute
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,4 +171,30 @@ func landlockPerRun(t *testing.T, cfg Config, abi int, dir string) {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// Landlock hides other processes' links in /proc from a confined run; a
+// stage that inspects processes runs without a domain and sees them.
+func TestProcessInspectorsRunUnconfined(t *testing.T) {
+	if abi, why := LandlockABI(); abi == 0 {
+		t.Skip(why)
+	}
+	r := newTestRunner(t, Config{})
+	cwd := fmt.Sprintf("/proc/%d/cwd", os.Getpid())
+	readlink := func(inspects bool) *Result {
+		st := stage("/usr/bin/readlink", cwd)
+		st.InspectsProcesses = inspects
+		res, err := r.Run(context.Background(), Request{Stages: []Stage{st}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := readlink(false); res.ExitCode == 0 {
+		t.Errorf("a confined run read %s: %q", cwd, res.Stdout)
+	}
+	here, _ := os.Getwd()
+	if res := readlink(true); res.ExitCode != 0 || strings.TrimSpace(string(res.Stdout)) != here {
+		t.Errorf("an inspecting run: exit %d %q %q, want %q", res.ExitCode, res.Stdout, res.Stderr, here)
+	}
 }

@@ -295,7 +295,7 @@ func (r *Runner) runAdmitted(ctx context.Context, req Request, lim Limits) (*Res
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	p, err := r.launch(launchSpec{table: pl.table, procs: pl.procs, closeChild: pl.closeChildSide, limits: lim, stop: ctx.Done(),
-		deadline: start.Add(lim.Timeout), confine: true, writes: writesOf(req.Stages), drain: true})
+		deadline: start.Add(lim.Timeout), confine: !inspectsProcesses(req.Stages), writes: writesOf(req.Stages), drain: true})
 	if err != nil {
 		closeFiles(pl.stdout, pl.stderr)
 		return nil, err
@@ -383,6 +383,12 @@ func checkPrograms(stages []Stage) error {
 		}
 	}
 	return nil
+}
+
+// inspectsProcesses reports whether a stage reads other processes' open
+// files: the stages share one Landlock domain, which would hide them.
+func inspectsProcesses(stages []Stage) bool {
+	return slices.ContainsFunc(stages, func(st Stage) bool { return st.InspectsProcesses })
 }
 
 // writesOf collects the places the stages may write beneath.

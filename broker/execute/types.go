@@ -77,6 +77,10 @@ type Stage struct {
 	// Writes are the only paths the stage may write beneath when runs are
 	// confined (the policy rule's writes); nil means nowhere.
 	Writes []string
+	// InspectsProcesses says the tool reads other processes' open files,
+	// maps or I/O counters; Landlock's ptrace rule would hide them, so a
+	// pipeline with such a stage runs without a Landlock domain.
+	InspectsProcesses bool
 	// StderrToStdout is "2>&1": stderr goes wherever stdout ends up, so
 	// StdoutToNull together with it means ">/dev/null 2>&1". A policy must
 	// not map "2>&1 >/dev/null" onto these flags.
