@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
-	"github.com/nannyai/nannyagent/ipc/peercred"
+	"github.com/nannyai/nannyagent/ipc/peerauth"
 	"github.com/nannyai/nannyagent/policy"
 )
 
@@ -71,7 +71,7 @@ func read(ctx context.Context) {
 // It runs in the connection's reader and must not block.
 func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if _, ok := s.lookup(info.FullMethodName); !ok {
-		p, _ := peercred.FromContext(ctx)
+		p, _ := peerauth.FromContext(ctx)
 		s.dlog.request(p, unknownRPC(info.FullMethodName), &audit{decision: decisionDeny, reason: reasonUnknownMethod}, 0, nil)
 		return nil, status.Error(codes.PermissionDenied, "request type not permitted")
 	}
@@ -101,7 +101,7 @@ func unknownRPC(method string) string {
 // without it.
 func (s *Server) unknownMethod(_ any, stream grpc.ServerStream) error {
 	method, _ := grpc.MethodFromServerStream(stream)
-	p, _ := peercred.FromContext(stream.Context())
+	p, _ := peerauth.FromContext(stream.Context())
 	if c := callFrom(stream.Context()); c != nil {
 		c.logged.Store(true)
 	}
@@ -142,7 +142,7 @@ func (l callLog) HandleRPC(ctx context.Context, st stats.RPCStats) {
 	if e, ok := l.s.lookup(c.method); ok {
 		name = e.name
 	}
-	p, _ := peercred.FromContext(ctx)
+	p, _ := peerauth.FromContext(ctx)
 	reason := "refused by the transport"
 	if end.Error != nil {
 		reason = status.Convert(end.Error).Message()

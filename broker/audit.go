@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nannyai/nannyagent/ipc/peercred"
+	"github.com/nannyai/nannyagent/ipc/peerauth"
 	"github.com/nannyai/nannyagent/redact"
 )
 
@@ -61,7 +61,7 @@ type decisionLog struct {
 	policy func() string
 }
 
-func (d decisionLog) request(p peercred.Peer, rpc string, a *audit, dur time.Duration, err error) {
+func (d decisionLog) request(p peerauth.Peer, rpc string, a *audit, dur time.Duration, err error) {
 	decision := a.decision
 	if decision == "" {
 		decision = decisionAllow
@@ -79,11 +79,9 @@ func (d decisionLog) request(p peercred.Peer, rpc string, a *audit, dur time.Dur
 	} else {
 		sha = d.policy()
 	}
-	attrs := []any{
-		"peer_uid", p.UID, "peer_pid", p.PID, "rpc", redactText(rpc),
+	attrs := append(peerAttrs(p), "rpc", redactText(rpc),
 		"decision", decision, "rule", rule, "policy_sha256", sha,
-		"duration_ms", float64(dur.Microseconds()) / 1000,
-	}
+		"duration_ms", float64(dur.Microseconds())/1000)
 	if len(a.stages) > 0 {
 		program, argv := loggedStages(a.stages)
 		attrs = append(attrs, "program", program, "argv", argv)
@@ -97,10 +95,9 @@ func (d decisionLog) request(p peercred.Peer, rpc string, a *audit, dur time.Dur
 	d.log.Info("decision", attrs...)
 }
 
-func (d decisionLog) refusedConnection(p peercred.Peer, reason error) {
-	d.log.Warn("decision", "peer_uid", p.UID, "peer_gid", p.GID, "peer_pid", p.PID,
-		"rpc", "connect", "decision", decisionDeny, "rule", noRule,
-		"policy_sha256", d.policy(), "reason", redactText(reason.Error()))
+func (d decisionLog) refusedConnection(p peerauth.Peer, reason error) {
+	d.log.Warn("decision", append(peerAttrs(p), "rpc", "connect", "decision", decisionDeny, "rule", noRule,
+		"policy_sha256", d.policy(), "reason", redactText(reason.Error()))...)
 }
 
 // loggedStages is the request for the log: the programs joined by "|", and

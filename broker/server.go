@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"os/user"
 	"runtime/debug"
 	"strconv"
@@ -25,6 +24,9 @@ import (
 	"github.com/nannyai/nannyagent/broker/reboot"
 	"github.com/nannyai/nannyagent/broker/trace"
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+	"github.com/nannyai/nannyagent/ipc/keypin"
+	"github.com/nannyai/nannyagent/ipc/lastserved"
+	"github.com/nannyai/nannyagent/ipc/peerauth"
 	"github.com/nannyai/nannyagent/ipc/peercred"
 	"github.com/nannyai/nannyagent/ipc/unixsock"
 	"github.com/nannyai/nannyagent/policy"
@@ -47,6 +49,14 @@ type Config struct {
 	// Limits are the gRPC server limits. The receive limit is not taken
 	// from here: it is the policy's request_bytes, read at start.
 	Limits unixsock.Limits
+	// VsockIdentity is the broker's key for vsock peers (nil: every vsock
+	// connection is refused). See transport.go.
+	VsockIdentity *keypin.Identity
+	// ServedRecord is where the record of when each peer was last served
+	// is kept ("" keeps it in memory); ServedRecordEvery is how often it is
+	// written when it changed (30 s if zero).
+	ServedRecord      string
+	ServedRecordEvery time.Duration
 	// ReadTimeout bounds the time from a request's headers to its whole
 	// message (default 10 s).
 	ReadTimeout time.Duration
@@ -92,8 +102,10 @@ type Server struct {
 	dlog       decisionLog
 	idle       idleTracker
 	grpc       *grpc.Server
-	// addr is the socket Serve answers on, for Alive.
+	// addr is the unix socket Serve answers on, for Alive.
 	addr atomic.Pointer[string]
+	// servedRecord says when each peer was last served (transport.go).
+	servedRecord *lastserved.Tracker
 }
 
 var _ brokerv1.BrokerServiceServer = (*Server)(nil)
@@ -133,13 +145,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.prober = probe.New(cfg.Probe)
 	s.dlog = decisionLog{log: cfg.Log, policy: s.policies.sha256}
+	s.newServedRecord()
 	s.readSlots = make(readSlotsSem, readSlots)
 	tl := cfg.Limits
 	// request_bytes applies here, at start: gRPC cannot change a
 	// server's receive limit later.
 	tl.MaxRecvMsgSize = int(lim.RequestBytes)
-	creds := peercred.NewServerCredentials(s.authorize, s.dlog.refusedConnection, cfg.Log)
-	s.grpc = grpc.NewServer(unixsock.ServerOptions(creds, tl,
+	// One credential, codec, admission tap and call log for every
+	// listener, unix and vsock alike.
+	s.grpc = grpc.NewServer(unixsock.ServerOptions(s.transportCredentials(), tl,
 		grpc.ForceServerCodecV2(newCodec()),
 		grpc.InTapHandle(s.tap),
 		grpc.StatsHandler(callLog{s}),
@@ -234,20 +248,27 @@ func (s *Server) Reload() error {
 	return nil
 }
 
-// Serve answers requests on ln until ctx ends or the broker has been idle
-// for Config.IdleExit. It returns nil on a clean stop.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+// Serve answers requests on every listener (unix, vsock, or both, with one
+// gRPC server) until ctx ends or the broker has been idle for
+// Config.IdleExit. It returns nil on a clean stop.
+func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
+	if len(lns) == 0 {
+		_ = s.Close()
+		return errors.New("serve: no listener")
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	waitProbe := s.prober.Start(ctx)
 	defer waitProbe()
 
-	addr := ln.Addr().String()
+	addr := unixAddr(lns)
 	s.addr.Store(&addr)
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- s.grpc.Serve(ln) }()
-
 	var wg sync.WaitGroup
+	serveErr := s.serveAll(lns, &wg)
+	// The record outlives the drain below, so the last requests are in it.
+	recordCtx, stopRecord := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRecord()
+	s.keepServedRecord(recordCtx, &wg)
 	idleTimeout := make(chan struct{})
 	if s.cfg.IdleExit > 0 {
 		wg.Add(1)
@@ -267,6 +288,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	cancel()
 	s.stop()
+	stopRecord()
 	wg.Wait()
 	if cerr := s.Close(); cerr != nil && err == nil {
 		err = cerr
@@ -277,15 +299,21 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// Alive makes one real round trip through the broker's own socket, as a
-// client would: connect (accept, the peer check), then a Probe (admission,
-// dispatch, the handler, the reply). The watchdog pings systemd only after
-// it succeeds. The call is logged like any other; it does not count as
-// activity for the idle exit.
+// Alive makes one real round trip through the broker's own unix socket,
+// as a client would: connect (accept, the peer check), then a Probe
+// (admission, dispatch, the handler, the reply). The watchdog pings
+// systemd only after it succeeds. The call is logged like any other; it
+// does not count as activity for the idle exit. It always dials the unix
+// socket, also when vsock listeners are served beside it: the host cannot
+// connect to its own vsock port, and a vsock peer must prove a guest's
+// key. A broker serving vsock alone has no round trip to make.
 func (s *Server) Alive(ctx context.Context) error {
 	addr := s.addr.Load()
-	if addr == nil {
+	switch {
+	case addr == nil:
 		return errors.New("not serving yet")
+	case *addr == "":
+		return errors.New("no unix socket served: the liveness round trip needs one")
 	}
 	conn, err := unixsock.Dial(*addr, unixsock.DefaultLimits.MaxSendMsgSize)
 	if err != nil {
@@ -321,9 +349,9 @@ func (s *Server) serve(ctx context.Context, e request, dec func(any) error) (res
 	if c := callFrom(ctx); c != nil {
 		c.logged.Store(true)
 	}
-	p, _ := peercred.FromContext(ctx)
+	p, _ := peerauth.FromContext(ctx)
 	// The broker's own liveness round trips (Alive) are not activity.
-	if int(p.PID) != os.Getpid() {
+	if !ownRoundTrip(p) {
 		s.idle.begin()
 		defer s.idle.end()
 	}
@@ -337,6 +365,9 @@ func (s *Server) serve(ctx context.Context, e request, dec func(any) error) (res
 			a.decision = decisionError
 		}
 		s.dlog.request(p, e.name, a, time.Since(start), err)
+		if !ownRoundTrip(p) {
+			s.served(p, e.name)
+		}
 	}()
 	if err := s.readSlots.acquire(ctx); err != nil {
 		a.decision, a.reason = decisionDeny, "not read: waited for a read slot: "+err.Error()

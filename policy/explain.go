@@ -22,6 +22,7 @@ type Explanation struct {
 	Reboots   Reboots              `json:"reboots"`
 	Metrics   Metrics              `json:"metrics"`
 	Limits    []LimitExplanation   `json:"limits"`
+	Transport Transport            `json:"transport"`
 	// Confinement says whether the broker on this host confines runs with
 	// Landlock; the caller fills it (the policy package cannot ask the
 	// kernel).
@@ -94,7 +95,7 @@ func (p *Policy) Explain() Explanation {
 	e := Explanation{
 		SHA256: p.sha256, Files: p.Files(), Disabled: p.Disabled(), Warnings: p.Dangers(),
 		DenyPaths: p.DenyPaths(), Traces: p.Traces(), Proxmox: p.Proxmox(), Patches: p.Patches(),
-		Reboots: p.Reboots(), Metrics: p.Metrics(),
+		Reboots: p.Reboots(), Metrics: p.Metrics(), Transport: p.Transport(),
 	}
 	if e.Disabled == nil {
 		e.Disabled = []DisabledRule{}
@@ -223,6 +224,7 @@ func (e Explanation) WriteText(w io.Writer) error {
 	e.writeProxmox(ew)
 	e.writePatches(ew)
 	e.writeReboots(ew)
+	e.writeTransport(ew)
 	ew.printf("\nMetrics: %s (CPU, memory, disks, network counters and host facts)\n", map[bool]string{true: "enabled", false: "disabled"}[e.Metrics.Enabled])
 	ew.printf("\nLimits:\n")
 	for _, l := range e.Limits {

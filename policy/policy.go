@@ -97,6 +97,8 @@ type Policy struct {
 	patches Patches
 	reboots Reboots
 	metrics Metrics
+	// transport is the transport section (transport.go).
+	transport Transport
 
 	commands  []*cmdRule
 	byName    map[string][]*cmdRule
@@ -282,6 +284,7 @@ func merge(docs []*fileDoc, errs *ErrorList) *Policy {
 	var traces []*traceItem
 	var prox []*proxItem
 	var pins []*pinItem
+	var guests []*guestItem
 	for fi, doc := range docs {
 		p.files = append(p.files, doc.file)
 		own := doc.ownIDs()
@@ -327,6 +330,10 @@ func merge(docs []*fileDoc, errs *ErrorList) *Policy {
 			register("deny_paths", x.id, x.at, func() { x.disabled = true })
 			p.denyRules = append(p.denyRules, x)
 		}
+		for _, x := range doc.guests {
+			register("transport", x.ID, x.at, func() { x.disabled = true })
+			guests = append(guests, x)
+		}
 		for _, s := range doc.settings {
 			s.apply(p)
 			p.sources[s.key] = s.at.String()
@@ -347,12 +354,14 @@ func merge(docs []*fileDoc, errs *ErrorList) *Policy {
 			p.patches.Pinned = append(p.patches.Pinned, x.PinnedScript)
 		}
 	}
+	p.mergeGuests(guests, errs)
 	p.judge = newPathJudge(p.denyRules)
 	p.indexCommands(errs)
 	p.counts["commands"] = countActive(p.commands)
 	p.counts["traces"] = len(p.traces.Rules)
 	p.counts["proxmox"] = len(p.proxmox.Paths)
 	p.counts["patches"] = len(p.patches.Pinned)
+	p.counts["transport"] = len(p.transport.VsockGuests)
 	p.counts["deny_paths"] = 0
 	for _, r := range p.denyRules {
 		if !r.disabled {
@@ -379,6 +388,9 @@ func (doc *fileDoc) ownIDs() map[string]bool {
 	}
 	for _, r := range doc.deny {
 		own[r.id] = true
+	}
+	for _, r := range doc.guests {
+		own[r.ID] = true
 	}
 	return own
 }

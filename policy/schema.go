@@ -18,7 +18,7 @@ import (
 const maxFileBytes = 4 << 20
 
 var topKeys = []string{"version", "disable", "commands", "traces", "proxmox", "patches",
-	"reboots", "metrics", "limits", "deny_paths"}
+	"reboots", "metrics", "limits", "deny_paths", "transport"}
 
 // setting is one scalar choice a file makes; later files override earlier
 // ones key by key.
@@ -61,6 +61,7 @@ type fileDoc struct {
 	pinned   []*pinItem
 	deny     []*denyRule
 	disable  []disableRef
+	guests   []*guestItem
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
@@ -138,6 +139,9 @@ func parseFile(name string, data []byte, origin Origin, ctx ruleContext, errs *E
 	}
 	if n, has := top["deny_paths"]; has {
 		d.denyPaths(doc, n)
+	}
+	if n, has := top["transport"]; has {
+		d.transportSection(doc, n)
 	}
 	return doc
 }

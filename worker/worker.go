@@ -20,6 +20,7 @@ import (
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	"github.com/nannyai/nannyagent/ipc/unixsock"
+	"github.com/nannyai/nannyagent/ipc/vsocknet"
 	"github.com/nannyai/nannyagent/worker/config"
 	"github.com/nannyai/nannyagent/worker/localapi"
 	"github.com/nannyai/nannyagent/worker/metrics"
@@ -69,11 +70,17 @@ type agentRun struct {
 
 // New connects (lazily) to the broker and opens the token store.
 func New(cfg *config.Config, version string, log *slog.Logger) (*Worker, error) {
+	return newWorker(cfg, version, log, vsocknet.Dial)
+}
+
+// newWorker is New with the way a vsock broker is reached: tests put a
+// listener in its place, since no test may dial a context id.
+func newWorker(cfg *config.Config, version string, log *slog.Logger, vsockDial vsocknet.DialFunc) (*Worker, error) {
 	sess, err := newSession(cfg, version)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := unixsock.Dial(cfg.BrokerSocket, unixsock.DefaultLimits.MaxSendMsgSize)
+	conn, err := dialBroker(cfg, vsockDial)
 	if err != nil {
 		sess.close()
 		return nil, err

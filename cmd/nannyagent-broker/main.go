@@ -1,6 +1,8 @@
 // Command nannyagent-broker is the root half of nannyagent. It serves the
 // worker's account on a unix socket (handed over by systemd, or created at
-// --socket) and performs only what its policy files allow.
+// --socket) and, where the worker runs in a VM guest, the guests its policy
+// allows on an AF_VSOCK port; it performs only what its policy files allow.
+// `nannyagent-broker keygen` and `pin` make and name the vsock key pairs.
 package main
 
 import (
@@ -12,8 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/user"
-	"strconv"
 	"sync"
 	"time"
 
@@ -23,6 +23,7 @@ import (
 	"github.com/nannyai/nannyagent/broker/execute"
 	"github.com/nannyai/nannyagent/broker/probe"
 	"github.com/nannyai/nannyagent/cmd/internal/service"
+	"github.com/nannyai/nannyagent/ipc/lastserved"
 	"github.com/nannyai/nannyagent/ipc/unixsock"
 	"github.com/nannyai/nannyagent/policy"
 )
@@ -31,19 +32,22 @@ import (
 var version = "dev"
 
 type options struct {
-	socket      string
-	socketGroup string
-	workerUser  string
-	policyFile  string
-	policyDir   string
-	stateDir    string
-	idleExit    time.Duration
-	ownCgroup   string
-	readTimeout time.Duration
-	logLevel    string
-	logFormat   string
-	landlock    string
-	showVersion bool
+	socket       string
+	socketGroup  string
+	vsockPort    uint
+	vsockKey     string
+	servedRecord string
+	workerUser   string
+	policyFile   string
+	policyDir    string
+	stateDir     string
+	idleExit     time.Duration
+	ownCgroup    string
+	readTimeout  time.Duration
+	logLevel     string
+	logFormat    string
+	landlock     string
+	showVersion  bool
 }
 
 func main() {
@@ -55,11 +59,20 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
+// subcommands are the broker binary's tools; without one it serves.
+var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
+	"keygen": runKeygen,
+	"pin":    runPin,
+}
+
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("nannyagent-broker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.socket, "socket", "/run/nannyagent-broker/broker.sock", "socket path when not socket-activated")
+	fs.StringVar(&o.socket, "socket", "/run/nannyagent-broker/broker.sock", "socket path when not socket-activated (empty: no unix socket)")
+	fs.UintVar(&o.vsockPort, "vsock-port", 0, "also listen on this AF_VSOCK port when not socket-activated (0: no vsock)")
+	fs.StringVar(&o.vsockKey, "vsock-key", "/etc/nannyagent/vsock/broker.key", "the broker's private key for vsock peers (nannyagent-broker keygen)")
+	fs.StringVar(&o.servedRecord, "served-record", lastserved.DefaultPath, "where to record when each peer was last served (empty: nowhere)")
 	fs.StringVar(&o.socketGroup, "socket-group", "nannyagent", "group owning the socket and its directory")
 	fs.StringVar(&o.workerUser, "worker-user", "nannyagent", "the only non-root account served")
 	fs.StringVar(&o.policyFile, "policy", "/usr/share/nannyagent/policy.yaml", "vendor policy file")
@@ -82,6 +95,9 @@ const maxProcs = 2
 
 func run(args []string, stderr io.Writer) int {
 	service.LimitProcs(maxProcs)
+	if len(args) > 0 && subcommands[args[0]] != nil {
+		return subcommands[args[0]](args[1:], os.Stdout, stderr)
+	}
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -123,34 +139,48 @@ func serve(o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	lns, err := listen(ctx, o)
+	if err != nil {
+		return err
+	}
+	if err := watchdogNeedsUnix(lns); err != nil {
+		lns.close()
+		return err
+	}
+	vsockID, err := vsockIdentity(o, lns, log)
+	if err != nil {
+		lns.close()
+		return err
+	}
 	srv, err := broker.New(broker.Config{
 		Version:    version,
 		WorkerUser: o.workerUser,
 		LoadPolicy: func() (*policy.Policy, error) {
 			return policy.LoadInstalled(loadOpts, o.policyFile, o.policyDir)
 		},
-		Probe:       probe.DefaultConfig(),
-		Limits:      unixsock.DefaultLimits,
-		OwnCgroup:   own,
-		ReadTimeout: o.readTimeout,
-		StateDir:    o.stateDir,
-		Log:         log,
-		Landlock:    map[string]execute.LandlockMode{"auto": execute.LandlockAuto, "off": execute.LandlockOff}[o.landlock],
+		Probe:         probe.DefaultConfig(),
+		Limits:        unixsock.DefaultLimits,
+		VsockIdentity: vsockID,
+		ServedRecord:  o.servedRecord,
+		OwnCgroup:     own,
+		ReadTimeout:   o.readTimeout,
+		StateDir:      o.stateDir,
+		Log:           log,
+		Landlock:      map[string]execute.LandlockMode{"auto": execute.LandlockAuto, "off": execute.LandlockOff}[o.landlock],
 	})
 	if err != nil {
-		return err
-	}
-	ln, activated, err := listen(ctx, o)
-	if err != nil {
-		_ = srv.Close()
+		lns.close()
 		return err
 	}
 	idle := time.Duration(0)
-	if activated {
+	if lns.activated {
 		idle = o.idleExit
 	}
 	srv.SetIdleExit(idle)
-	log.Info("broker serving", "socket", ln.Addr().String(), "socket_activated", activated, "version", version)
+	if len(lns.vsock) > 0 && len(srv.VsockGuests()) == 0 {
+		log.Warn("serving vsock, but the policy's transport section allows no guest: every vsock connection will be refused")
+	}
+	log.Info("broker serving", "listeners", lns.addrs(), "socket_activated", lns.activated, "version", version)
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -162,7 +192,13 @@ func serve(o options, log *slog.Logger) error {
 	go func() { defer wg.Done(); service.ReleaseMemory(loopCtx, time.Second, time.Minute) }()
 
 	service.Ready(log)
-	err = srv.Serve(ctx, unixsock.LimitListener(ln, unixsock.DefaultLimits.MaxConnections))
+	// Each listener has its own connection budget: a guest cannot starve
+	// the unix socket, nor the reverse.
+	var limited []net.Listener
+	for _, ln := range lns.all() {
+		limited = append(limited, unixsock.LimitListener(ln, unixsock.DefaultLimits.MaxConnections))
+	}
+	err = srv.Serve(ctx, limited...)
 	service.Stopping(log)
 	return err
 }
@@ -188,47 +224,4 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, srv *broker.Serve
 			_ = srv.Reload() // a failed reload keeps the old policy and is logged
 		}
 	}
-}
-
-// socketName is the broker socket's name in socket activation: the socket
-// unit's FileDescriptorName=.
-const socketName = "broker"
-
-// listen takes systemd's socket when activated, or creates the socket with
-// the runtime layout's modes: directory 0750 and socket 0660, group-owned by
-// the worker's group.
-func listen(ctx context.Context, o options) (net.Listener, bool, error) {
-	passed := unixsock.Passed()
-	ln, err := passed.Unix(socketName)
-	if err == nil {
-		err = passed.Close()
-	}
-	if err != nil {
-		if ln != nil {
-			ln.Close()
-		}
-		return nil, false, err
-	}
-	if ln != nil {
-		return ln, true, nil
-	}
-	gid, err := socketGID(o.socketGroup)
-	if err != nil {
-		return nil, false, err
-	}
-	l, err := unixsock.Listen(ctx, unixsock.ListenConfig{Path: o.socket, DirMode: 0o750, SocketMode: 0o660, GID: gid})
-	return l, false, err
-}
-
-// socketGID resolves the socket group; without root the socket keeps the
-// broker's own group.
-func socketGID(name string) (int, error) {
-	if os.Geteuid() != 0 {
-		return -1, nil
-	}
-	g, err := user.LookupGroup(name)
-	if err != nil {
-		return 0, fmt.Errorf("socket group %q: %w", name, err)
-	}
-	return strconv.Atoi(g.Gid)
 }

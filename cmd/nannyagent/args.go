@@ -11,6 +11,7 @@ import (
 
 	"github.com/peterbourgon/ff/v3/ffyaml"
 
+	"github.com/nannyai/nannyagent/ipc/lastserved"
 	"github.com/nannyai/nannyagent/worker/config"
 )
 
@@ -35,12 +36,14 @@ type options struct {
 	// interactive prompt.
 	issue string
 
-	socket   string
-	timeout  time.Duration
-	json     bool
-	verbose  bool
-	force    bool
-	priority string
+	socket string
+	// servedRecord is the broker's record of whom it served (status).
+	servedRecord string
+	timeout      time.Duration
+	json         bool
+	verbose      bool
+	force        bool
+	priority     string
 
 	// The reference agent's overrides; set records which were given.
 	apiURL, portalURL, tokenPath, agentID string
@@ -67,6 +70,7 @@ func newFlagSet(o *options, commands map[string]*bool, diagnose *string) *flag.F
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.socket, "socket", "/run/nannyagent/worker.sock", "the worker's socket")
 	fs.DurationVar(&o.timeout, "timeout", 0, "give up after this long")
+	fs.StringVar(&o.servedRecord, "served-record", lastserved.DefaultPath, "status: the broker's record of the workers it served (root only)")
 	fs.BoolVar(&o.json, "json", false, "print JSON")
 	fs.BoolVar(&o.verbose, "v", false, "show each command's first output lines")
 	fs.BoolVar(&o.verbose, "verbose", false, "same as -v")

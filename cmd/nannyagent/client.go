@@ -21,13 +21,17 @@ import (
 // call, all bounded by the worker.
 const statusTimeout = 30 * time.Second
 
+// errNoWorker is connect's error when no worker runs on this host (it may
+// run in a VM guest: status then reads the broker's record).
+var errNoWorker = errors.New("the worker is not running")
+
 // connect checks the socket with a plain dial first, so a missing worker or
 // a permission problem gets one clear sentence rather than a gRPC error.
 func connect(socket string) (*grpc.ClientConn, workerv1.WorkerServiceClient, error) {
 	conn, err := net.DialTimeout("unix", socket, 2*time.Second)
 	switch {
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
-		return nil, nil, fmt.Errorf("the worker is not running: nothing answers on %s (start it with: systemctl start nannyagent-worker)", socket)
+		return nil, nil, fmt.Errorf("%w: nothing answers on %s (start it with: systemctl start nannyagent-worker)", errNoWorker, socket)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return nil, nil, fmt.Errorf("permission denied on %s: run as root or as a member of the worker's admin group", socket)
 	case err != nil:

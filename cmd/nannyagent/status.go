@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -12,13 +13,21 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+	"github.com/nannyai/nannyagent/ipc/lastserved"
 	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
 )
 
 // runStatus prints what works and what does not. It exits 1 when the
 // worker reports a problem (or cannot be asked), so monitoring can call it.
+// On a host whose worker runs in a VM guest there is no worker here; the
+// broker's served record then says where it runs and when it was served.
 func runStatus(o *options, stdout, stderr io.Writer) int {
 	cc, client, err := connect(o.socket)
+	if errors.Is(err, errNoWorker) {
+		if code, ok := hostStatus(stdout, o, err); ok {
+			return code
+		}
+	}
 	if err != nil {
 		if o.json {
 			writeJSON(stdout, map[string]any{"worker": map[string]any{"reachable": false, "error": err.Error()},
@@ -44,6 +53,10 @@ func runStatus(o *options, stdout, stderr io.Writer) int {
 		stdout.Write(append(escapeJSON(out), '\n'))
 	} else {
 		printStatus(stdout, st, time.Now())
+		// Root on a host reads the broker's record of whom it served.
+		if rec, err := lastserved.Read(o.servedRecord); err == nil {
+			printServed(stdout, rec, o.servedRecord)
+		}
 	}
 	if len(st.GetProblems()) > 0 {
 		return exitFailed

@@ -63,6 +63,31 @@ func (a *Activation) Unix(name string) (*net.UnixListener, error) {
 	return ul, nil
 }
 
+// File takes the descriptor passed under name, whatever its address
+// family, for a caller that makes its own listener of it and checks it
+// (net.FileListener knows no AF_VSOCK: see ipc/vsocknet.FileListener). Only
+// a descriptor named exactly name is taken, never an unnamed one. It
+// returns nil and no error when there is none, and an error when more than
+// one was passed under name. The caller closes the file.
+func (a *Activation) File(name string) (*os.File, error) {
+	idx := -1
+	for i, f := range a.files {
+		if f == nil || f.Name() != name {
+			continue
+		}
+		if idx >= 0 {
+			return nil, fmt.Errorf("socket activation: more than one socket passed as %q", name)
+		}
+		idx = i
+	}
+	if idx < 0 {
+		return nil, nil
+	}
+	f := a.files[idx]
+	a.files[idx] = nil
+	return f, nil
+}
+
 // find returns the index of the one unix stream socket that match accepts,
 // or -1.
 func (a *Activation) find(match func(*os.File) bool, what string) (int, error) {

@@ -177,6 +177,43 @@ func TestActivationRefusals(t *testing.T) {
 	}
 }
 
+func TestActivationFileByName(t *testing.T) {
+	// The broker's vsock socket comes as a descriptor named "vsock"; File
+	// hands it over whatever its family (here a datagram socket stands in:
+	// judging it is the caller's job).
+	dgram := rawSocket(t, "vsock", unix.SOCK_DGRAM, filepath.Join(t.TempDir(), "d.sock"))
+	ul, _ := passedListener(t, "broker", 0o660)
+	unnamed, _ := passedListener(t, "LISTEN_FD_5", 0o660)
+	a := &Activation{files: []*os.File{ul, dgram, unnamed}}
+	f, err := a.File("vsock")
+	if err != nil || f != dgram {
+		t.Fatalf("File(vsock) = %v, %v; want the descriptor passed as vsock", f, err)
+	}
+	f.Close()
+	if f, err := a.File("vsock"); f != nil || err != nil {
+		t.Errorf("a descriptor was taken twice: %v, %v", f, err)
+	}
+	if f, err := a.File("other"); f != nil || err != nil {
+		t.Errorf("File(other) = %v, %v; want nothing (an unnamed socket is not taken by File)", f, err)
+	}
+	ln, err := a.Unix("broker")
+	if err != nil || ln == nil {
+		t.Fatalf("Unix(broker) after File = %v, %v", ln, err)
+	}
+	ln.Close()
+	if err := a.Close(); err == nil || !strings.Contains(err.Error(), "LISTEN_FD_5") {
+		t.Errorf("Close = %v, want it to name the socket nobody took", err)
+	}
+
+	one, _ := passedListener(t, "vsock", 0o660)
+	two, _ := passedListener(t, "vsock", 0o660)
+	a = &Activation{files: []*os.File{one, two}}
+	defer a.Close()
+	if f, err := a.File("vsock"); f != nil || err == nil || !strings.Contains(err.Error(), "more than one") {
+		t.Errorf("two sockets named vsock: %v, %v; want a refusal", f, err)
+	}
+}
+
 func TestActivationSkipsOtherSocketTypes(t *testing.T) {
 	// A datagram socket under the same name is not the stream socket asked
 	// for (a unit may pass several kinds under one name); it stays for

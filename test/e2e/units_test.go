@@ -22,8 +22,8 @@ func unitDir(t *testing.T) string {
 	}
 	dir := t.TempDir()
 	units, _ := filepath.Glob(filepath.Join(root, "systemd", "nannyagent-*"))
-	if len(units) != 4 {
-		t.Fatalf("want 4 unit files (broker and worker, socket and service), found %v", units)
+	if len(units) != 5 {
+		t.Fatalf("want 5 unit files (broker and worker, socket and service, and the broker's vsock socket), found %v", units)
 	}
 	for _, u := range units {
 		data, err := os.ReadFile(u)

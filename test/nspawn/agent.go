@@ -34,6 +34,8 @@ var agentFiles = []struct {
 	{"systemd/nannyagent-broker.service", "/usr/lib/systemd/system/nannyagent-broker.service", 0o644},
 	{"systemd/nannyagent-worker.socket", "/usr/lib/systemd/system/nannyagent-worker.socket", 0o644},
 	{"systemd/nannyagent-worker.service", "/usr/lib/systemd/system/nannyagent-worker.service", 0o644},
+	// Shipped for a worker in a VM guest; not enabled by the install.
+	{"systemd/nannyagent-broker-vsock.socket", "/usr/lib/systemd/system/nannyagent-broker-vsock.socket", 0o644},
 	{"packaging/sysusers.conf", "/usr/lib/sysusers.d/nannyagent.conf", 0o644},
 	{"packaging/tmpfiles.conf", "/usr/lib/tmpfiles.d/nannyagent.conf", 0o644},
 	{"packaging/policy.yaml", "/usr/share/nannyagent/policy.yaml", 0o644},

@@ -141,9 +141,11 @@ type Stack struct {
 	StateDir     string
 	// BrokerStateDir is the broker's own state directory (0700, root).
 	BrokerStateDir string
-	Worker         Identity
-	AdminGroup     string
-	AdminGID       uint32
+	// ServedRecord is where the broker records the peers it served.
+	ServedRecord string
+	Worker       Identity
+	AdminGroup   string
+	AdminGID     uint32
 
 	broker *Process
 	worker *Process
@@ -193,6 +195,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		"--socket", s.BrokerSocket, "--socket-group", groupName(s.Worker.GID),
 		"--worker-user", s.Worker.Name, "--policy", s.PolicyFile,
 		"--policy-dir", filepath.Join(s.Dir, "policy.d"), "--state-dir", s.BrokerStateDir, "--log-format", "json",
+		"--served-record", s.ServedRecord,
 	}, opts.ExtraBrokerArgs...)
 	s.brokerArgs, s.brokerEnv = brokerArgs, opts.BrokerEnv
 	if opts.BrokerPIDNamespace {
@@ -279,6 +282,7 @@ func prepare(opts Options) (*Stack, error) {
 		PolicyFile:     filepath.Join(dir, "policy.yaml"),
 		StateDir:       filepath.Join(dir, "state"),
 		BrokerStateDir: filepath.Join(dir, "broker-state"),
+		ServedRecord:   filepath.Join(dir, "served.json"),
 	}
 	policy := opts.Policy
 	if policy == "" {

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
+	"github.com/nannyai/nannyagent/ipc/vsocknet"
 	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
 	"github.com/nannyai/nannyagent/test/nspawn"
 	"github.com/nannyai/nannyagent/test/repo"
@@ -93,7 +94,8 @@ func TestBootedUnits(t *testing.T) {
 	if err := m.Install(filepath.Join(bin, stack.BrokerProbe), "/usr/local/bin/brokerprobe", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	script := strings.ReplaceAll(checks, "@IDLE@", strconv.Itoa(int(idleExit.Seconds())))
+	vsockPort, noVsock := freeVsockPort()
+	script := strings.NewReplacer("@IDLE@", strconv.Itoa(int(idleExit.Seconds())), "@VSOCK_PORT@", vsockPort).Replace(checks)
 	// CAP_BPF and CAP_PERFMON are not in nspawn's default set: given
 	// here, the check that the broker's unit drops them (CAP_SYS_ADMIN
 	// covers bpftrace) means something.
@@ -121,6 +123,54 @@ func TestBootedUnits(t *testing.T) {
 	t.Run("idle exit", b.idleExit)
 	t.Run("sockets outlive services", b.socketsOutliveServices)
 	t.Run("worker restarts", b.workerRestarts)
+	t.Run("vsock socket", func(t *testing.T) { b.vsockSocket(t, vsockPort, noVsock) })
+}
+
+// freeVsockPort is a vsock port free on this kernel now, or "" and the
+// reason when AF_VSOCK cannot be bound here.
+func freeVsockPort() (string, string) {
+	ln, err := vsocknet.Listen(0)
+	if err != nil {
+		return "", "AF_VSOCK cannot be bound on this kernel: " + err.Error()
+	}
+	defer ln.Close()
+	port, _ := vsocknet.Port(ln)
+	return strconv.FormatUint(uint64(port), 10), ""
+}
+
+// vsockSocket: the shipped vsock socket unit (port moved by a drop-in)
+// binds in the booted system, and the broker started beside it takes its
+// unix socket and the vsock port by their names. Nothing connects over
+// vsock: there is no loopback transport, and no test dials a CID.
+func (b booted) vsockSocket(t *testing.T, port, noVsock string) {
+	if noVsock != "" {
+		t.Skip(noVsock + " (the unit is still checked by systemd-analyze verify)")
+	}
+	if r := b.get(t, "vsock-socket-start"); r.Code != 0 {
+		t.Fatalf("systemctl start nannyagent-broker-vsock.socket (exit %d):\n%s", r.Code, r.Out)
+	}
+	// systemd prints the any-CID as "" or as 4294967295, by version.
+	r := b.get(t, "vsock-socket-listen")
+	if !regexp.MustCompile(`(?m)^Listen=vsock:\d*:` + port + ` \(Stream\)$`).MatchString(r.Out) {
+		t.Errorf("the vsock socket does not listen on port %s:\n%s", port, r.Out)
+	}
+	wantLines(t, "vsock socket", r, "FileDescriptorName=vsock", "Triggers=nannyagent-broker.service")
+	if r := b.get(t, "vsock-broker-active"); strings.TrimSpace(r.Out) != "active" {
+		t.Errorf("broker with the vsock socket: %s", r.Out)
+	}
+	// The key is loaded only for a vsock listener: systemd handed the
+	// broker the vsock socket and the broker took it by its name.
+	r = b.get(t, "vsock-serving")
+	if !strings.Contains(r.Out, `"msg":"vsock key loaded"`) {
+		t.Errorf("the broker was not handed the vsock socket (no key loaded):\n%s", r.Out)
+	}
+	want := fmt.Sprintf(`"listeners":["unix /run/nannyagent-broker/broker.sock","vsock port %s"],"socket_activated":true`, port)
+	if !strings.Contains(r.Out, want) {
+		t.Errorf("the broker's start line lacks %s:\n%s", want, r.Out)
+	}
+	if r := b.get(t, "vsock-stopped"); strings.TrimSpace(r.Out) != "inactive" {
+		t.Errorf("vsock socket after stop: %s", r.Out)
+	}
 }
 
 // brokerDropIn replaces the shipped ExecStart with the same command and a

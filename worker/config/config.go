@@ -47,9 +47,15 @@ type Config struct {
 	HTTP         HTTPTransport
 
 	WorkerSocket string
+	// BrokerSocket is the broker's unix socket path, or vsock://2:PORT when
+	// the worker runs in a VM guest and the broker on the host.
 	BrokerSocket string
-	AdminGroup   string
-	StateDir     string
+	// BrokerVsockKey is the worker's private key for a vsock broker, and
+	// BrokerKeyPins the pins of the broker keys it accepts (vsock.go).
+	BrokerVsockKey string
+	BrokerKeyPins  []string
+	AdminGroup     string
+	StateDir       string
 
 	// Timeouts for calls the worker makes.
 	BrokerTimeout time.Duration
@@ -294,7 +300,7 @@ func (c *Config) validate() error {
 		c.validateRenewal,
 		c.validateHTTP,
 		func() error { return checkAbs("worker_socket", c.WorkerSocket) },
-		func() error { return checkAbs("broker_socket", c.BrokerSocket) },
+		c.validateBroker,
 		func() error { return checkAbs("state_dir", c.StateDir) },
 		func() error { return checkPositive("broker_timeout", c.BrokerTimeout) },
 		func() error { return checkPositive("api_timeout", c.APITimeout) },

@@ -96,7 +96,7 @@ func resolution(p *problem, ev evidence) string {
 		"3. Keep it from coming back: a logrotate rule with maxsize for %s, or a quieter log level.", stopCommand(ev), file, file)
 	evidenceText := ""
 	if ev.topWriter != "" {
-		evidenceText = "syscalls:sys_enter_write: top process " + ev.topWriter
+		evidenceText = "syscalls:sys_enter_write: writer " + ev.topWriter
 	}
 	data, _ := json.Marshal(map[string]string{"response_type": "resolution", "root_cause": root,
 		"resolution_plan": plan, "confidence": "High", "ebpf_evidence": evidenceText})
@@ -170,17 +170,41 @@ func readEvidence(msgs []fakeapi.Message, mount string) evidence {
 				continue
 			}
 			for _, a := range t.Aggregates {
-				if a.Name == "@by_process" && len(a.Entries) > 0 {
-					// Keys are "pid,comm".
-					pid, comm, _ := strings.Cut(a.Entries[0].Key, ",")
-					ev.topWriter = fmt.Sprintf("%s (pid %s)", strings.TrimSpace(comm), strings.TrimSpace(pid))
-					ev.writerPID = strings.TrimSpace(pid)
-					ev.writeRate = fmt.Sprintf("%d times in 2 seconds, more than any other process", a.Entries[0].Value)
+				if a.Name == "@by_process" {
+					ev.traceWriter(a.Entries, ev.writerPID)
 				}
 			}
 		}
 	}
 	return ev
+}
+
+// traceWriter names the writer from the trace's per-process counts (keys
+// "pid,comm", largest first): the process lsof found holding a file open
+// for writing on the full filesystem when the trace saw it write, since
+// on a busy host the busiest writer may be writing elsewhere; otherwise
+// the busiest writer.
+func (ev *evidence) traceWriter(entries []struct {
+	Key   string `json:"key"`
+	Value int64  `json:"value"`
+}, holderPID string) {
+	if len(entries) == 0 {
+		return
+	}
+	pick, rank := 0, "more than any other process"
+	for i, e := range entries {
+		if pid, _, _ := strings.Cut(e.Key, ","); holderPID != "" && strings.TrimSpace(pid) == holderPID {
+			pick = i
+			if i > 0 {
+				rank = fmt.Sprintf("the busiest writer holding a file there (%d processes wrote more elsewhere)", i)
+			}
+			break
+		}
+	}
+	pid, comm, _ := strings.Cut(entries[pick].Key, ",")
+	ev.topWriter = fmt.Sprintf("%s (pid %s)", strings.TrimSpace(comm), strings.TrimSpace(pid))
+	ev.writerPID = strings.TrimSpace(pid)
+	ev.writeRate = fmt.Sprintf("%d times in 2 seconds, %s", entries[pick].Value, rank)
 }
 
 // dfUse is the Use% column of df's second line.
