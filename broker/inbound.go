@@ -186,10 +186,13 @@ func countCommand(b []byte, l policy.Limits) string {
 }
 
 // patchShape measures a RunPatchRequest: the script within
-// patch_script_bytes, short fields, and a bounded list of exclusions.
+// patch_script_bytes; the operation id and the script's name; the hash,
+// vmid and mode; check_only; and a bounded list of exclusions. The policy
+// requires request_bytes to hold it (policy.PatchRequestRoom).
 var patchShape = shape{
 	max: func(l policy.Limits) int {
-		return int(l.PatchScriptBytes) + fieldBytes + 3*(fieldBytes+maxSmallField) + fieldBytes + maxIDBytes + maxExclusions*(fieldBytes+maxSmallField)
+		return int(l.PatchScriptBytes) + fieldBytes + 2*(fieldBytes+maxIDBytes) + 3*(fieldBytes+maxSmallField) +
+			tagBytes + 1 + maxExclusions*(fieldBytes+maxSmallField)
 	},
 	count: countPatch,
 	tooLarge: func(size int, l policy.Limits) string {

@@ -32,7 +32,8 @@ func largestCommand(l policy.Limits) *brokerv1.RunCommandRequest {
 // limits admit.
 func largestRequests(l policy.Limits) map[string]proto.Message {
 	patch := &brokerv1.RunPatchRequest{OperationId: strings.Repeat("o", maxIDBytes), Script: make([]byte, l.PatchScriptBytes),
-		Sha256: strings.Repeat("f", 64), Vmid: "999999999", Mode: brokerv1.PatchMode_PATCH_MODE_APPLY}
+		Sha256: strings.Repeat("f", 64), Vmid: "999999999", Mode: brokerv1.PatchMode_PATCH_MODE_APPLY,
+		ScriptName: strings.Repeat("s", maxIDBytes), CheckOnly: true}
 	for range maxExclusions {
 		patch.Exclusions = append(patch.Exclusions, strings.Repeat("p", maxSmallField))
 	}
@@ -47,6 +48,23 @@ func largestRequests(l policy.Limits) map[string]proto.Message {
 		"PatchResult": &brokerv1.PatchResultRequest{OperationId: strings.Repeat("o", maxIDBytes)},
 		"Reboot": &brokerv1.RebootRequest{RebootId: strings.Repeat("r", maxIDBytes), Vmid: strings.Repeat("9", maxIDBytes), CheckOnly: true,
 			Reason: strings.Repeat("w", maxRebootReasonBytes)},
+	}
+}
+
+// TestPatchRequestFitsRequestBytes: with the least request_bytes the
+// policy accepts for its patch_script_bytes, the largest RunPatch request
+// the shape admits still fits the transport's receive limit, so a script
+// of patch_script_bytes can always reach the broker.
+func TestPatchRequestFitsRequestBytes(t *testing.T) {
+	for name, l := range map[string]policy.Limits{"defaults": policy.DefaultLimits(), "hard caps": policy.HardCaps()} {
+		l.RequestBytes = l.PatchScriptBytes + policy.PatchRequestRoom
+		b, err := proto.Marshal(largestRequests(l)["RunPatch"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if max := patchShape.max(l); int64(max) > l.RequestBytes || int64(len(b)) > l.RequestBytes {
+			t.Errorf("%s: the shape admits %d bytes, the largest request is %d, request_bytes %d", name, max, len(b), l.RequestBytes)
+		}
 	}
 }
 

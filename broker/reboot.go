@@ -2,8 +2,6 @@ package broker
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/nannyai/nannyagent/broker/execute"
@@ -11,8 +9,9 @@ import (
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 )
 
-// DefaultStateDir is the broker's own state directory (0700 root); the
-// worker never writes there.
+// DefaultStateDir is the broker's own state directory (0700 root): patch
+// runs and their results, the last host reboot. The worker never writes
+// there.
 const DefaultStateDir = "/var/lib/nannyagent-broker"
 
 // Reboot judges a host or container reboot against the policy and the
@@ -51,31 +50,4 @@ func (s *Server) Reboot(ctx context.Context, req *brokerv1.RebootRequest) (*brok
 		a.decision, a.reason = decisionAllow, "reboot "+req.GetRebootId()+" started"
 	}
 	return resp, nil
-}
-
-// patchStateDir is the patch machinery's answer to "is a patch running?"
-// until broker/patch provides it: a run in progress is a "*.running" entry
-// in the patches directory of the broker's state directory.
-type patchStateDir struct{ dir string }
-
-// Running reports a patch run in progress. An unreadable directory counts
-// as a run in progress: a reboot must not cut a patch short on a guess.
-func (p patchStateDir) Running() bool {
-	entries, err := os.ReadDir(p.dir)
-	if os.IsNotExist(err) {
-		return false
-	}
-	if err != nil {
-		return true
-	}
-	for _, e := range entries {
-		if strings.HasSuffix(e.Name(), ".running") {
-			return true
-		}
-	}
-	return false
-}
-
-func newPatchStateDir(stateDir string) patchStateDir {
-	return patchStateDir{dir: filepath.Join(stateDir, "patches")}
 }

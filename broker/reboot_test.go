@@ -133,3 +133,58 @@ func TestRebootCommandFails(t *testing.T) {
 		t.Errorf("decision log: %s", b.log.String())
 	}
 }
+
+// A patch run in progress, started by this broker's patch manager on the
+// shared state directory, holds every reboot back; once it has finished
+// the reboot is allowed. The loop guard's record sits in the same
+// directory as the patch runs.
+func TestRebootWaitsForThePatchRun(t *testing.T) {
+	tools, logPath := fakeRebootTools(t, 0, 0)
+	release := filepath.Join(t.TempDir(), "release")
+	slow := "#!/bin/sh\nwhile [ ! -e " + release + " ]; do sleep 0.05; done\n"
+	b, state := patchBroker(t, rebootPolicy(tools, "  host: true\n  containers: ['*']\n")+"patches:\n  enabled: true\n  mode: trust_backend\n")
+	ctx := context.Background()
+	if resp, err := b.client.RunPatch(ctx, patchReq("slow1", slow, brokerv1.PatchMode_PATCH_MODE_DRY_RUN)); err != nil || resp.GetState() != brokerv1.PatchState_PATCH_STATE_RUNNING {
+		t.Fatalf("patch run: %v %v", resp, err)
+	}
+	for _, req := range []*brokerv1.RebootRequest{{RebootId: "rb1", CheckOnly: true}, {RebootId: "rb1"}, {RebootId: "rb2", Vmid: "105"}} {
+		resp, err := b.client.Reboot(ctx, req)
+		if err != nil || resp.GetAllowed() || !strings.Contains(resp.GetReason(), "a patch run is in progress") {
+			t.Errorf("%v during the patch run: %v %v", req, resp, err)
+		}
+	}
+	if got := calls(t, logPath); got != nil {
+		t.Fatalf("ran %q during the patch run", got)
+	}
+	if err := os.WriteFile(release, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitPatch(t, b, "slow1")
+	resp, err := b.client.Reboot(ctx, &brokerv1.RebootRequest{RebootId: "rb3"})
+	if err != nil || !resp.GetStarted() {
+		t.Fatalf("after the patch run: %v %v", resp, err)
+	}
+	for _, name := range []string{"patches", "last-host-reboot.json"} {
+		if _, err := os.Stat(filepath.Join(state, name)); err != nil {
+			t.Errorf("state directory: %v", err)
+		}
+	}
+}
+
+// Without a state directory the loop guard has nowhere to keep its record:
+// host reboots are refused, container reboots are not.
+func TestRebootWithoutStateDir(t *testing.T) {
+	tools, logPath := fakeRebootTools(t, 0, 0)
+	b := startBrokerOpts(t, 0, rebootPolicy(tools, "  host: true\n  containers: ['*']\n"), func(c *Config) { c.StateDir = "" })
+	ctx := context.Background()
+	resp, err := b.client.Reboot(ctx, &brokerv1.RebootRequest{RebootId: "rb1"})
+	if err != nil || resp.GetAllowed() || !strings.Contains(resp.GetReason(), "no state directory (--state-dir)") {
+		t.Errorf("host reboot: %v %v", resp, err)
+	}
+	if resp, err := b.client.Reboot(ctx, &brokerv1.RebootRequest{RebootId: "rb2", Vmid: "105"}); err != nil || !resp.GetStarted() {
+		t.Errorf("container reboot: %v %v", resp, err)
+	}
+	if got := calls(t, logPath); len(got) != 2 || got[1] != "pct reboot 105" {
+		t.Errorf("ran %q", got)
+	}
+}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nannyai/nannyagent/broker/execute"
 	"github.com/nannyai/nannyagent/broker/metrics"
+	"github.com/nannyai/nannyagent/broker/patch"
 	"github.com/nannyai/nannyagent/broker/probe"
 	"github.com/nannyai/nannyagent/broker/reboot"
 	"github.com/nannyai/nannyagent/broker/trace"
@@ -67,14 +68,10 @@ type Config struct {
 	IdleExit time.Duration
 	// GracePeriod bounds how long Serve waits for requests in flight at stop.
 	GracePeriod time.Duration
-	// StateDir is the broker's own state directory (DefaultStateDir when
-	// empty): 0700, the broker's account only, never the worker's.
+	// StateDir is the broker's own state directory (root-only; never the
+	// worker's): patch runs and their results, the last host reboot.
+	// Empty: patch runs are unavailable and host reboots are refused.
 	StateDir string
-	// Patches reports a patch run in progress (reboots wait for it); by
-	// default the patch runs recorded in StateDir.
-	Patches reboot.PatchActivity
-	// Uptime overrides how long the host has been up (tests).
-	Uptime func() (time.Duration, error)
 	// Log receives the decision log and operational messages.
 	Log *slog.Logger
 	// Landlock says whether runs are confined (auto) or not (off, a test
@@ -99,9 +96,13 @@ type Server struct {
 	rebooter   *reboot.Rebooter
 	traceSlots *trace.Slots
 	readSlots  readSlotsSem
-	dlog       decisionLog
-	idle       idleTracker
-	grpc       *grpc.Server
+	// patches runs patch scripts; nil (with patchErr saying why) when
+	// the state directory is unusable.
+	patches  *patch.Manager
+	patchErr string
+	dlog     decisionLog
+	idle     idleTracker
+	grpc     *grpc.Server
 	// addr is the unix socket Serve answers on, for Alive.
 	addr atomic.Pointer[string]
 	// servedRecord says when each peer was last served (transport.go).
@@ -125,12 +126,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("command runner: %w", err)
 	}
-	rebooter, err := newRebooter(cfg, runner)
-	if err != nil {
-		_ = runner.Close()
-		return nil, err
-	}
-	s := &Server{cfg: cfg, log: cfg.Log, runner: runner, rebooter: rebooter, traceSlots: trace.NewSlots(0), metrics: metrics.New(cfg.Metrics)}
+	s := &Server{cfg: cfg, log: cfg.Log, runner: runner, traceSlots: trace.NewSlots(0), metrics: metrics.New(cfg.Metrics)}
 	s.table = s.requestTable()
 	s.idle.busy = func() bool { return runner.DetachedRuns() > 0 }
 	s.policies, err = newPolicyStore(cfg.LoadPolicy, s.capabilitiesFor, cfg.Log)
@@ -144,6 +140,11 @@ func New(cfg Config) (*Server, error) {
 		cfg.Probe.Runner = s.probeRunner
 	}
 	s.prober = probe.New(cfg.Probe)
+	s.patches, s.patchErr = s.newPatches()
+	if s.rebooter, err = s.newRebooter(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
 	s.dlog = decisionLog{log: cfg.Log, policy: s.policies.sha256}
 	s.newServedRecord()
 	s.readSlots = make(readSlotsSem, readSlots)
@@ -161,23 +162,6 @@ func New(cfg Config) (*Server, error) {
 	)...)
 	s.grpc.RegisterService(s.serviceDesc(), s)
 	return s, nil
-}
-
-func newRebooter(cfg Config, runner *execute.Runner) (*reboot.Rebooter, error) {
-	if cfg.StateDir == "" {
-		cfg.StateDir = DefaultStateDir
-	}
-	if cfg.Patches == nil {
-		cfg.Patches = newPatchStateDir(cfg.StateDir)
-	}
-	r, err := reboot.New(reboot.Config{StateDir: cfg.StateDir, Patches: cfg.Patches, Launcher: runner, Uptime: cfg.Uptime})
-	if err != nil {
-		return nil, err
-	}
-	if err := r.StateError(); err != nil {
-		cfg.Log.Error("the broker's state directory cannot be trusted: host reboots are refused", "state_dir", cfg.StateDir, "error", err.Error())
-	}
-	return r, nil
 }
 
 // applyLimits puts the policy's limits where something enforces them
@@ -230,9 +214,56 @@ func (s *Server) authorize(p peercred.Peer) error {
 	return fmt.Errorf("uid %d is neither root nor the worker account %q", p.UID, s.cfg.WorkerUser)
 }
 
-// Close releases what New set up (the command runner and its cgroups). Serve
-// calls it when it returns; call it yourself when Serve never runs.
-func (s *Server) Close() error { return s.runner.Close() }
+// Close releases what New set up (a patch run in progress is stopped and
+// recorded interrupted; the command runner and its cgroups). Serve calls
+// it when it returns; call it yourself when Serve never runs.
+func (s *Server) Close() error {
+	var errs []error
+	if s.patches != nil {
+		errs = append(errs, s.patches.Close())
+	}
+	return errors.Join(append(errs, s.runner.Close())...)
+}
+
+// newPatches opens the patch runs' state directory. Without one the
+// broker still serves everything else, and RunPatch says why it cannot.
+func (s *Server) newPatches() (*patch.Manager, string) {
+	if s.cfg.StateDir == "" {
+		return nil, "patch runs are unavailable: the broker has no state directory (--state-dir)"
+	}
+	m, err := patch.New(patch.Config{
+		StateDir: s.cfg.StateDir, Launcher: detachedLauncher{s.runner}, Log: s.log,
+		// The broker stays up while a run goes on (no idle exit).
+		Hold: func() func() { s.idle.begin(); return s.idle.end },
+	})
+	if err != nil {
+		s.log.Error("patch runs unavailable", "state_dir", s.cfg.StateDir, "error", err.Error())
+		return nil, "patch runs are unavailable: " + err.Error()
+	}
+	return m, ""
+}
+
+// newRebooter sets up reboots on the same state directory as the patch
+// runs; a patch run in progress holds reboots back.
+func (s *Server) newRebooter() (*reboot.Rebooter, error) {
+	r, err := reboot.New(reboot.Config{StateDir: s.cfg.StateDir, Patches: patchActivity{s}, Launcher: s.runner})
+	if err != nil {
+		return nil, err
+	}
+	if err := r.StateError(); err != nil {
+		s.log.Error("host reboots are refused: the broker's state directory cannot be used", "state_dir", s.cfg.StateDir, "error", err.Error())
+	}
+	return r, nil
+}
+
+// patchActivity tells reboots whether a patch run is in progress.
+type patchActivity struct{ s *Server }
+
+// Running reports a patch run in progress. Without a patch manager (no
+// usable state directory) no run can have been started by this broker.
+func (p patchActivity) Running() bool {
+	return p.s.patches != nil && p.s.patches.Active() != ""
+}
 
 // SetIdleExit sets how long Serve waits without requests before it returns;
 // zero never returns for idleness. Call it before Serve.

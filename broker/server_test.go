@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nannyai/nannyagent/broker/execute"
+	"github.com/nannyai/nannyagent/broker/patch"
 	"github.com/nannyai/nannyagent/broker/probe"
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	"github.com/nannyai/nannyagent/ipc/unixsock"
@@ -72,29 +73,37 @@ func startBroker(t testing.TB, idle time.Duration) *testBroker {
 
 func startBrokerWith(t testing.TB, idle time.Duration, policyYAML string) *testBroker {
 	t.Helper()
+	return startBrokerOpts(t, idle, policyYAML, nil)
+}
+
+// startBrokerOpts starts a broker whose Config edit may change.
+func startBrokerOpts(t testing.TB, idle time.Duration, policyYAML string, edit func(*Config)) *testBroker {
+	t.Helper()
 	dir := t.TempDir()
 	policyPath := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(policyPath, []byte(policyYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return startBrokerAt(t, dir, idle)
+	return startBrokerAt(t, dir, idle, edit)
 }
 
 // startBrokerInDir starts a broker again on the policy and state another
 // one used in dir (as after a restart).
 func startBrokerInDir(t testing.TB, dir string) *testBroker {
 	t.Helper()
-	return startBrokerAt(t, dir, 0)
+	return startBrokerAt(t, dir, 0, nil)
 }
 
-func startBrokerAt(t testing.TB, dir string, idle time.Duration) *testBroker {
+// startBrokerAt starts a broker on the policy in dir, with its state
+// directory there too, unless edit changes it.
+func startBrokerAt(t testing.TB, dir string, idle time.Duration, edit func(*Config)) *testBroker {
 	policyPath := filepath.Join(dir, "policy.yaml")
 	me, err := user.Current()
 	if err != nil {
 		t.Fatal(err)
 	}
 	logBuf := &syncBuffer{}
-	srv, err := New(Config{
+	cfg := Config{
 		Version:    "test",
 		WorkerUser: me.Username,
 		LoadPolicy: func() (*policy.Policy, error) { return policy.Load(policy.LoadOptions{}, policyPath) },
@@ -106,7 +115,11 @@ func startBrokerAt(t testing.TB, dir string, idle time.Duration) *testBroker {
 		IdleExit:    idle,
 		StateDir:    filepath.Join(dir, "state"),
 		Log:         slog.New(slog.NewJSONHandler(logBuf, nil)),
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,25 +174,26 @@ func TestProbeOverTheSocket(t *testing.T) {
 }
 
 // TestPatchesAndRebootsRefuseNamingThePolicy: no RPC answers "not
-// implemented": RunPatch, PatchResult and Reboot refuse, naming the
-// policy section that is off, and each refusal is a logged denial.
+// implemented": under the default policy RunPatch and Reboot refuse,
+// naming the policy section that is off, and each refusal is a logged
+// denial; PatchResult finds no run.
 func TestPatchesAndRebootsRefuseNamingThePolicy(t *testing.T) {
 	b := startBroker(t, 0)
 	ctx := context.Background()
-	run, err := b.client.RunPatch(ctx, &brokerv1.RunPatchRequest{OperationId: "op-1", Script: []byte("#!/bin/sh\n")})
-	if err != nil || run.GetState() != brokerv1.PatchState_PATCH_STATE_FAILED_TO_START || !strings.Contains(run.GetReason(), "disabled by policy (patches:") || run.GetOperationId() != "op-1" {
+	script := []byte("#!/bin/sh\n")
+	run, err := b.client.RunPatch(ctx, &brokerv1.RunPatchRequest{OperationId: "op-1", Script: script, Sha256: patch.Sum(script), Mode: brokerv1.PatchMode_PATCH_MODE_DRY_RUN})
+	if err != nil || run.GetState() != brokerv1.PatchState_PATCH_STATE_REFUSED || !strings.Contains(run.GetReason(), "disabled by this host's policy (patches.enabled") || run.GetOperationId() != "op-1" {
 		t.Errorf("RunPatch: %v %v", run, err)
 	}
-	res, err := b.client.PatchResult(ctx, &brokerv1.PatchResultRequest{OperationId: "op-1"})
-	if err != nil || res.GetState() != brokerv1.PatchState_PATCH_STATE_UNKNOWN || !strings.Contains(res.GetError(), "patches:") {
-		t.Errorf("PatchResult: %v %v", res, err)
+	if _, err := b.client.PatchResult(ctx, &brokerv1.PatchResultRequest{OperationId: "op-1"}); status.Code(err) != codes.NotFound {
+		t.Errorf("PatchResult: %v", err)
 	}
 	rb, err := b.client.Reboot(ctx, &brokerv1.RebootRequest{RebootId: "r-1"})
 	if err != nil || rb.GetAllowed() || rb.GetReason() != "reboots: reboots are disabled by policy" {
 		t.Errorf("Reboot: %v %v", rb, err)
 	}
-	for _, rpc := range []string{"RunPatch", "PatchResult", "Reboot"} {
-		if l := logLine(t, b.log.String(), rpc); l["decision"] != "deny" || !strings.Contains(fmt.Sprint(l["reason"]), "by policy") {
+	for _, rpc := range []string{"RunPatch", "Reboot"} {
+		if l := logLine(t, b.log.String(), rpc); l["decision"] != "deny" || !strings.Contains(fmt.Sprint(l["reason"]), "policy") {
 			t.Errorf("%s logged as %v", rpc, l)
 		}
 	}

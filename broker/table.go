@@ -115,7 +115,7 @@ func refuseTrace(reason string) (*brokerv1.RunTraceResponse, error) {
 }
 
 func refusePatch(reason string) (*brokerv1.RunPatchResponse, error) {
-	return &brokerv1.RunPatchResponse{State: brokerv1.PatchState_PATCH_STATE_FAILED_TO_START, Reason: reason}, nil
+	return &brokerv1.RunPatchResponse{State: brokerv1.PatchState_PATCH_STATE_REFUSED, Reason: reason}, nil
 }
 
 func refuseReboot(reason string) (*brokerv1.RebootResponse, error) {

@@ -117,9 +117,6 @@ func (p *Policy) Explain() Explanation {
 		}
 	}
 	for _, f := range limitFields {
-		if _, later := unenforced[f.key]; later {
-			continue
-		}
 		src := p.sources["limits."+f.key]
 		if src == "" {
 			src = "default"
@@ -348,15 +345,40 @@ func (e Explanation) writePatches(ew *errWriter) {
 		ew.printf("  disabled\n")
 		return
 	}
-	ew.printf("  enabled, mode %s, targets %s (containers through %s)\n", x.Mode, strings.Join(x.Targets, ", "), x.Pct)
+	ew.printf("  enabled, mode %s, targets %s\n", x.Mode, strings.Join(x.Targets, ", "))
+	if contains(x.Targets, PatchTargetLXC) {
+		// Container runs (through pct) come with the systemd-unit runs.
+		ew.printf("  container targets (through %s) are refused by this version\n", x.Pct)
+	}
+	ew.printf("  run modes allowed: %s\n", strings.Join(x.Modes, ", "))
+	ew.printf("  runs as root from a sealed copy of the checked bytes, with an interpreter from: %s\n", strings.Join(x.Interpreters, ", "))
+	ew.printf("  PATH=%s LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive, stdin /dev/null, one run at a time\n", x.Path)
+	ew.printf("  stopped after %s (limits.patch_max_runtime); script at most %s; output kept up to %s each for stdout and stderr\n",
+		e.limitValue("patch_max_runtime"), e.limitValue("patch_script_bytes"), e.limitValue("patch_output_bytes"))
+	ew.printf("  its process tree capped at %s of memory and %s tasks (limits.patch_child_memory, patch_child_tasks); no Landlock: it writes wherever a package manager does\n",
+		e.limitValue("patch_child_memory"), e.limitValue("patch_child_tasks"))
 	if x.Mode == PatchTrustBackend {
-		ew.printf("  ANY script the backend sends runs as root (see WARNING above)\n")
+		ew.printf("  ANY script the backend sends runs as root: the backend, and anyone who takes over the worker, can run anything (see WARNING above)\n")
 		return
 	}
 	if len(x.Pinned) == 0 {
 		ew.printf("  no script pinned: nothing can run\n")
 	}
 	for _, s := range x.Pinned {
-		ew.printf("  %s sha256 %s [rule %s]\n", s.Name, s.SHA256, s.ID)
+		name := s.Name
+		if name == "" {
+			name = "(no name)"
+		}
+		ew.printf("  %s sha256 %s [rule %s]\n", name, s.SHA256, s.ID)
 	}
+}
+
+// limitValue is the formatted value of one limit.
+func (e Explanation) limitValue(key string) string {
+	for _, l := range e.Limits {
+		if l.Key == key {
+			return l.Value
+		}
+	}
+	return "?"
 }

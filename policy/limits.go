@@ -40,6 +40,10 @@ type Limits struct {
 	PatchScriptBytes int64 `json:"patch_script_bytes"`
 	// PatchOutputBytes caps each of a patch run's stdout and stderr.
 	PatchOutputBytes int64 `json:"patch_output_bytes"`
+	// PatchChildMemory and PatchChildTasks cap a patch run's tree (the
+	// package manager, dpkg, maintainer scripts and what they start).
+	PatchChildMemory int64 `json:"patch_child_memory"`
+	PatchChildTasks  int   `json:"patch_child_tasks"`
 	// ProxmoxTimeout is the limit of one pvesh call.
 	ProxmoxTimeout time.Duration `json:"proxmox_timeout"`
 	// ProxmoxOutputBytes caps one Proxmox answer.
@@ -120,6 +124,20 @@ var limitFields = []limitField{
 	{"patch_output_bytes", limitSize, 1 * mib, 64 * mib,
 		func(l *Limits) int64 { return l.PatchOutputBytes }, func(l *Limits, v int64) { l.PatchOutputBytes = v },
 		"each of a patch run's stdout and stderr"},
+	// A package upgrade is not a diagnostic: apt-get update runs a fetch
+	// method per source plus gpgv; dpkg's maintainer scripts run
+	// update-initramfs (dozens of processes), compressors with a thread
+	// per CPU and DKMS builds (make -j, a cc1 of a few hundred MiB each).
+	// 512MiB and 64 tasks kill such runs halfway through an upgrade, the
+	// worst place to stop; 2GiB and 1024 tasks bound a runaway script yet
+	// fit those. The run's cgroup counts page cache, which it reclaims
+	// before killing anything.
+	{"patch_child_memory", limitSize, 2 * gib, 16 * gib,
+		func(l *Limits) int64 { return l.PatchChildMemory }, func(l *Limits, v int64) { l.PatchChildMemory = v },
+		"memory of a patch run's tree (the package manager, dpkg, maintainer scripts)"},
+	{"patch_child_tasks", limitCount, 1024, 8192,
+		func(l *Limits) int64 { return int64(l.PatchChildTasks) }, func(l *Limits, v int64) { l.PatchChildTasks = int(v) },
+		"processes and threads in a patch run's tree"},
 	{"proxmox_timeout", limitDuration, int64(30 * time.Second), int64(5 * time.Minute),
 		func(l *Limits) int64 { return int64(l.ProxmoxTimeout) }, func(l *Limits, v int64) { l.ProxmoxTimeout = time.Duration(v) },
 		"one pvesh call"},
@@ -135,11 +153,29 @@ var limitFields = []limitField{
 // once: its read budget is RequestsReadAtOnce × request_bytes.
 const RequestsReadAtOnce = 16
 
-// unenforced names the limits nothing enforces yet, and what will: they
-// load and merge like the others, and explain leaves them out.
-var unenforced = map[string]string{
-	"patch_max_runtime":  "patch runs",
-	"patch_output_bytes": "patch runs",
+// PatchRequestRoom is what a RunPatch request carries besides its script
+// (operation id, hash, mode, script name, up to 256 excluded package
+// names, field tags): request_bytes must exceed patch_script_bytes by at
+// least this much, or the largest script allowed could never arrive.
+const PatchRequestRoom = 64 * kib
+
+// checkRequestRoom refuses limits under which a patch script of
+// patch_script_bytes does not fit in a request of request_bytes. It
+// blames the later of the two settings (settings are in merge order):
+// where the operator raised one past the other.
+func checkRequestRoom(l Limits, settings []setting, errs *ErrorList) {
+	if l.RequestBytes >= l.PatchScriptBytes+PatchRequestRoom {
+		return
+	}
+	at := pos{File: "limits"}
+	for _, s := range settings {
+		if s.key == "limits.request_bytes" || s.key == "limits.patch_script_bytes" {
+			at = s.at
+		}
+	}
+	errs.add(&Error{File: at.File, Line: at.Line, Msg: fmt.Sprintf(
+		"limits: request_bytes (%s) must be at least patch_script_bytes (%s) plus %s, the rest of a patch request, or the largest patch script allowed could never reach the broker; raise request_bytes or lower patch_script_bytes",
+		formatSize(l.RequestBytes), formatSize(l.PatchScriptBytes), formatSize(PatchRequestRoom))})
 }
 
 func limitKeys() []string {

@@ -285,6 +285,8 @@ func merge(docs []*fileDoc, errs *ErrorList) *Policy {
 	var prox []*proxItem
 	var pins []*pinItem
 	var guests []*guestItem
+	// setAt is every setting, in merge order.
+	var setAt []setting
 	for fi, doc := range docs {
 		p.files = append(p.files, doc.file)
 		own := doc.ownIDs()
@@ -337,6 +339,7 @@ func merge(docs []*fileDoc, errs *ErrorList) *Policy {
 		for _, s := range doc.settings {
 			s.apply(p)
 			p.sources[s.key] = s.at.String()
+			setAt = append(setAt, s)
 		}
 	}
 	for _, t := range traces {
@@ -355,6 +358,7 @@ func merge(docs []*fileDoc, errs *ErrorList) *Policy {
 		}
 	}
 	p.mergeGuests(guests, errs)
+	checkRequestRoom(p.limits, setAt, errs)
 	p.judge = newPathJudge(p.denyRules)
 	p.indexCommands(errs)
 	p.counts["commands"] = countActive(p.commands)
@@ -495,6 +499,8 @@ func (p *Policy) Proxmox() Proxmox {
 func (p *Policy) Patches() Patches {
 	x := p.patches
 	x.Targets = append([]string(nil), x.Targets...)
+	x.Modes = append([]string(nil), x.Modes...)
+	x.Interpreters = append([]string(nil), x.Interpreters...)
 	x.Pinned = append([]PinnedScript(nil), x.Pinned...)
 	return x
 }

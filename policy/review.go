@@ -135,6 +135,13 @@ func (p *Policy) lint() []string {
 	if p.patches.Enabled && p.patches.Mode == PatchPinned && len(p.patches.Pinned) == 0 {
 		out = append(out, "patches are enabled in pinned mode but no script is pinned: no patch can run")
 	}
+	if p.patches.Enabled {
+		for _, in := range p.patches.Interpreters {
+			if _, err := os.Stat(in); err != nil {
+				out = append(out, fmt.Sprintf("patches.interpreters: %s does not exist on this host", in))
+			}
+		}
+	}
 	out = append(out, p.rebootLint()...)
 	seen := map[string]bool{}
 	for _, r := range p.commands {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -157,25 +158,63 @@ func TestTestReport(t *testing.T) {
 	}
 }
 
-// TestExplainShowsOnlyEnforcedLimits: explain lists the limits something
-// enforces, says when request_bytes applies, and leaves out the ones
-// nothing enforces yet.
-func TestExplainShowsOnlyEnforcedLimits(t *testing.T) {
+// TestExplainShowsEveryLimit: explain lists every limit (the patch
+// limits too, now that patch runs enforce them) and says when
+// request_bytes applies.
+func TestExplainShowsEveryLimit(t *testing.T) {
 	e := mustLoadYAML(t, "version: 1\nlimits: {patch_max_runtime: 1h, request_bytes: 8MiB}\n").Explain()
 	keys := map[string]LimitExplanation{}
 	for _, l := range e.Limits {
 		keys[l.Key] = l
 	}
-	for key := range unenforced {
-		if _, shown := keys[key]; shown {
-			t.Errorf("explain shows %s, which nothing enforces", key)
-		}
-	}
 	rb := keys["request_bytes"]
 	if rb.Value != "8MiB" || !strings.Contains(rb.Meaning, "applies at start-up") {
 		t.Errorf("request_bytes: %+v", rb)
 	}
-	if len(keys)+len(unenforced) != len(limitFields) {
+	if pr := keys["patch_max_runtime"]; pr.Value != "1h0m0s" || !strings.Contains(pr.Source, ":") {
+		t.Errorf("patch_max_runtime: %+v", pr)
+	}
+	for _, k := range []string{"patch_output_bytes", "patch_child_memory", "patch_child_tasks"} {
+		if _, ok := keys[k]; !ok {
+			t.Errorf("explain leaves out %s", k)
+		}
+	}
+	if len(keys) != len(limitFields) {
 		t.Errorf("explain shows %d limits of %d", len(keys), len(limitFields))
+	}
+}
+
+// TestRequestBytesMustHoldAPatchScript: a policy whose request_bytes
+// cannot carry a patch script of patch_script_bytes is refused, naming
+// both limits and the file and line that set the later of them; the
+// defaults and the hard caps fit.
+func TestRequestBytesMustHoldAPatchScript(t *testing.T) {
+	for _, y := range []string{
+		"version: 1\n",
+		"version: 1\nlimits: {request_bytes: 32MiB, patch_script_bytes: 16MiB}\n",
+		"version: 1\nlimits: {request_bytes: 1088KiB}\n",
+	} {
+		mustLoadYAML(t, y)
+	}
+	dir := t.TempDir()
+	vendor := filepath.Join(dir, "vendor.yaml")
+	local := filepath.Join(dir, "local.yaml")
+	if err := os.WriteFile(vendor, []byte("version: 1\nlimits:\n  request_bytes: 2MiB\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(local, []byte("version: 1\nlimits:\n  patch_script_bytes: 2MiB\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(LoadOptions{}, vendor, local)
+	if err == nil {
+		t.Fatal("request_bytes below patch_script_bytes loaded")
+	}
+	for _, want := range []string{local + ":3:", "request_bytes (2MiB)", "patch_script_bytes (2MiB)", "plus 64KiB", "raise request_bytes or lower patch_script_bytes"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if _, err := Load(LoadOptions{}, vendor); err != nil {
+		t.Errorf("2MiB requests with 1MiB scripts: %v", err)
 	}
 }

@@ -357,12 +357,13 @@ func checkProxmoxRulePath(s string) error {
 }
 
 func (d *decoder) patchesSection(doc *fileDoc, n *yaml.Node) {
-	m, _ := d.mapping(n, "patches", "enabled", "mode", "pct", "targets", "pinned")
+	m, _ := d.mapping(n, "patches", "enabled", "mode", "modes", "interpreters", "path", "pct", "targets", "pinned")
 	if m == nil {
 		return
 	}
 	d.flag(doc, m, "enabled", "patches.enabled", func(p *Policy, b bool) { p.patches.Enabled = b })
 	d.program(doc, m, "pct", "patches.pct", func(p *Policy, s string) { p.patches.Pct = s })
+	d.patchRunSettings(doc, m)
 	if mn, has := m["mode"]; has {
 		if s, ok := d.str(mn, "patches.mode"); ok {
 			mode := PatchMode(s)
@@ -428,6 +429,46 @@ func (d *decoder) patchesSection(doc *fileDoc, n *yaml.Node) {
 	}
 }
 
+// patchRunSettings decodes how a run is made: allowed modes, interpreters
+// and PATH.
+func (d *decoder) patchRunSettings(doc *fileDoc, m map[string]*yaml.Node) {
+	if mn, has := m["modes"]; has {
+		modes, ok := d.strs(mn, "patches.modes")
+		for _, x := range modes {
+			if !contains(patchModes, x) {
+				d.errorf(mn, "patches.modes: %q is not dry-run or apply", x)
+				ok = false
+			}
+		}
+		if ok {
+			doc.settings = append(doc.settings, setting{key: "patches.modes", at: d.at(mn),
+				apply: func(p *Policy) { p.patches.Modes = modes }})
+		}
+	}
+	if in, has := m["interpreters"]; has {
+		progs, ok := d.strs(in, "patches.interpreters")
+		for _, x := range progs {
+			if err := checkProgramPath(x); err != nil {
+				d.errorf(in, "patches.interpreters: %v", err)
+				ok = false
+			}
+		}
+		if ok {
+			doc.settings = append(doc.settings, setting{key: "patches.interpreters", at: d.at(in),
+				apply: func(p *Policy) { p.patches.Interpreters = progs }})
+		}
+	}
+	if pn, has := m["path"]; has {
+		if v, ok := d.str(pn, "patches.path"); ok {
+			if err := checkPatchPath(v); err != nil {
+				d.errorf(pn, "patches.path: %v", err)
+			} else {
+				doc.settings = append(doc.settings, setting{key: "patches.path", at: d.at(pn),
+					apply: func(p *Policy) { p.patches.Path = v }})
+			}
+		}
+	}
+}
 func (d *decoder) metricsSection(doc *fileDoc, n *yaml.Node) {
 	m, _ := d.mapping(n, "metrics", "enabled")
 	if m == nil {

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"encoding/hex"
 	"fmt"
 	"path"
 	"strconv"
@@ -81,6 +80,14 @@ const (
 type Patches struct {
 	Enabled bool      `json:"enabled"`
 	Mode    PatchMode `json:"mode"`
+	// Modes are the run modes allowed: "dry-run", "apply" (default: dry-run
+	// only).
+	Modes []string `json:"modes"`
+	// Interpreters are the absolute paths a script's #! line may name.
+	Interpreters []string `json:"interpreters"`
+	// Path is the PATH of a run: it decides which package manager the
+	// script finds.
+	Path string `json:"path"`
 	// Pct is the absolute path of pct, for container targets.
 	Pct     string         `json:"pct"`
 	Targets []string       `json:"targets"`
@@ -102,7 +109,7 @@ type Metrics struct {
 func defaultSections() (Traces, Proxmox, Patches, Reboots, Metrics) {
 	return Traces{Bpftrace: DefaultBpftrace, Kinds: append([]string(nil), traceKinds...)},
 		Proxmox{Pvesh: DefaultPvesh, PmxcfsRoot: DefaultPmxcfsRoot},
-		Patches{Mode: PatchPinned, Pct: DefaultPct, Targets: []string{PatchTargetHost, PatchTargetLXC}},
+		defaultPatches(),
 		defaultReboots(),
 		Metrics{Enabled: true}
 }
@@ -111,6 +118,8 @@ func defaultSections() (Traces, Proxmox, Patches, Reboots, Metrics) {
 type DeniedError struct {
 	Section string
 	Reason  string
+	// Hint is policy text that would lift the refusal, or "".
+	Hint string
 }
 
 func (e *DeniedError) Error() string { return e.Section + ": " + e.Reason }
@@ -214,29 +223,4 @@ func proxmoxMatch(rule string, segs []string, local string) bool {
 		}
 	}
 	return true
-}
-
-// CheckPatch judges a patch run of a script with the given sha256 (hex) on
-// target ("host" or "lxc") and returns the rule that allows it.
-func (p *Policy) CheckPatch(sha256hex, target string) (string, error) {
-	pt := p.patches
-	if !pt.Enabled {
-		return "", denied("patches", "patch scripts are disabled by policy")
-	}
-	if !contains(pt.Targets, target) {
-		return "", denied("patches", "patch target %q is not allowed (allowed: %s)", target, strings.Join(pt.Targets, ", "))
-	}
-	sum := strings.ToLower(sha256hex)
-	if b, err := hex.DecodeString(sum); err != nil || len(b) != 32 {
-		return "", denied("patches", "%q is not a sha256", sha256hex)
-	}
-	if pt.Mode == PatchTrustBackend {
-		return "patches.trust_backend", nil
-	}
-	for _, s := range pt.Pinned {
-		if s.SHA256 == sum {
-			return s.ID, nil
-		}
-	}
-	return "", denied("patches", "script sha256 %s is not pinned by policy", sum)
 }

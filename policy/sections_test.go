@@ -194,8 +194,11 @@ func TestCheckProxmoxPath(t *testing.T) {
 func TestCheckPatch(t *testing.T) {
 	const pinned = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 	const other = "0000000000000000000000000000000000000000000000000000000000000000"
+	host := func(sum string) PatchQuery {
+		return PatchQuery{SHA256: sum, Target: PatchTargetHost, Mode: PatchModeDryRun}
+	}
 	off := loadExample(t)
-	if _, err := off.CheckPatch(pinned, PatchTargetHost); err == nil || !strings.Contains(err.Error(), "disabled") {
+	if _, err := off.CheckPatch(host(pinned)); err == nil || !strings.Contains(err.Error(), "disabled") {
 		t.Errorf("patches disabled: %v", err)
 	}
 	on := mustLoadYAML(t, `version: 1
@@ -205,20 +208,23 @@ patches:
   pinned:
     - {id: p1, sha256: `+strings.ToUpper(pinned)+`, name: apt}
 `)
-	if rule, err := on.CheckPatch(pinned, PatchTargetHost); err != nil || rule != "p1" {
+	if rule, err := on.CheckPatch(host(pinned)); err != nil || rule != "p1" {
 		t.Errorf("pinned script: %q %v", rule, err)
 	}
-	if _, err := on.CheckPatch(other, PatchTargetHost); err == nil || !strings.Contains(err.Error(), "not pinned") {
+	if _, err := on.CheckPatch(host(other)); err == nil || !strings.Contains(err.Error(), "not pinned") {
 		t.Errorf("unpinned script: %v", err)
 	}
-	if _, err := on.CheckPatch(pinned, PatchTargetLXC); err == nil {
+	if _, err := on.CheckPatch(PatchQuery{SHA256: pinned, Target: PatchTargetLXC, Mode: PatchModeDryRun}); err == nil {
 		t.Error("lxc target allowed")
 	}
-	if _, err := on.CheckPatch("abc", PatchTargetHost); err == nil {
+	if _, err := on.CheckPatch(host("abc")); err == nil {
 		t.Error("bad hash accepted")
 	}
+	if _, err := on.CheckPatch(PatchQuery{SHA256: pinned, Target: PatchTargetHost, Mode: PatchModeApply}); err == nil || !strings.Contains(err.Error(), "modes") {
+		t.Errorf("apply allowed without patches.modes naming it: %v", err)
+	}
 	trust := mustLoadYAML(t, "version: 1\npatches: {enabled: true, mode: trust_backend}\n")
-	if rule, err := trust.CheckPatch(other, PatchTargetLXC); err != nil || rule != "patches.trust_backend" {
+	if rule, err := trust.CheckPatch(PatchQuery{SHA256: other, Target: PatchTargetLXC, Mode: PatchModeDryRun}); err != nil || rule != "patches.trust_backend" {
 		t.Errorf("trust_backend: %q %v", rule, err)
 	}
 	if m := off.Metrics(); !m.Enabled {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nannyai/nannyagent/worker/nannyapi"
+	"github.com/nannyai/nannyagent/worker/opstate"
 	"github.com/nannyai/nannyagent/worker/patching"
 	"github.com/nannyai/nannyagent/worker/realtime"
 	"github.com/nannyai/nannyagent/worker/rebooting"
@@ -15,18 +16,21 @@ import (
 // it run like the CLI's, without a CLI to stream to.
 func (w *Worker) newRealtime(ctx context.Context, agentID string) (*realtime.Realtime, error) {
 	client := w.session.client()
+	patches := &patching.Handler{API: client, Broker: w.broker, Poll: w.cfg.PatchPollInterval, MaxWait: patchMaxWait, Log: w.log}
 	reboots := &rebooting.Handler{API: client, Broker: w.broker, Hold: w.hold, PatchRunning: w.patchRunning,
 		Lifetime: ctx, Logger: w.log}
 	rt, err := realtime.New(realtime.Config{
-		AgentID:        agentID,
-		API:            client,
-		Store:          w.ops,
-		Investigations: investigationHandler{w},
-		Patches:        &patching.Handler{API: client, Broker: w.broker, Poll: patchPoll, MaxWait: patchMaxWait},
-		Reboots:        reboots,
-		RebootChanged:  w.hold.Changed,
-		Reporter:       realtime.APIReporter{API: client},
-		Logger:         w.log,
+		AgentID:         agentID,
+		API:             client,
+		Store:           w.ops,
+		Investigations:  investigationHandler{w},
+		Patches:         patches,
+		PatchRecovery:   patchRecovery{patches},
+		RecoverInterval: w.cfg.PatchPollInterval,
+		Reboots:         reboots,
+		RebootChanged:   w.hold.Changed,
+		Reporter:        realtime.APIReporter{API: client},
+		Logger:          w.log,
 	})
 	if err != nil {
 		return nil, err
@@ -35,12 +39,26 @@ func (w *Worker) newRealtime(ctx context.Context, agentID string) (*realtime.Rea
 	return rt, nil
 }
 
-// patchPoll and patchMaxWait pace the wait for a detached patch run; the
-// broker bounds the run itself.
-const (
-	patchPoll    = 2 * time.Second
-	patchMaxWait = 2 * time.Hour
-)
+// patchMaxWait bounds the wait for a detached patch run: above the
+// longest run a policy allows (4h), since the broker ends the run itself.
+const patchMaxWait = 4*time.Hour + 30*time.Minute
+
+// patchRecovery resolves patch runs a previous worker process left running.
+type patchRecovery struct{ h *patching.Handler }
+
+func (p patchRecovery) RecoverPatch(ctx context.Context, e opstate.Entry) (realtime.PatchRecoveryResult, error) {
+	r, err := p.h.Recover(ctx, e.ID, e.LXCID)
+	if err != nil {
+		return realtime.PatchRecoveryResult{}, err
+	}
+	switch r.State {
+	case patching.StillRunning:
+		return realtime.PatchRecoveryResult{Outcome: realtime.PatchStillRunning}, nil
+	case patching.NeverStarted:
+		return realtime.PatchRecoveryResult{Outcome: realtime.PatchNeverStarted}, nil
+	}
+	return realtime.PatchRecoveryResult{Outcome: realtime.PatchFinished, Succeeded: r.Succeeded, Note: r.Note}, nil
+}
 
 // investigationHandler runs an investigation the portal started.
 type investigationHandler struct{ w *Worker }

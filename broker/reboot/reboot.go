@@ -42,7 +42,8 @@ type PatchActivity interface {
 // Config configures a Rebooter.
 type Config struct {
 	// StateDir is the broker's own state directory (0700, the broker's
-	// account); the last host reboot is recorded there.
+	// account); the last host reboot is recorded there. Without one, host
+	// reboots are refused.
 	StateDir string
 	// Patches reports patch runs in progress.
 	Patches PatchActivity
@@ -69,8 +70,8 @@ type Rebooter struct {
 // A state directory that fails its checks does not stop the broker: host
 // reboots are then refused with the reason.
 func New(cfg Config) (*Rebooter, error) {
-	if cfg.StateDir == "" || cfg.Launcher == nil || cfg.Patches == nil {
-		return nil, fmt.Errorf("reboot: state directory, launcher and patch activity are required")
+	if cfg.Launcher == nil || cfg.Patches == nil {
+		return nil, fmt.Errorf("reboot: a launcher and the patch activity are required")
 	}
 	if cfg.Uptime == nil {
 		cfg.Uptime = sysUptime

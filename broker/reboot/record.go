@@ -67,6 +67,9 @@ type stateDir struct {
 // check refuses a directory another account could write or read: the
 // loop guard is only as good as the record nobody else can change.
 func (d stateDir) check() error {
+	if d.path == "" {
+		return errNoStateDir
+	}
 	fi, err := os.Lstat(d.path)
 	if err != nil {
 		return err
@@ -83,8 +86,15 @@ func (d stateDir) check() error {
 	return nil
 }
 
+// errNoStateDir: a broker started without a state directory has nowhere
+// to keep the loop guard's record, so it refuses host reboots.
+var errNoStateDir = errors.New("the broker has no state directory (--state-dir)")
+
 // ensure creates the directory 0700 if it is missing, then checks it.
 func (d stateDir) ensure() error {
+	if d.path == "" {
+		return errNoStateDir
+	}
 	if err := os.Mkdir(d.path, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("state directory: %w", err)
 	}

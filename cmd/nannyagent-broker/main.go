@@ -77,7 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.workerUser, "worker-user", "nannyagent", "the only non-root account served")
 	fs.StringVar(&o.policyFile, "policy", "/usr/share/nannyagent/policy.yaml", "vendor policy file")
 	fs.StringVar(&o.policyDir, "policy-dir", "/etc/nannyagent/policy.d", "directory of local policy files (*.yaml)")
-	fs.StringVar(&o.stateDir, "state-dir", broker.DefaultStateDir, "the broker's own state directory (0700 root): the loop guard's record of the last host reboot")
+	fs.StringVar(&o.stateDir, "state-dir", broker.DefaultStateDir, "the broker's own state directory (0700 root): patch runs and their results, the loop guard's record of the last host reboot")
 	fs.DurationVar(&o.idleExit, "idle-exit", 5*time.Minute, "exit after this long without requests when socket-activated (0: never)")
 	fs.DurationVar(&o.readTimeout, "read-timeout", 10*time.Second, "longest wait for a request's message once its headers arrived")
 	fs.StringVar(&o.ownCgroup, "own-cgroup", "auto", "move into a leaf cgroup of its own, where its memory ceiling is set: auto (when systemd delegated the cgroup, Delegate=yes), always or never")

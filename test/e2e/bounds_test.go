@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -80,9 +82,21 @@ traces:
 		{"ProxmoxGet", "allow", pget("/cluster/status")},
 		{"ProxmoxGet", "deny", pget("/nodes/" + host + "/lxc/101/config")},
 		{"ProxmoxGet", "deny", pget("/nodes/other/status")},
-		{"RunPatch", "deny", func() error { _, err := c.RunPatch(ctx, &brokerv1.RunPatchRequest{OperationId: "op"}); return err }},
-		{"PatchResult", "deny", func() error {
+		{"RunPatch", "deny", func() error {
+			script := []byte("#!/bin/sh\n")
+			sum := sha256.Sum256(script)
+			resp, err := c.RunPatch(ctx, &brokerv1.RunPatchRequest{OperationId: "op", Script: script, Sha256: hex.EncodeToString(sum[:]), Mode: brokerv1.PatchMode_PATCH_MODE_DRY_RUN})
+			if err == nil && resp.GetState() != brokerv1.PatchState_PATCH_STATE_REFUSED {
+				return fmt.Errorf("default policy: %v", resp)
+			}
+			return err
+		}},
+		// No run of "op" exists: NotFound, logged as an error.
+		{"PatchResult", "error", func() error {
 			_, err := c.PatchResult(ctx, &brokerv1.PatchResultRequest{OperationId: "op"})
+			if status.Code(err) == codes.NotFound {
+				return nil
+			}
 			return err
 		}},
 		{"Reboot", "deny", func() error { _, err := c.Reboot(ctx, &brokerv1.RebootRequest{RebootId: "r"}); return err }},

@@ -46,6 +46,10 @@ func TestTokenNeverGoesToAForeignHost(t *testing.T) {
 	if !strings.Contains(stderr, "origin") {
 		t.Errorf("the result does not say the URL was refused: %q", stderr)
 	}
+	rec := waitPatch(t, s, srv, id)
+	if msg, _ := rec["error_msg"].(string); !strings.Contains(msg, "not on this agent's NannyAPI origin") || !strings.Contains(msg, "not contacted") {
+		t.Errorf("error_msg %q", msg)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if len(seen) != 0 {

@@ -45,10 +45,10 @@ func waitStatus(t *testing.T, srv *fakeapi.Server, id, status string) {
 	t.Fatalf("investigation %s did not reach %q: %v", id, status, rec)
 }
 
-func registeredStack(t *testing.T, srv *fakeapi.Server, policy string) (*stack.Stack, fakeapi.AgentCredentials) {
+func registeredStack(t *testing.T, srv *fakeapi.Server, policy string, extraWorkerArgs ...string) (*stack.Stack, fakeapi.AgentCredentials) {
 	t.Helper()
 	creds := srv.AddAgent("", "rt-host", "debian")
-	s := startStack(t, stack.Options{APIURL: srv.URL(), Policy: policy, ExtraWorkerArgs: fastWorker,
+	s := startStack(t, stack.Options{APIURL: srv.URL(), Policy: policy, ExtraWorkerArgs: append(append([]string(nil), fastWorker...), extraWorkerArgs...),
 		BeforeWorker: referenceToken(creds, false)})
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Second)
 	defer cancel()

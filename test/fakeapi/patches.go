@@ -155,6 +155,9 @@ func (s *Server) handleFile(w http.ResponseWriter, r *http.Request) {
 	case collScriptsID, "scripts":
 		if sc, found := s.st.scripts[recID]; found && sc.file == file {
 			data, ok = sc.content, true
+			if sc.served != nil {
+				data = sc.served
+			}
 		}
 	case collPatchOpsID, "patch_operations":
 		data, ok = s.st.files["patch_operations/"+recID+"/"+file]
@@ -241,7 +244,10 @@ func formFile(r *http.Request, field string) ([]byte, string) {
 	return data, h.Filename
 }
 
-// handlePatchStatus is PATCH /api/patches?id= {"status":…}; "running" sets started_at.
+// handlePatchStatus is PATCH /api/patches?id= {"status","output_path",
+// "error_msg"}: "running" sets started_at; "completed" and "failed" set
+// completed_at; error_msg and output_path are stored when not empty, as
+// the backend's update handler does.
 func (s *Server) handlePatchStatus(w http.ResponseWriter, r *http.Request) {
 	id := r.URL.Query().Get("id")
 	var body map[string]any
@@ -264,8 +270,16 @@ func (s *Server) handlePatchStatus(w http.ResponseWriter, r *http.Request) {
 	s.st.patchPatches = append(s.st.patchPatches, PatchStatusPost{OperationID: id, Body: body})
 	if st, ok := body["status"].(string); ok {
 		rec["status"] = st
-		if st == "running" {
+		switch st {
+		case "running":
 			rec["started_at"] = pbTime(s.now())
+		case "completed", "failed":
+			rec["completed_at"] = pbTime(s.now())
+		}
+	}
+	for _, key := range []string{"error_msg", "output_path"} {
+		if v, ok := body[key].(string); ok && v != "" {
+			rec[key] = v
 		}
 	}
 	s.emitLocked("patch_operations", "update", rec)

@@ -75,6 +75,9 @@ type script struct {
 	file    string
 	content []byte
 	sha256  string
+	// served, when set, is what a download gets instead of content (a
+	// tampered copy; validate still gives content's sha256).
+	served []byte
 }
 
 type fault struct {
@@ -179,8 +182,9 @@ func (st *state) takeFault(route string) *fault {
 func (s *Server) seed() {
 	u := s.newUserLocked()
 	s.st.defaultUser = u.id
+	s.addScriptLocked("debian", "apt-update.sh", standInAptUpdate)
 	for _, sc := range []struct{ family, name string }{
-		{"debian", "apt-update.sh"}, {"rhel", "dnf-update.sh"}, {"arch", "pacman-update.sh"},
+		{"rhel", "dnf-update.sh"}, {"arch", "pacman-update.sh"},
 		{"suse", "zypper-update.sh"}, {"alpine", "apk-update.sh"},
 	} {
 		body := fmt.Sprintf("#!/bin/sh\n# fakeapi seeded %s script\nset -eu\necho \"%s $*\"\n", sc.family, sc.name)

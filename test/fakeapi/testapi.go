@@ -220,6 +220,19 @@ func (s *Server) AddScript(platformFamily, name string, content []byte) (id, sha
 	return sc.id, sc.sha256
 }
 
+// TamperScript makes downloads of a script return served instead of its
+// content, while validate still gives the original sha256 (a corrupted or
+// swapped file).
+func (s *Server) TamperScript(id string, served []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, ok := s.st.scripts[id]
+	if ok {
+		sc.served = append([]byte{}, served...)
+	}
+	return ok
+}
+
 // Script returns a script's URL path and content.
 func (s *Server) Script(id string) (urlPath string, content []byte, ok bool) {
 	s.mu.Lock()

@@ -139,7 +139,8 @@ type Stack struct {
 	WorkerSocket string
 	PolicyFile   string
 	StateDir     string
-	// BrokerStateDir is the broker's own state directory (0700, root).
+	// BrokerStateDir is the broker's own state directory (patch runs, the
+	// last host reboot), created by the broker, root-only.
 	BrokerStateDir string
 	// ServedRecord is where the broker records the peers it served.
 	ServedRecord string

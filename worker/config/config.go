@@ -76,6 +76,9 @@ type Config struct {
 	RebootMonitorInterval time.Duration
 	// RebootPollInterval is how often a held reboot's record is read.
 	RebootPollInterval time.Duration
+	// PatchPollInterval spaces the checks of a running patch run (and of
+	// one a previous worker process left running).
+	PatchPollInterval time.Duration
 
 	// Warnings are problems that did not stop loading (unknown keys).
 	Warnings []string
@@ -307,6 +310,9 @@ func (c *Config) validate() error {
 		func() error { return checkPositive("ai_turn_timeout", c.AITurnTimeout) },
 		func() error { return checkPositive("investigation_timeout", c.InvestigationTimeout) },
 		func() error { return checkPositive("register_poll_interval", c.RegisterPollInterval) },
+		func() error {
+			return checkRange("patch_poll_interval", c.PatchPollInterval, 100*time.Millisecond, time.Hour)
+		},
 		func() error {
 			return checkRange("reboot_monitor_interval", c.RebootMonitorInterval, 100*time.Millisecond, time.Hour)
 		},

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nannyai/nannyagent/test/fakeapi"
 	"github.com/nannyai/nannyagent/worker/nannyapi"
@@ -204,6 +205,25 @@ func TestAgentCalls(t *testing.T) {
 	}
 	if r, _ := s.Record("patch_operations", lxcOp); r["status"] != "failed" {
 		t.Errorf("lxc op %v", r)
+	}
+	// error_msg: kept by the backend, line breaks kept, control bytes not.
+	msg := "refused by this host's policy.\npatches:\n  pinned:\n    - {id: x}\x1b[31m"
+	if err := c.UpdatePatch(ctx, lxcOp, nannyapi.PatchUpdate{Status: "failed", ErrorMsg: msg}); err != nil {
+		t.Fatal(err)
+	}
+	want := "refused by this host's policy.\npatches:\n  pinned:\n    - {id: x}?[31m"
+	if r, _ := s.Record("patch_operations", lxcOp); r["error_msg"] != want || r["completed_at"] == "" {
+		t.Errorf("error_msg %q completed_at %q", r["error_msg"], r["completed_at"])
+	}
+	posts := s.PatchStatusPosts()
+	if last := posts[len(posts)-1]; last.Body["status"] != "failed" || last.Body["error_msg"] != want {
+		t.Errorf("PATCH body %v", last.Body)
+	}
+	if err := c.UpdatePatch(ctx, lxcOp, nannyapi.PatchUpdate{Status: "failed", ErrorMsg: strings.Repeat("é", 3000)}); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := s.Record("patch_operations", lxcOp); len(r["error_msg"].(string)) > nannyapi.MaxErrorMsg+len("…") || !utf8.ValidString(r["error_msg"].(string)) {
+		t.Errorf("long error_msg not clipped on a rune boundary: %d bytes", len(r["error_msg"].(string)))
 	}
 	otherC := newClient(t, s.URL(), nannyapi.Config{}).WithCredentials(&bearer{token: other.AccessToken})
 	err = otherC.UploadPatchResult(ctx, op.ID, nannyapi.PatchResult{})

@@ -11,6 +11,8 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ValidateScript asks the backend for a script's sha256 (agent).
@@ -141,14 +143,32 @@ func patchResultForm(r PatchResult) ([]byte, string, error) {
 // SetPatchStatus PATCHes a patch operation's status (the backend sets
 // started_at for "running"). Retried on 502/503/504.
 func (c *Client) SetPatchStatus(ctx context.Context, operationID, status string) error {
+	return c.UpdatePatch(ctx, operationID, PatchUpdate{Status: status})
+}
+
+// PatchUpdate is what an agent may PATCH on its patch operation.
+type PatchUpdate struct {
+	Status string `json:"status"`
+	// ErrorMsg says why the operation failed, in words for the operator
+	// reading the portal; the backend stores it when it is not empty.
+	ErrorMsg string `json:"error_msg,omitempty"`
+}
+
+// MaxErrorMsg bounds the error_msg the worker sends.
+const MaxErrorMsg = 2000
+
+// UpdatePatch PATCHes /api/patches?id=… with a status and, for a failure,
+// error_msg (clipped to MaxErrorMsg bytes). Retried on 502/503/504.
+func (c *Client) UpdatePatch(ctx context.Context, operationID string, u PatchUpdate) error {
 	const op = "PATCH /api/patches"
 	if !ValidID(operationID) {
 		return invalidInput("operation id %q malformed", operationID)
 	}
-	if !ValidID(status) {
-		return invalidInput("status %q", status)
+	if !ValidID(u.Status) {
+		return invalidInput("status %q", u.Status)
 	}
-	body, err := json.Marshal(map[string]string{"status": status})
+	u.ErrorMsg = cleanLines(u.ErrorMsg, MaxErrorMsg)
+	body, err := json.Marshal(u)
 	if err != nil {
 		return fmt.Errorf("nannyapi %s: encode: %w", op, err)
 	}
@@ -159,4 +179,24 @@ func (c *Client) SetPatchStatus(ctx context.Context, operationID, status string)
 		return err
 	}
 	return DecodeSuccess(resp.body)
+}
+
+// cleanLines is cleanText that keeps line breaks: an error_msg may carry
+// a policy snippet to add.
+func cleanLines(s string, max int) string {
+	s = strings.ToValidUTF8(s, "?")
+	s = strings.Map(func(r rune) rune {
+		if r != '\n' && unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
+	if len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return s
 }

@@ -19,7 +19,18 @@ const pruneEvery = time.Hour
 // backend, and pruning. One goroutine does all of it, so none of them
 // races with another.
 func (r *Realtime) maintain(ctx context.Context) {
-	r.recoverOrphans(ctx)
+	// Orphans that cannot be resolved yet (a patch run still going) are
+	// asked about again every RecoverInterval, not only at catch-ups.
+	recoverTimer := time.NewTimer(r.cfg.RecoverInterval)
+	defer recoverTimer.Stop()
+	recoverAgain := func() {
+		if r.recoverOrphans(ctx) > 0 {
+			recoverTimer.Reset(r.cfg.RecoverInterval)
+		} else {
+			recoverTimer.Stop()
+		}
+	}
+	recoverAgain()
 	r.reportPending(ctx)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -30,6 +41,10 @@ func (r *Realtime) maintain(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-r.reportKick:
+			r.reportPending(ctx)
+			continue
+		case <-recoverTimer.C:
+			recoverAgain()
 			r.reportPending(ctx)
 			continue
 		case <-r.catchUpKick:
@@ -47,7 +62,7 @@ func (r *Realtime) maintain(ctx context.Context) {
 		} else {
 			failures = 0
 		}
-		r.recoverOrphans(ctx)
+		recoverAgain()
 		r.reportPending(ctx)
 		if time.Since(lastPrune) >= pruneEvery {
 			lastPrune = time.Now()

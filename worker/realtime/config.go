@@ -60,6 +60,10 @@ type Config struct {
 	// CatchUpInterval is the period of the catch-up that lists open records
 	// (default 60s); one also runs after every subscribe.
 	CatchUpInterval time.Duration
+	// RecoverInterval spaces the retries of operations a previous process
+	// left running that could not be resolved yet, such as a patch run
+	// still going in the broker (default 10s).
+	RecoverInterval time.Duration
 	// Workers per kind: how many operations of the kind run at once
 	// (defaults: investigations 2, patches 1, reboots 1).
 	InvestigationWorkers int
@@ -84,6 +88,7 @@ const (
 	DefaultBackoffMin      = time.Second
 	DefaultBackoffMax      = 30 * time.Second
 	DefaultCatchUpInterval = time.Minute
+	DefaultRecoverInterval = 10 * time.Second
 	DefaultMaxApplyAge     = 24 * time.Hour
 	DefaultQueueSize       = 256
 	DefaultMaxEventBytes   = 1 << 20
@@ -104,6 +109,7 @@ func (c Config) withDefaults() Config {
 	dur(&c.BackoffMin, DefaultBackoffMin)
 	dur(&c.BackoffMax, DefaultBackoffMax)
 	dur(&c.CatchUpInterval, DefaultCatchUpInterval)
+	dur(&c.RecoverInterval, DefaultRecoverInterval)
 	dur(&c.MaxApplyAge, DefaultMaxApplyAge)
 	c.BackoffMax = max(c.BackoffMax, c.BackoffMin)
 	num(&c.InvestigationWorkers, 2)

@@ -68,7 +68,7 @@
 // reported failed ("worker restarted during the investigation"); a patch
 // is looked up through PatchRecovery (the broker's detached run: finished
 // → its result is uploaded; never started → reported failed; still
-// running → asked again later); a reboot counts as done only if it was
+// running → asked again every RecoverInterval); a reboot counts as done only if it was
 // acknowledged and the host booted after that, else it is failed.
 //
 // # Degraded record

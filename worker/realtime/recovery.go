@@ -22,14 +22,17 @@ const (
 // recoverOrphans resolves operations a previous process left running; it
 // never runs one again. Those it cannot resolve yet (the broker or the
 // boot time unavailable, a patch run still going) stay running and are
-// tried again after the next catch-up; meanwhile the claim refuses them.
-func (r *Realtime) recoverOrphans(ctx context.Context) {
+// tried again after RecoverInterval and after the next catch-up;
+// meanwhile the claim refuses them. It returns how many are left.
+func (r *Realtime) recoverOrphans(ctx context.Context) int {
+	left := 0
 	for _, e := range r.store.Orphans() {
 		if ctx.Err() != nil {
-			return
+			return left
 		}
 		out, ok := r.recoverOne(ctx, e)
 		if !ok {
+			left++
 			continue
 		}
 		r.stats.recovered.Add(1)
@@ -39,6 +42,7 @@ func (r *Realtime) recoverOrphans(ctx context.Context) {
 			r.log.Error("cannot record recovered operation", "kind", e.Kind, "id", e.ID, "error", err.Error())
 		}
 	}
+	return left
 }
 
 // recoverOne decides an orphan's outcome; false leaves it for later.

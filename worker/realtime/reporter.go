@@ -16,12 +16,14 @@ const SkipExitCode = 1
 type ReportAPI interface {
 	UpdateInvestigation(ctx context.Context, id string, u nannyapi.InvestigationUpdate) error
 	UploadPatchResult(ctx context.Context, operationID string, r nannyapi.PatchResult) error
+	UpdatePatch(ctx context.Context, operationID string, u nannyapi.PatchUpdate) error
 	FailReboot(ctx context.Context, rebootID, message string) error
 }
 
 // APIReporter is the Reporter that talks to NannyAPI: an investigation is
 // PATCHed "failed" with the reason as its resolution plan, a patch gets a
-// result upload with SkipExitCode and the reason as stderr, a reboot goes
+// result upload with SkipExitCode and the reason as stderr, then the reason
+// as its error_msg (PATCH /api/patches?id=…), a reboot goes
 // to /api/reboot/<id>/fail (404 on the observed backend: ErrNotSupported).
 type APIReporter struct {
 	API ReportAPI
@@ -34,7 +36,13 @@ func (a APIReporter) FailInvestigation(ctx context.Context, id, reason string) e
 
 // FailPatch implements Reporter.
 func (a APIReporter) FailPatch(ctx context.Context, id, lxcID, reason string) error {
-	return a.API.UploadPatchResult(ctx, id, nannyapi.PatchResult{ExitCode: SkipExitCode, LXCID: lxcID, Stderr: []byte(reason + "\n")})
+	if err := a.API.UploadPatchResult(ctx, id, nannyapi.PatchResult{ExitCode: SkipExitCode, LXCID: lxcID, Stderr: []byte("nannyagent: " + reason + "\n")}); err != nil {
+		return err
+	}
+	// The upload made the operation failed; a lost error_msg only loses
+	// the portal's summary, the reason is in stderr, so this is not retried.
+	_ = a.API.UpdatePatch(ctx, id, nannyapi.PatchUpdate{Status: "failed", ErrorMsg: reason})
+	return nil
 }
 
 // FailReboot implements Reporter.

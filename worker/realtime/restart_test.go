@@ -259,3 +259,69 @@ func TestRecoveredRebootUsesTheBootTime(t *testing.T) {
 		})
 	}
 }
+
+// steppedRecovery answers "still running" until done is closed.
+type steppedRecovery struct {
+	done  chan struct{}
+	mu    sync.Mutex
+	calls int
+}
+
+func (s *steppedRecovery) RecoverPatch(context.Context, opstate.Entry) (realtime.PatchRecoveryResult, error) {
+	s.mu.Lock()
+	s.calls++
+	s.mu.Unlock()
+	select {
+	case <-s.done:
+		return realtime.PatchRecoveryResult{Outcome: realtime.PatchFinished, Succeeded: true, Note: "uploaded"}, nil
+	default:
+		return realtime.PatchRecoveryResult{Outcome: realtime.PatchStillRunning}, nil
+	}
+}
+
+// A patch run still going after a restart is asked about again every
+// RecoverInterval, not only at the (hourly, here) catch-ups, and is
+// resolved once, when it has finished.
+func TestStillRunningPatchAskedEveryRecoverInterval(t *testing.T) {
+	e := newEnv(t, fakeapi.Options{})
+	dir := t.TempDir()
+	{
+		s := e.openStore(dir)
+		if _, _, err := s.Claim(opstate.Patch, "pgoing", opstate.ClaimInfo{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Start(opstate.Patch, "pgoing"); err != nil {
+			t.Fatal(err)
+		}
+		s.Release(opstate.Patch, "pgoing")
+		_ = s.Close()
+	}
+	rec := newRecorder()
+	cfg := e.config(e.openStore(dir), rec)
+	steps := &steppedRecovery{done: make(chan struct{})}
+	cfg.PatchRecovery = steps
+	cfg.RecoverInterval = 20 * time.Millisecond
+	r := e.start(cfg, rec)
+	eventually(t, "several asks while it runs", func() bool {
+		steps.mu.Lock()
+		defer steps.mu.Unlock()
+		return steps.calls >= 6 // more than the start and the catch-ups account for
+	})
+	if got := entry(t, r.store, opstate.Patch, "pgoing"); got.State != opstate.Running {
+		t.Fatalf("resolved while still running: %+v", got)
+	}
+	close(steps.done)
+	eventually(t, "resolved after it finished", func() bool { return entry(t, r.store, opstate.Patch, "pgoing").State == opstate.Done })
+	steps.mu.Lock()
+	n := steps.calls
+	steps.mu.Unlock()
+	time.Sleep(100 * time.Millisecond)
+	steps.mu.Lock()
+	defer steps.mu.Unlock()
+	if steps.calls != n {
+		t.Errorf("asked %d more times after it was resolved", steps.calls-n)
+	}
+	if c := r.rt.Stats().CatchUps; c > 3 {
+		t.Errorf("%d catch-ups in a test whose catch-up interval is an hour", c)
+	}
+}

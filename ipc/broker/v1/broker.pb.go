@@ -202,11 +202,20 @@ func (PatchMode) EnumDescriptor() ([]byte, []int) {
 type PatchState int32
 
 const (
-	PatchState_PATCH_STATE_UNSPECIFIED     PatchState = 0
-	PatchState_PATCH_STATE_RUNNING         PatchState = 1
+	PatchState_PATCH_STATE_UNSPECIFIED PatchState = 0
+	PatchState_PATCH_STATE_RUNNING     PatchState = 1
+	// The script ran to its end, or was stopped at the timeout (timed_out).
 	PatchState_PATCH_STATE_FINISHED        PatchState = 2
 	PatchState_PATCH_STATE_FAILED_TO_START PatchState = 3
 	PatchState_PATCH_STATE_UNKNOWN         PatchState = 4
+	// The policy or the request's checks refused the run; nothing ran.
+	PatchState_PATCH_STATE_REFUSED PatchState = 5
+	// A check_only request the policy would allow; nothing ran.
+	PatchState_PATCH_STATE_ALLOWED PatchState = 6
+	// Another patch run is in progress; nothing ran, ask again later.
+	PatchState_PATCH_STATE_BUSY PatchState = 7
+	// The broker stopped while the run was going; its outcome is unknown.
+	PatchState_PATCH_STATE_INTERRUPTED PatchState = 8
 )
 
 // Enum value maps for PatchState.
@@ -217,6 +226,10 @@ var (
 		2: "PATCH_STATE_FINISHED",
 		3: "PATCH_STATE_FAILED_TO_START",
 		4: "PATCH_STATE_UNKNOWN",
+		5: "PATCH_STATE_REFUSED",
+		6: "PATCH_STATE_ALLOWED",
+		7: "PATCH_STATE_BUSY",
+		8: "PATCH_STATE_INTERRUPTED",
 	}
 	PatchState_value = map[string]int32{
 		"PATCH_STATE_UNSPECIFIED":     0,
@@ -224,6 +237,10 @@ var (
 		"PATCH_STATE_FINISHED":        2,
 		"PATCH_STATE_FAILED_TO_START": 3,
 		"PATCH_STATE_UNKNOWN":         4,
+		"PATCH_STATE_REFUSED":         5,
+		"PATCH_STATE_ALLOWED":         6,
+		"PATCH_STATE_BUSY":            7,
+		"PATCH_STATE_INTERRUPTED":     8,
 	}
 )
 
@@ -3225,9 +3242,15 @@ type RunPatchRequest struct {
 	Script      []byte                 `protobuf:"bytes,2,opt,name=script,proto3" json:"script,omitempty"`
 	Sha256      string                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	// Empty for the host; the container's vmid for an LXC.
-	Vmid          string    `protobuf:"bytes,4,opt,name=vmid,proto3" json:"vmid,omitempty"`
-	Mode          PatchMode `protobuf:"varint,5,opt,name=mode,proto3,enum=nannyagent.broker.v1.PatchMode" json:"mode,omitempty"`
-	Exclusions    []string  `protobuf:"bytes,6,rep,name=exclusions,proto3" json:"exclusions,omitempty"`
+	Vmid       string    `protobuf:"bytes,4,opt,name=vmid,proto3" json:"vmid,omitempty"`
+	Mode       PatchMode `protobuf:"varint,5,opt,name=mode,proto3,enum=nannyagent.broker.v1.PatchMode" json:"mode,omitempty"`
+	Exclusions []string  `protobuf:"bytes,6,rep,name=exclusions,proto3" json:"exclusions,omitempty"`
+	// Only ask whether the policy allows a script with this sha256, mode and
+	// target; script is then empty and nothing runs.
+	CheckOnly bool `protobuf:"varint,7,opt,name=check_only,json=checkOnly,proto3" json:"check_only,omitempty"`
+	// The script's name as the backend knows it ("apt-update.sh"), for the
+	// decision log and the policy line a refusal suggests.
+	ScriptName    string `protobuf:"bytes,8,opt,name=script_name,json=scriptName,proto3" json:"script_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3304,13 +3327,31 @@ func (x *RunPatchRequest) GetExclusions() []string {
 	return nil
 }
 
+func (x *RunPatchRequest) GetCheckOnly() bool {
+	if x != nil {
+		return x.CheckOnly
+	}
+	return false
+}
+
+func (x *RunPatchRequest) GetScriptName() string {
+	if x != nil {
+		return x.ScriptName
+	}
+	return ""
+}
+
 // RunPatchResponse says whether the run started.
 type RunPatchResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	OperationId   string                 `protobuf:"bytes,1,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
-	State         PatchState             `protobuf:"varint,2,opt,name=state,proto3,enum=nannyagent.broker.v1.PatchState" json:"state,omitempty"`
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	RuleId        string                 `protobuf:"bytes,4,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	OperationId string                 `protobuf:"bytes,1,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
+	State       PatchState             `protobuf:"varint,2,opt,name=state,proto3,enum=nannyagent.broker.v1.PatchState" json:"state,omitempty"`
+	// Why a run was refused, in words for an operator.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	RuleId string `protobuf:"bytes,4,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	// For a refusal the policy could lift: the policy text to add, e.g. the
+	// patches.pinned line for this script.
+	PolicyHint    string `protobuf:"bytes,5,opt,name=policy_hint,json=policyHint,proto3" json:"policy_hint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3373,6 +3414,13 @@ func (x *RunPatchResponse) GetRuleId() string {
 	return ""
 }
 
+func (x *RunPatchResponse) GetPolicyHint() string {
+	if x != nil {
+		return x.PolicyHint
+	}
+	return ""
+}
+
 // PatchResultRequest names a patch run.
 type PatchResultRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3430,10 +3478,16 @@ type PatchResultResponse struct {
 	StderrTruncated bool                   `protobuf:"varint,7,opt,name=stderr_truncated,json=stderrTruncated,proto3" json:"stderr_truncated,omitempty"`
 	StartedAt       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	FinishedAt      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
-	Error           string                 `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
-	Sha256          string                 `protobuf:"bytes,11,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Why the run failed, was stopped or was interrupted, in words for an
+	// operator; empty for a run that exited on its own.
+	Error  string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	Sha256 string `protobuf:"bytes,11,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The run was killed at the policy's patch_max_runtime.
+	TimedOut bool `protobuf:"varint,12,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
+	// The signal that ended the script, e.g. "SIGKILL"; empty if it exited.
+	Signal        string `protobuf:"bytes,13,opt,name=signal,proto3" json:"signal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PatchResultResponse) Reset() {
@@ -3539,6 +3593,20 @@ func (x *PatchResultResponse) GetError() string {
 func (x *PatchResultResponse) GetSha256() string {
 	if x != nil {
 		return x.Sha256
+	}
+	return ""
+}
+
+func (x *PatchResultResponse) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
+}
+
+func (x *PatchResultResponse) GetSignal() string {
+	if x != nil {
+		return x.Signal
 	}
 	return ""
 }
@@ -3972,7 +4040,7 @@ const file_nannyagent_broker_v1_broker_proto_rawDesc = "" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"@\n" +
 	"\x12ProxmoxGetResponse\x12\x12\n" +
 	"\x04json\x18\x01 \x01(\fR\x04json\x12\x16\n" +
-	"\x06source\x18\x02 \x01(\tR\x06source\"\xcd\x01\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\"\x8d\x02\n" +
 	"\x0fRunPatchRequest\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x16\n" +
 	"\x06script\x18\x02 \x01(\fR\x06script\x12\x16\n" +
@@ -3981,14 +4049,20 @@ const file_nannyagent_broker_v1_broker_proto_rawDesc = "" +
 	"\x04mode\x18\x05 \x01(\x0e2\x1f.nannyagent.broker.v1.PatchModeR\x04mode\x12\x1e\n" +
 	"\n" +
 	"exclusions\x18\x06 \x03(\tR\n" +
-	"exclusions\"\x9e\x01\n" +
+	"exclusions\x12\x1d\n" +
+	"\n" +
+	"check_only\x18\a \x01(\bR\tcheckOnly\x12\x1f\n" +
+	"\vscript_name\x18\b \x01(\tR\n" +
+	"scriptName\"\xbf\x01\n" +
 	"\x10RunPatchResponse\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x126\n" +
 	"\x05state\x18\x02 \x01(\x0e2 .nannyagent.broker.v1.PatchStateR\x05state\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x17\n" +
-	"\arule_id\x18\x04 \x01(\tR\x06ruleId\"7\n" +
+	"\arule_id\x18\x04 \x01(\tR\x06ruleId\x12\x1f\n" +
+	"\vpolicy_hint\x18\x05 \x01(\tR\n" +
+	"policyHint\"7\n" +
 	"\x12PatchResultRequest\x12!\n" +
-	"\foperation_id\x18\x01 \x01(\tR\voperationId\"\xb9\x03\n" +
+	"\foperation_id\x18\x01 \x01(\tR\voperationId\"\xee\x03\n" +
 	"\x13PatchResultResponse\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x126\n" +
 	"\x05state\x18\x02 \x01(\x0e2 .nannyagent.broker.v1.PatchStateR\x05state\x12\x1b\n" +
@@ -4003,7 +4077,9 @@ const file_nannyagent_broker_v1_broker_proto_rawDesc = "" +
 	"finishedAt\x12\x14\n" +
 	"\x05error\x18\n" +
 	" \x01(\tR\x05error\x12\x16\n" +
-	"\x06sha256\x18\v \x01(\tR\x06sha256\"w\n" +
+	"\x06sha256\x18\v \x01(\tR\x06sha256\x12\x1b\n" +
+	"\ttimed_out\x18\f \x01(\bR\btimedOut\x12\x16\n" +
+	"\x06signal\x18\r \x01(\tR\x06signal\"w\n" +
 	"\rRebootRequest\x12\x1b\n" +
 	"\treboot_id\x18\x01 \x01(\tR\brebootId\x12\x12\n" +
 	"\x04vmid\x18\x02 \x01(\tR\x04vmid\x12\x1d\n" +
@@ -4034,14 +4110,18 @@ const file_nannyagent_broker_v1_broker_proto_rawDesc = "" +
 	"\tPatchMode\x12\x1a\n" +
 	"\x16PATCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PATCH_MODE_DRY_RUN\x10\x01\x12\x14\n" +
-	"\x10PATCH_MODE_APPLY\x10\x02*\x96\x01\n" +
+	"\x10PATCH_MODE_APPLY\x10\x02*\xfb\x01\n" +
 	"\n" +
 	"PatchState\x12\x1b\n" +
 	"\x17PATCH_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13PATCH_STATE_RUNNING\x10\x01\x12\x18\n" +
 	"\x14PATCH_STATE_FINISHED\x10\x02\x12\x1f\n" +
 	"\x1bPATCH_STATE_FAILED_TO_START\x10\x03\x12\x17\n" +
-	"\x13PATCH_STATE_UNKNOWN\x10\x042\xff\x05\n" +
+	"\x13PATCH_STATE_UNKNOWN\x10\x04\x12\x17\n" +
+	"\x13PATCH_STATE_REFUSED\x10\x05\x12\x17\n" +
+	"\x13PATCH_STATE_ALLOWED\x10\x06\x12\x14\n" +
+	"\x10PATCH_STATE_BUSY\x10\a\x12\x1b\n" +
+	"\x17PATCH_STATE_INTERRUPTED\x10\b2\xff\x05\n" +
 	"\rBrokerService\x12P\n" +
 	"\x05Probe\x12\".nannyagent.broker.v1.ProbeRequest\x1a#.nannyagent.broker.v1.ProbeResponse\x12_\n" +
 	"\n" +

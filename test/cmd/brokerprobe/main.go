@@ -1,8 +1,8 @@
 // Command brokerprobe sends one request to a broker socket and prints the
-// JSON answer: a Probe by default, or the RunCommand or RunTrace request
-// given as protobuf JSON. Tests run it as other uids to check who the broker
-// serves, and inside a booted test system to make the socket-activated
-// broker do real work.
+// JSON answer: a Probe by default, or the RunCommand, RunTrace, RunPatch
+// or PatchResult request given as protobuf JSON. Tests run it as other
+// uids to check who the broker serves, and inside a booted test system to
+// make the socket-activated broker do real work.
 package main
 
 import (
@@ -21,7 +21,7 @@ import (
 
 func main() {
 	socket := flag.String("socket", "", "broker socket")
-	call := flag.String("call", "Probe", "Probe, RunCommand or RunTrace")
+	call := flag.String("call", "Probe", "Probe, RunCommand, RunTrace, RunPatch or PatchResult")
 	request := flag.String("request", "{}", "the request as protobuf JSON")
 	timeout := flag.Duration("timeout", 20*time.Second, "how long to wait for the answer")
 	flag.Parse()
@@ -60,6 +60,18 @@ func send(socket, call, request string, timeout time.Duration) error {
 			return fmt.Errorf("request: %w", err)
 		}
 		resp, err = c.RunTrace(ctx, req)
+	case "RunPatch":
+		req := &brokerv1.RunPatchRequest{}
+		if err := protojson.Unmarshal([]byte(request), req); err != nil {
+			return fmt.Errorf("request: %w", err)
+		}
+		resp, err = c.RunPatch(ctx, req)
+	case "PatchResult":
+		req := &brokerv1.PatchResultRequest{}
+		if err := protojson.Unmarshal([]byte(request), req); err != nil {
+			return fmt.Errorf("request: %w", err)
+		}
+		resp, err = c.PatchResult(ctx, req)
 	default:
 		return fmt.Errorf("unknown call %q", call)
 	}
