@@ -4,17 +4,17 @@
 SHELL     := /bin/bash
 GO        ?= go
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X main.version=$(VERSION)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := bin
 BUF       := $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
 STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build test generate lint bench demo fuzz tools nspawn-test
+.PHONY: build test generate lint bench demo footprint fuzz tools nspawn-test package package-check
 
 # Static binaries (CGO_ENABLED=0): accounts are static (sysusers.d), so the
 # pure-Go /etc/passwd lookup suffices, and no libc is mapped.
 build:
-	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/nannyagent ./cmd/nannyagent-broker ./cmd/nannyagent-worker
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/nannyagent ./cmd/nannyagent-broker ./cmd/nannyagent-worker
 
 # The README's test command: static checks, then every test with the race
 # detector. Tests that need root skip with a printed reason without it.
@@ -28,10 +28,42 @@ test: lint
 # systemd-nspawn. The first run builds the Debian base with debootstrap
 # (a few minutes; cached in /var/cache/nannyagent-test).
 nspawn-test:
-	NANNYAGENT_NSPAWN=1 $(GO) test -count=1 -timeout 20m -v ./test/nspawn/ ./test/units/
+	NANNYAGENT_NSPAWN=1 $(GO) test -count=1 -timeout 20m -v ./test/nspawn/ ./test/units/ ./test/packages/
 
 generate:
 	$(BUF) generate
+
+# .deb and .rpm for each architecture in dist/ (packaging/nfpm.yaml). The
+# version is the git tag on HEAD (v1.2.3 gives 1.2.3), else the VERSION file.
+# Each architecture is staged in a temporary directory (nfpm.yaml's
+# build/pkg/, rewritten, so two builds never share it): static binaries,
+# man pages and the Debian changelog compressed as Debian wants (gzip -9n).
+NFPM      := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
+PKG_VERSION ?= $(shell t=$$(git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null) && echo $${t\#v} || cat VERSION)
+PKG_ARCHES  ?= amd64 arm64
+PKG_FORMATS ?= deb rpm
+DIST      ?= dist
+package:
+	@set -e; mkdir -p $(DIST); stage=$$(mktemp -d); trap 'rm -rf "$$stage"' EXIT; \
+	sed "s#build/pkg/#$$stage/#" packaging/nfpm.yaml >$$stage/nfpm.yaml; \
+	for m in packaging/man/*.[18]; do gzip -9n <$$m >$$stage/$$(basename $$m).gz; done; \
+	gzip -9n <packaging/debian/changelog >$$stage/changelog.gz; \
+	for arch in $(PKG_ARCHES); do \
+	  CGO_ENABLED=0 GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w -X main.version=$(PKG_VERSION)" \
+	    -o $$stage/ ./cmd/nannyagent ./cmd/nannyagent-broker ./cmd/nannyagent-worker; \
+	  for fmt in $(PKG_FORMATS); do \
+	    NANNYAGENT_ARCH=$$arch NANNYAGENT_VERSION=$(PKG_VERSION) \
+	      $(NFPM) package --config $$stage/nfpm.yaml --packager $$fmt --target $(DIST)/; \
+	  done; \
+	done
+
+# The packages as a reviewer checks them: lintian on the amd64 .deb (no
+# error, no warning; overrides in packaging/debian/lintian-overrides), the
+# .rpm's files and scriptlets. Installing them is test/packages' job.
+package-check: package
+	lintian --fail-on error,warning -EI $(DIST)/nannyagent_$(PKG_VERSION)_amd64.deb
+	rpm -qpl $(DIST)/nannyagent-$(PKG_VERSION)-1.x86_64.rpm
+	rpm -qp --scripts $(DIST)/nannyagent-$(PKG_VERSION)-1.x86_64.rpm
 
 # buf lint, generated code that matches the .proto files, gofmt, vet and
 # staticcheck.
@@ -62,6 +94,15 @@ fuzz:
 # command and a trace, and the broker's decisions, on the built binaries.
 demo: build
 	$(GO) run ./test/cmd/demo -bin $(BIN)
+
+# What the agent costs a host at rest, as root: the stack against the fake
+# NannyAPI (broker socket-activated, worker as daemon) after one diagnosis,
+# VmRSS, RssAnon and CPU per process, CPU from a cgroup holding them all.
+# FOOTPRINT_CPU_WINDOW=1m for a quicker, rougher CPU figure;
+# FOOTPRINT_ARGS=-lifetime=resident for a resident broker.
+FOOTPRINT_CPU_WINDOW ?= 10m
+footprint: build
+	$(GO) run ./test/cmd/footprint -bin $(BIN) -cpu-window $(FOOTPRINT_CPU_WINDOW) $(FOOTPRINT_ARGS)
 
 # Build the pinned tools once (buf takes minutes cold); later runs hit the
 # Go build cache.

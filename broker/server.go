@@ -91,6 +91,7 @@ type Server struct {
 	log        *slog.Logger
 	policies   *policyStore
 	prober     *probe.Prober
+	probing    lazyProbe
 	metrics    *metrics.Collector
 	runner     *execute.Runner
 	rebooter   *reboot.Rebooter
@@ -289,8 +290,8 @@ func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	waitProbe := s.prober.Start(ctx)
-	defer waitProbe()
+	s.probing.serve(ctx)
+	defer s.probing.stop()
 
 	addr := unixAddr(lns)
 	s.addr.Store(&addr)
@@ -432,6 +433,7 @@ const probeWait = 15 * time.Second
 func (s *Server) Probe(ctx context.Context, _ *brokerv1.ProbeRequest) (*brokerv1.ProbeResponse, error) {
 	pctx, cancel := context.WithTimeout(ctx, probeWait)
 	defer cancel()
+	s.probing.start(s.prober)
 	resp := s.prober.Probe(pctx)
 	lp := policyOf(ctx, s)
 	resp.BrokerVersion = s.cfg.Version

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -103,5 +104,16 @@ func BenchmarkEvaluateDenied(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		p.Evaluate(stages)
+	}
+}
+
+// BenchmarkLoadVendorPolicy is the packaged policy's load, which a
+// socket-activated broker pays at every start (make footprint).
+func BenchmarkLoadVendorPolicy(b *testing.B) {
+	path := filepath.Join("..", "packaging", "policy.yaml")
+	for b.Loop() {
+		if _, err := Load(LoadOptions{WorkerAccount: "daemon"}, path); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -2,8 +2,9 @@ package policy
 
 import (
 	"fmt"
-	"unicode"
 	"unicode/utf8"
+
+	"github.com/nannyai/nannyagent/policy/cmdline"
 )
 
 // badArgRune explains why s cannot be an argument, or returns "". Arguments
@@ -35,28 +36,9 @@ func badArgRune(s string) string {
 	return ""
 }
 
-// badRune refuses non-ASCII runes that hide or fake text.
-func badRune(r rune) string {
-	switch {
-	case unicode.IsControl(r):
-		return "control character"
-	case unicode.Is(unicode.Cf, r):
-		return "invisible formatting character"
-	case unicode.IsSpace(r):
-		return "non-ASCII space"
-	case r == utf8.RuneError:
-		return "replacement character"
-	}
-	return ""
-}
+// badRune refuses non-ASCII runes that hide or fake text (cmdline.BadRune).
+func badRune(r rune) string { return cmdline.BadRune(r) }
 
 // isPlainASCII reports whether s is printable ASCII without spaces: what a
-// program name must be, so no homoglyph can pass for a listed name.
-func isPlainASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] <= 0x20 || s[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
+// program name must be (cmdline.IsPlainASCII).
+func isPlainASCII(s string) bool { return cmdline.IsPlainASCII(s) }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,6 +23,17 @@ type decoder struct {
 	errs     *ErrorList
 	visits   int
 	overflow bool
+	// patterns holds the file's compiled operand patterns by source: the
+	// vendor policy repeats many (a user name, a unit name), and each
+	// compiled copy costs kilobytes.
+	patterns map[string]*regexp.Regexp
+}
+
+func (d *decoder) patternsSeen() map[string]*regexp.Regexp {
+	if d.patterns == nil {
+		d.patterns = map[string]*regexp.Regexp{}
+	}
+	return d.patterns
 }
 
 func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {

@@ -4,23 +4,12 @@ import (
 	"fmt"
 	"path"
 	"strings"
+
+	"github.com/nannyai/nannyagent/policy/cmdline"
 )
 
-// Stage is one process of a pipeline and its accepted redirections. It
-// mirrors brokerv1.Stage.
-type Stage struct {
-	// Argv[0] is the program as written: a bare name or an absolute path.
-	Argv []string `json:"argv"`
-	// StdoutToNull: ">/dev/null".
-	StdoutToNull bool `json:"stdout_to_null,omitempty"`
-	// StderrToNull: "2>/dev/null" (or ">/dev/null 2>&1").
-	StderrToNull bool `json:"stderr_to_null,omitempty"`
-	// StderrToStdout: "2>&1" while stdout still went to the stage's output
-	// (the next stage, or the captured output). Stderr joins that output
-	// even when StdoutToNull is set afterwards ("2>&1 >/dev/null"). Never
-	// set together with StderrToNull.
-	StderrToStdout bool `json:"stderr_to_stdout,omitempty"`
-}
+// Stage is one stage of a pipeline: see cmdline.Stage.
+type Stage = cmdline.Stage
 
 // PathOperand is an argv element (or the value part of one) that names a
 // file. The broker resolves it one symlink hop at a time with CheckPath and,

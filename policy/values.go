@@ -313,7 +313,7 @@ func (d *decoder) fillValue(v *valueSpec, m map[string]*yaml.Node, what string) 
 	if n, has := m["pattern"]; has {
 		s, ok2 := d.str(n, what+".pattern")
 		if ok2 {
-			re, err := regexp.Compile(`^(?:` + s + `)$`)
+			re, err := compilePattern(s, d.patternsSeen())
 			if err != nil {
 				d.errorf(n, "%s.pattern: %v", what, err)
 				ok2 = false
@@ -457,7 +457,7 @@ func (v *valueSpec) checkOne(s string) string {
 		if len(s) > v.maxLen {
 			return fmt.Sprintf("longer than %d bytes", v.maxLen)
 		}
-		if !v.pattern.MatchString(s) {
+		if !matchesWhole(v.pattern, s) {
 			return fmt.Sprintf("%q does not match the allowed form %s", s, v.patSrc)
 		}
 	case vInterface:

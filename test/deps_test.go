@@ -1,5 +1,6 @@
 // Package test pins the dependency direction between the broker and the
-// worker (design.md invariant 8).
+// worker (design.md invariant 8), and the slim graphs that keep the worker
+// and the CLI small (make footprint).
 package test
 
 import (
@@ -31,7 +32,9 @@ func TestDependencyDirection(t *testing.T) {
 	tests := []struct {
 		binary    string
 		forbidden []string
-		required  []string
+		// exact are forbidden themselves, their subpackages not.
+		exact    []string
+		required []string
 	}{
 		{
 			binary: "./cmd/nannyagent-broker",
@@ -46,12 +49,21 @@ func TestDependencyDirection(t *testing.T) {
 			forbidden: []string{
 				module + "/broker",           // exec, bpftrace, metrics readers
 				"github.com/shirou/gopsutil", // host readers belong to the broker
+				"go.yaml.in/yaml/v3",         // the policy's YAML: the worker only parses command lines
 			},
-			required: []string{module + "/worker"},
+			// The evaluator and its tables; policy/cmdline is the parser.
+			exact:    []string{module + "/policy"},
+			required: []string{module + "/worker", module + "/policy/cmdline"},
 		},
 		{
-			binary:    "./cmd/nannyagent",
-			forbidden: []string{module + "/broker"},
+			binary: "./cmd/nannyagent",
+			forbidden: []string{
+				module + "/broker",
+				module + "/worker",           // worker/config was linked for one constant
+				"gopkg.in/yaml.v2",           // a second YAML decoder, ff's
+				"github.com/peterbourgon/ff", // the worker's flag and config parser
+			},
+			required: []string{module + "/policy"},
 		},
 	}
 	for _, tc := range tests {
@@ -60,6 +72,11 @@ func TestDependencyDirection(t *testing.T) {
 			for _, dep := range list {
 				for _, bad := range tc.forbidden {
 					if dep == bad || strings.HasPrefix(dep, bad+"/") {
+						t.Errorf("%s depends on %s", tc.binary, dep)
+					}
+				}
+				for _, bad := range tc.exact {
+					if dep == bad {
 						t.Errorf("%s depends on %s", tc.binary, dep)
 					}
 				}

@@ -12,7 +12,7 @@ import (
 
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
-	"github.com/nannyai/nannyagent/policy"
+	"github.com/nannyai/nannyagent/policy/cmdline"
 	"github.com/nannyai/nannyagent/redact"
 	"github.com/nannyai/nannyagent/worker/ebpf"
 	"github.com/nannyai/nannyagent/worker/investigate"
@@ -118,12 +118,12 @@ func (w *Worker) investigate(ctx context.Context, id, issue, origin string, prog
 // own, lower or higher, limit.
 const commandParallel = 8
 
-// parseStages is the policy's command-line parser: a refused line comes back
+// parseStages is the command-line parser the broker also uses: a refused line comes back
 // to the model with the parser's reason.
 func parseStages(line string) ([]*brokerv1.Stage, error) {
-	stages, err := policy.ParseCommandLine(line)
+	stages, err := cmdline.Parse(line)
 	if err != nil {
-		var se *policy.SyntaxError
+		var se *cmdline.SyntaxError
 		if errors.As(err, &se) {
 			return nil, errors.New(strings.TrimPrefix(se.Error(), "denied: "))
 		}

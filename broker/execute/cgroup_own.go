@@ -82,9 +82,13 @@ func moveToLeaf(l cgroupLayout, mode OwnCgroup, log *slog.Logger) (ownLeaf, erro
 	}
 	for _, ctl := range v1Controllers {
 		if self := l.v1Self[ctl]; self != "" {
+			// A v1 hierarchy may be mounted read-only (a container, the
+			// nspawn test bed): the broker then runs without its v1 leaf
+			// (no v1 memory cap) rather than not at all.
 			d, err := joinLeaf(self, pid)
 			if err != nil {
-				return leaf, err
+				log.Warn("no leaf cgroup of its own in a v1 hierarchy", "controller", ctl, "err", err)
+				continue
 			}
 			leaf.v1[ctl] = d
 		}

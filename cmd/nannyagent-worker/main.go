@@ -75,7 +75,8 @@ func run(args []string, stderr io.Writer) int {
 	defer wg.Wait()
 	err = w.Run(ctx, ln, func() {
 		service.Ready(log)
-		wg.Add(2)
+		wg.Add(3)
+		go func() { defer wg.Done(); service.HeapProfileOnSignal(ctx, log, "worker") }()
 		go func() { defer wg.Done(); service.Watchdog(ctx, log) }()
 		go func() { defer wg.Done(); service.ReleaseMemory(ctx, time.Second, time.Minute) }()
 	})

@@ -9,10 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/peterbourgon/ff/v3/ffyaml"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/nannyai/nannyagent/ipc/lastserved"
-	"github.com/nannyai/nannyagent/worker/config"
 )
 
 // The commands the CLI runs.
@@ -76,7 +75,7 @@ func newFlagSet(o *options, commands map[string]*bool, diagnose *string) *flag.F
 	fs.BoolVar(&o.verbose, "verbose", false, "same as -v")
 	fs.BoolVar(&o.force, "force", false, "register: replace a live registration")
 	fs.StringVar(&o.priority, "priority", "medium", "diagnose: low, medium or high")
-	fs.String("config", config.DefaultConfigFile, "config file (for worker_socket)")
+	fs.String("config", configFile, "config file (for worker_socket)")
 	for _, c := range []string{cmdVersion, cmdHelp, cmdStatus, cmdRegister, cmdDaemon} {
 		commands[c] = fs.Bool(c, false, "the reference agent's --"+c)
 	}
@@ -235,14 +234,17 @@ func workerSocket(getenv func(string) string, cfgFile, def string) string {
 		return def
 	}
 	defer f.Close()
-	socket := def
 	// Only worker_socket is taken: the rest (the static token among it) is
-	// none of the CLI's business.
-	_ = ffyaml.Parser(f, func(key, value string) error {
-		if key == "worker_socket" && value != "" {
-			socket = value
-		}
-		return nil
-	})
-	return socket
+	// none of the CLI's business. The policy's YAML decoder reads it, so
+	// the CLI links one YAML package, not the worker's configuration too.
+	var doc struct {
+		WorkerSocket string `yaml:"worker_socket"`
+	}
+	if err := yaml.NewDecoder(io.LimitReader(f, maxConfigBytes)).Decode(&doc); err != nil || doc.WorkerSocket == "" {
+		return def
+	}
+	return doc.WorkerSocket
 }
+
+// maxConfigBytes bounds how much of the config file the CLI reads.
+const maxConfigBytes = 1 << 20

@@ -21,14 +21,32 @@ import (
 
 // fakeProxmox builds a pmxcfs tree and a pvesh script for this host as a
 // two-guest cluster node, and returns the policy that points at them.
-func fakeProxmox(t *testing.T, host string) string {
+func fakeProxmox(t testing.TB, host string) string {
+	t.Helper()
+	pvesh, root := fakeProxmoxFiles(t, host)
+	return fmt.Sprintf(`version: 1
+proxmox:
+  pvesh: %s
+  pmxcfs_root: %s
+  paths:
+    - {id: pve-cluster-status, path: /cluster/status}
+    - {id: pve-cluster-resources, path: /cluster/resources}
+    - {id: pve-node-status, path: "/nodes/{local}/status"}
+    - {id: pve-lxc-config, path: "/nodes/{local}/lxc/{vmid}/config"}
+    - {id: pve-qemu-config, path: "/nodes/{local}/qemu/{vmid}/config"}
+`, pvesh, root)
+}
+
+// fakeProxmoxFiles writes the pmxcfs tree and the pvesh script, and
+// returns their paths.
+func fakeProxmoxFiles(t testing.TB, host string) (pvesh, root string) {
 	t.Helper()
 	dir, err := stack.WorldReadableTempDir("nannyagent-pve-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	root := filepath.Join(dir, "pve")
+	root = filepath.Join(dir, "pve")
 	files := map[string]string{
 		"pve/nodes/" + host + "/lxc/100.conf": "arch: amd64\ncores: 2\nhostname: ct100\nmemory: 512\nostype: debian\n" +
 			"rootfs: local-lvm:vm-100-disk-0,size=8G\n\n[snap1]\nostype: alpine\n",
@@ -67,21 +85,11 @@ case "$2" in
 *) echo "no such path $2" >&2; exit 1 ;;
 esac
 `, dir, host)
-	pvesh := filepath.Join(dir, "pvesh")
+	pvesh = filepath.Join(dir, "pvesh")
 	if err := os.WriteFile(pvesh, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf(`version: 1
-proxmox:
-  pvesh: %s
-  pmxcfs_root: %s
-  paths:
-    - {id: pve-cluster-status, path: /cluster/status}
-    - {id: pve-cluster-resources, path: /cluster/resources}
-    - {id: pve-node-status, path: "/nodes/{local}/status"}
-    - {id: pve-lxc-config, path: "/nodes/{local}/lxc/{vmid}/config"}
-    - {id: pve-qemu-config, path: "/nodes/{local}/qemu/{vmid}/config"}
-`, pvesh, root)
+	return pvesh, root
 }
 
 func TestProxmoxInventoryPayloads(t *testing.T) {

@@ -125,6 +125,15 @@ type Options struct {
 	// environment.
 	WorkerEnv []string
 	BrokerEnv []string
+	// SocketActivated has the stack own the broker's socket, as
+	// nannyagent-broker.socket does, and start a broker on it whenever a
+	// connection waits and none runs (see activator); the broker gets
+	// ExtraBrokerArgs (e.g. --idle-exit) and no --socket.
+	SocketActivated bool
+	// Cgroups are cgroup directories (cgroup2 or v1) every process of the
+	// stack joins, so their CPU, brokers that exited included, can be read
+	// from the cgroups (make footprint). Root only.
+	Cgroups []string
 	// BeforeWorker runs after the broker is up and before the worker
 	// starts (to plant a token file, mount a small tmpfs on the state
 	// directory, …).
@@ -148,8 +157,10 @@ type Stack struct {
 	AdminGroup   string
 	AdminGID     uint32
 
-	broker *Process
-	worker *Process
+	broker    *Process
+	worker    *Process
+	activator *activator
+	cgroups   []string
 
 	brokerArgs  []string
 	brokerEnv   []string
@@ -192,13 +203,23 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	brokerArgs := append([]string{
-		"--socket", s.BrokerSocket, "--socket-group", groupName(s.Worker.GID),
+	s.cgroups = opts.Cgroups
+	// The socket unit's broker gets the same arguments but --socket.
+	common := append([]string{
+		"--socket-group", groupName(s.Worker.GID),
 		"--worker-user", s.Worker.Name, "--policy", s.PolicyFile,
 		"--policy-dir", filepath.Join(s.Dir, "policy.d"), "--state-dir", s.BrokerStateDir, "--log-format", "json",
 		"--served-record", s.ServedRecord,
 	}, opts.ExtraBrokerArgs...)
-	s.brokerArgs, s.brokerEnv = brokerArgs, opts.BrokerEnv
+	if opts.SocketActivated {
+		if err := s.startActivator(filepath.Join(opts.BinDir, Broker), common, opts.BrokerEnv); err != nil {
+			s.cleanup()
+			return nil, err
+		}
+		return s, s.startWorkerAfterBroker(ctx, opts)
+	}
+	s.brokerArgs = append([]string{"--socket", s.BrokerSocket}, common...)
+	s.brokerEnv = opts.BrokerEnv
 	if opts.BrokerPIDNamespace {
 		s.brokerClone = syscall.CLONE_NEWPID
 	}
@@ -210,10 +231,20 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		}
 		return nil, err
 	}
+	if err := s.joinCgroups(s.broker.Pid()); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, s.startWorkerAfterBroker(ctx, opts)
+}
+
+// startWorkerAfterBroker runs BeforeWorker and starts the worker; on
+// failure it stops what runs.
+func (s *Stack) startWorkerAfterBroker(ctx context.Context, opts Options) error {
 	if opts.BeforeWorker != nil {
 		if err := opts.BeforeWorker(s); err != nil {
 			s.Stop()
-			return nil, err
+			return err
 		}
 	}
 	workerArgs := append([]string{
@@ -225,9 +256,19 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	s.workerArgs, s.workerEnv = workerArgs, opts.WorkerEnv
 	if err := s.StartWorker(ctx); err != nil {
 		s.Stop()
-		return nil, err
+		return err
 	}
-	return s, nil
+	return nil
+}
+
+// joinCgroups moves pid into the stack's cgroups.
+func (s *Stack) joinCgroups(pid int) error {
+	for _, cg := range s.cgroups {
+		if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			return fmt.Errorf("join cgroup %s: %w", cg, err)
+		}
+	}
+	return nil
 }
 
 // StartBroker starts the broker (again, after StopBroker) with the same
@@ -253,6 +294,9 @@ func (s *Stack) StartWorker(ctx context.Context) error {
 		return err
 	}
 	s.worker = p
+	if err := s.joinCgroups(p.Pid()); err != nil {
+		return err
+	}
 	return waitSocket(ctx, s.WorkerSocket, p)
 }
 
@@ -374,6 +418,11 @@ func (s *Stack) start(bin string, args []string, cred *syscall.Credential, env [
 }
 
 func (s *Stack) startWith(bin string, args []string, cred *syscall.Credential, env []string, logName string, clone uintptr) (*Process, error) {
+	return s.spawn(bin, args, cred, env, logName, clone, nil)
+}
+
+// spawn starts bin; extra become its fds 3, 4, ….
+func (s *Stack) spawn(bin string, args []string, cred *syscall.Credential, env []string, logName string, clone uintptr, extra []*os.File) (*Process, error) {
 	logPath := filepath.Join(s.Dir, logName)
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -383,6 +432,7 @@ func (s *Stack) startWith(bin string, args []string, cred *syscall.Credential, e
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, env...)
 	cmd.Dir = "/"
+	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGKILL, Cloneflags: clone}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
@@ -416,8 +466,14 @@ func waitSocket(ctx context.Context, path string, p *Process) error {
 	}
 }
 
-// BrokerProcess and WorkerProcess expose the processes.
-func (s *Stack) BrokerProcess() *Process { return s.broker }
+// BrokerProcess and WorkerProcess expose the processes. A socket-activated
+// broker is the last one started (nil before the first connection).
+func (s *Stack) BrokerProcess() *Process {
+	if s.activator != nil {
+		return s.activator.broker()
+	}
+	return s.broker
+}
 
 // WorkerProcess is the worker's process.
 func (s *Stack) WorkerProcess() *Process { return s.worker }
@@ -475,7 +531,12 @@ func (s *Stack) Stop() error {
 	s.stopped = true
 	defer s.cleanup()
 	var errs []string
-	for _, p := range []*Process{s.worker, s.broker} {
+	broker := s.broker
+	if s.activator != nil {
+		s.activator.close()
+		broker = s.activator.broker()
+	}
+	for _, p := range []*Process{s.worker, broker} {
 		if p == nil || p.killed() || p.stoppedCleanly() {
 			continue
 		}

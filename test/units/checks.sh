@@ -119,6 +119,9 @@ if [ -n "$VSOCK_PORT" ]; then
 	mkdir -p /etc/systemd/system/nannyagent-broker-vsock.socket.d
 	printf '[Socket]\nListenStream=\nListenStream=vsock::%s\n' "$VSOCK_PORT" >/etc/systemd/system/nannyagent-broker-vsock.socket.d/port.conf
 	systemctl daemon-reload
+	# systemd refuses to start a socket whose service already runs (the
+	# status calls above may have activated the broker just now).
+	systemctl stop nannyagent-broker.service
 	record vsock-socket-start systemctl start nannyagent-broker-vsock.socket
 	record vsock-socket-listen systemctl show nannyagent-broker-vsock.socket -p Listen -p FileDescriptorName -p Triggers
 	systemctl restart nannyagent-broker.service

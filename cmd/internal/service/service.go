@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"syscall"
 	"time"
@@ -138,21 +139,51 @@ func WatchdogWhileAlive(ctx context.Context, log *slog.Logger, alive func(contex
 }
 
 // ReleaseMemory returns freed heap to the kernel shortly after start-up and
-// then every interval until ctx ends. Start-up (policy parsing, the probe's
-// bpftrace runs, TLS setup) leaves garbage that the runtime would otherwise
-// keep resident for minutes; an idle agent should be small.
+// then, every interval until ctx ends, when the heap grew by more than
+// releaseSlack since the last release. Start-up (policy parsing, TLS setup)
+// and a burst of work leave garbage that the runtime would otherwise keep
+// resident for minutes; an idle agent should be small. At rest the heap
+// does not grow that much between the runtime's own collections, so an
+// idle process pays for no forced collection (make footprint: each is a
+// full GC and a scavenge).
 func ReleaseMemory(ctx context.Context, first, interval time.Duration) {
 	timer := time.NewTimer(first)
 	defer timer.Stop()
+	var after uint64
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
-			debug.FreeOSMemory()
+			if after == 0 || heapRetained() > after+releaseSlack {
+				debug.FreeOSMemory()
+				after = heapRetained()
+			}
 			timer.Reset(interval)
 		}
 	}
+}
+
+// releaseSlack is the heap growth that is worth a forced collection.
+const releaseSlack = 1 << 20
+
+// heapRetained is the heap memory the process holds from the kernel:
+// objects (live or not yet collected), unused span space, and free spans
+// not yet returned.
+func heapRetained() uint64 {
+	samples := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+	}
+	metrics.Read(samples)
+	var sum uint64
+	for _, s := range samples {
+		if s.Value.Kind() == metrics.KindUint64 {
+			sum += s.Value.Uint64()
+		}
+	}
+	return sum
 }
 
 // LimitProcs caps GOMAXPROCS at n (and at the CPUs this process may use).
