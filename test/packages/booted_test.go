@@ -207,6 +207,8 @@ var packageFiles = []string{
 	"root root 644 regular file /usr/lib/systemd/system/nannyagent-broker.socket",
 	"root root 644 regular file /usr/lib/systemd/system/nannyagent-worker.service",
 	"root root 644 regular file /usr/lib/systemd/system/nannyagent-worker.socket",
+	"root root 644 regular file /usr/lib/systemd/system/nannyagent-broker-vsock.socket",
+	"root root 644 regular file /usr/share/nannyagent/guest/nannyagent-worker.service.d/vsock.conf",
 	"root root 644 regular file /usr/lib/sysusers.d/nannyagent.conf",
 	"root root 644 regular file /usr/lib/tmpfiles.d/nannyagent.conf",
 	"root root 644 regular file /usr/share/nannyagent/policy.yaml",
