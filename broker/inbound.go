@@ -119,6 +119,10 @@ const (
 	// maxProxmoxPathBytes bounds a Proxmox API path, with room to spare
 	// over what the reader accepts.
 	maxProxmoxPathBytes = 1 << 10
+	// maxRebootReasonBytes bounds the operator's reason a reboot request
+	// carries for the warning to users (the broker keeps 160 bytes of it;
+	// the worker clips the backend's text to fit).
+	maxRebootReasonBytes = 256
 	// maxExclusions bounds the package names a patch run may exclude,
 	// each at most maxSmallField bytes.
 	maxExclusions = 256

@@ -46,7 +46,8 @@ func largestRequests(l policy.Limits) map[string]proto.Message {
 		"ProxmoxGet":  &brokerv1.ProxmoxGetRequest{Path: "/" + strings.Repeat("p", 255)},
 		"RunPatch":    patch,
 		"PatchResult": &brokerv1.PatchResultRequest{OperationId: strings.Repeat("o", maxIDBytes)},
-		"Reboot":      &brokerv1.RebootRequest{RebootId: strings.Repeat("r", maxIDBytes), Vmid: strings.Repeat("9", maxIDBytes), CheckOnly: true},
+		"Reboot": &brokerv1.RebootRequest{RebootId: strings.Repeat("r", maxIDBytes), Vmid: strings.Repeat("9", maxIDBytes), CheckOnly: true,
+			Reason: strings.Repeat("w", maxRebootReasonBytes)},
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/nannyai/nannyagent/broker/metrics"
 	"github.com/nannyai/nannyagent/broker/patch"
 	"github.com/nannyai/nannyagent/broker/probe"
+	"github.com/nannyai/nannyagent/broker/reboot"
 	"github.com/nannyai/nannyagent/broker/trace"
 	brokerv1 "github.com/nannyai/nannyagent/ipc/broker/v1"
 	"github.com/nannyai/nannyagent/ipc/keypin"
@@ -67,8 +68,9 @@ type Config struct {
 	IdleExit time.Duration
 	// GracePeriod bounds how long Serve waits for requests in flight at stop.
 	GracePeriod time.Duration
-	// StateDir keeps patch runs and their results (root-only; never the
-	// worker's directory). Empty: patch runs are unavailable.
+	// StateDir is the broker's own state directory (root-only; never the
+	// worker's): patch runs and their results, the last host reboot.
+	// Empty: patch runs are unavailable and host reboots are refused.
 	StateDir string
 	// PatchRunner is the command line of the patch runner (this binary
 	// and patch.RunnerCommand); runs in containers and in units need it.
@@ -99,6 +101,7 @@ type Server struct {
 	probing    lazyProbe
 	metrics    *metrics.Collector
 	runner     *execute.Runner
+	rebooter   *reboot.Rebooter
 	traceSlots *trace.Slots
 	readSlots  readSlotsSem
 	// patches runs patch scripts; nil (with patchErr saying why) when
@@ -146,6 +149,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.prober = probe.New(cfg.Probe)
 	s.patches, s.patchErr = s.newPatches()
+	if s.rebooter, err = s.newRebooter(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
 	s.dlog = decisionLog{log: cfg.Log, policy: s.policies.sha256}
 	s.newServedRecord()
 	s.readSlots = make(readSlotsSem, readSlots)
@@ -243,6 +250,28 @@ func (s *Server) newPatches() (*patch.Manager, string) {
 		return nil, "patch runs are unavailable: " + err.Error()
 	}
 	return m, ""
+}
+
+// newRebooter sets up reboots on the same state directory as the patch
+// runs; a patch run in progress holds reboots back.
+func (s *Server) newRebooter() (*reboot.Rebooter, error) {
+	r, err := reboot.New(reboot.Config{StateDir: s.cfg.StateDir, Patches: patchActivity{s}, Launcher: s.runner})
+	if err != nil {
+		return nil, err
+	}
+	if err := r.StateError(); err != nil {
+		s.log.Error("host reboots are refused: the broker's state directory cannot be used", "state_dir", s.cfg.StateDir, "error", err.Error())
+	}
+	return r, nil
+}
+
+// patchActivity tells reboots whether a patch run is in progress.
+type patchActivity struct{ s *Server }
+
+// Running reports a patch run in progress. Without a patch manager (no
+// usable state directory) no run can have been started by this broker.
+func (p patchActivity) Running() bool {
+	return p.s.patches != nil && p.s.patches.Active() != ""
 }
 
 // SetIdleExit sets how long Serve waits without requests before it returns;

@@ -84,6 +84,20 @@ func startBrokerOpts(t testing.TB, idle time.Duration, policyYAML string, edit f
 	if err := os.WriteFile(policyPath, []byte(policyYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return startBrokerAt(t, dir, idle, edit)
+}
+
+// startBrokerInDir starts a broker again on the policy and state another
+// one used in dir (as after a restart).
+func startBrokerInDir(t testing.TB, dir string) *testBroker {
+	t.Helper()
+	return startBrokerAt(t, dir, 0, nil)
+}
+
+// startBrokerAt starts a broker on the policy in dir, with its state
+// directory there too, unless edit changes it.
+func startBrokerAt(t testing.TB, dir string, idle time.Duration, edit func(*Config)) *testBroker {
+	policyPath := filepath.Join(dir, "policy.yaml")
 	me, err := user.Current()
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +113,7 @@ func startBrokerOpts(t testing.TB, idle time.Duration, policyYAML string, edit f
 		// request after it sent the headers.
 		ReadTimeout: time.Minute,
 		IdleExit:    idle,
+		StateDir:    filepath.Join(dir, "state"),
 		Log:         slog.New(slog.NewJSONHandler(logBuf, nil)),
 	}
 	if edit != nil {
@@ -109,6 +124,7 @@ func startBrokerOpts(t testing.TB, idle time.Duration, policyYAML string, edit f
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "b.sock")
+	_ = os.Remove(sock)
 	ln, err := unixsock.Listen(context.Background(), unixsock.ListenConfig{Path: sock, DirMode: 0o755, SocketMode: 0o660, GID: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +189,7 @@ func TestPatchesAndRebootsRefuseNamingThePolicy(t *testing.T) {
 		t.Errorf("PatchResult: %v", err)
 	}
 	rb, err := b.client.Reboot(ctx, &brokerv1.RebootRequest{RebootId: "r-1"})
-	if err != nil || rb.GetAllowed() || !strings.Contains(rb.GetReason(), "disabled by policy (reboots:") {
+	if err != nil || rb.GetAllowed() || rb.GetReason() != "reboots: reboots are disabled by policy" {
 		t.Errorf("Reboot: %v %v", rb, err)
 	}
 	for _, rpc := range []string{"RunPatch", "Reboot"} {

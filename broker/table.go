@@ -54,7 +54,7 @@ func (s *Server) requestTable() []request {
 		entry(brokerv1.BrokerService_ProxmoxGet_FullMethodName, "ProxmoxGet", fixedShape(maxProxmoxPathBytes), s.ProxmoxGet, refuseStatus[*brokerv1.ProxmoxGetResponse]),
 		entry(brokerv1.BrokerService_RunPatch_FullMethodName, "RunPatch", patchShape, s.RunPatch, refusePatch),
 		entry(brokerv1.BrokerService_PatchResult_FullMethodName, "PatchResult", fixedShape(fieldBytes+maxIDBytes), s.PatchResult, refuseStatus[*brokerv1.PatchResultResponse]),
-		entry(brokerv1.BrokerService_Reboot_FullMethodName, "Reboot", fixedShape(2*(fieldBytes+maxIDBytes)+2*tagBytes), s.Reboot, refuseReboot),
+		entry(brokerv1.BrokerService_Reboot_FullMethodName, "Reboot", fixedShape(2*(fieldBytes+maxIDBytes)+2*tagBytes+fieldBytes+maxRebootReasonBytes), s.Reboot, refuseReboot),
 	}
 }
 

@@ -220,13 +220,7 @@ func (e Explanation) WriteText(w io.Writer) error {
 	e.writeTraces(ew)
 	e.writeProxmox(ew)
 	e.writePatches(ew)
-	ew.printf("\nReboots:\n")
-	switch {
-	case !e.Reboots.Enabled:
-		ew.printf("  disabled\n")
-	default:
-		ew.printf("  host: %s (%s reboot)\n  containers: %s (%s reboot <vmid>)\n", yesNo(e.Reboots.Host), e.Reboots.Systemctl, yesNo(e.Reboots.Containers), e.Reboots.Pct)
-	}
+	e.writeReboots(ew)
 	e.writeTransport(ew)
 	ew.printf("\nMetrics: %s (CPU, memory, disks, network counters and host facts)\n", map[bool]string{true: "enabled", false: "disabled"}[e.Metrics.Enabled])
 	ew.printf("\nLimits:\n")

@@ -109,16 +109,7 @@ func (p *Policy) Dangers() []string {
 	if p.patches.Enabled && p.patches.Mode == PatchPinned && len(p.patches.Pinned) > 0 {
 		out = append(out, fmt.Sprintf("patches are enabled%s: the %d pinned script(s) can be run as root whenever the backend asks", src("patches.enabled"), len(p.patches.Pinned)))
 	}
-	if p.reboots.Enabled && (p.reboots.Host || p.reboots.Containers) {
-		var what []string
-		if p.reboots.Host {
-			what = append(what, "this host")
-		}
-		if p.reboots.Containers {
-			what = append(what, "its containers")
-		}
-		out = append(out, "reboots are enabled"+src("reboots.enabled")+": the backend can reboot "+strings.Join(what, " and ")+" at any time")
-	}
+	out = append(out, p.rebootDangers(src)...)
 	for _, d := range p.disabled {
 		if d.Section == "deny_paths" {
 			out = append(out, fmt.Sprintf("deny_paths rule %s (defined at %s) is disabled by %s: the paths it protected are readable wherever a rule's roots include them", d.ID, d.DefinedAt, d.DisabledBy))
@@ -151,9 +142,7 @@ func (p *Policy) lint() []string {
 			}
 		}
 	}
-	if p.reboots.Enabled && !p.reboots.Host && !p.reboots.Containers {
-		out = append(out, "reboots are enabled but neither host nor containers is: no reboot can happen")
-	}
+	out = append(out, p.rebootLint()...)
 	seen := map[string]bool{}
 	for _, r := range p.commands {
 		if r.disabled || seen[r.program] {

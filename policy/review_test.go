@@ -69,7 +69,7 @@ func TestExplainWarnings(t *testing.T) {
 disable: [deny-shadow]
 traces: {allow_raw_programs: true}
 patches: {enabled: true, mode: trust_backend}
-reboots: {enabled: true, host: true, containers: true}
+reboots: {enabled: true, host: true, containers: ["*"]}
 commands:
   - id: cat-all
     program: /usr/bin/cat
@@ -88,7 +88,7 @@ commands:
 		"WARNING: raw bpftrace programs are allowed (set at " + local + ":3): a program written by the model, or by anyone who takes over the worker, can read any file and kernel memory as root",
 		"WARNING: patches run in trust_backend mode (set at " + local + ":4): the NannyAPI backend, and anyone who takes over the worker, can run any script as root on this host and in its containers",
 		"WARNING: reboots are enabled",
-		"reboot this host and its containers",
+		"reboot this host and containers *",
 		"WARNING: deny_paths rule deny-shadow (defined at testdata/example.yaml:",
 		"WARNING: rule cat-all",
 		"Merged policy sha256: " + p.SHA256(),

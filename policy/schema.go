@@ -470,19 +470,6 @@ func (d *decoder) patchRunSettings(doc *fileDoc, m map[string]*yaml.Node) {
 		}
 	}
 }
-
-func (d *decoder) rebootsSection(doc *fileDoc, n *yaml.Node) {
-	m, _ := d.mapping(n, "reboots", "enabled", "host", "containers", "systemctl", "pct")
-	if m == nil {
-		return
-	}
-	d.flag(doc, m, "enabled", "reboots.enabled", func(p *Policy, b bool) { p.reboots.Enabled = b })
-	d.flag(doc, m, "host", "reboots.host", func(p *Policy, b bool) { p.reboots.Host = b })
-	d.flag(doc, m, "containers", "reboots.containers", func(p *Policy, b bool) { p.reboots.Containers = b })
-	d.program(doc, m, "systemctl", "reboots.systemctl", func(p *Policy, s string) { p.reboots.Systemctl = s })
-	d.program(doc, m, "pct", "reboots.pct", func(p *Policy, s string) { p.reboots.Pct = s })
-}
-
 func (d *decoder) metricsSection(doc *fileDoc, n *yaml.Node) {
 	m, _ := d.mapping(n, "metrics", "enabled")
 	if m == nil {

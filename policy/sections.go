@@ -104,15 +104,6 @@ type PinnedScript struct {
 	Name   string `json:"name"`
 }
 
-// Reboots is the reboots section.
-type Reboots struct {
-	Enabled    bool   `json:"enabled"`
-	Host       bool   `json:"host"`
-	Containers bool   `json:"containers"`
-	Systemctl  string `json:"systemctl"`
-	Pct        string `json:"pct"`
-}
-
 // Metrics is the metrics section.
 type Metrics struct {
 	Enabled bool `json:"enabled"`
@@ -122,7 +113,7 @@ func defaultSections() (Traces, Proxmox, Patches, Reboots, Metrics) {
 	return Traces{Bpftrace: DefaultBpftrace, Kinds: append([]string(nil), traceKinds...)},
 		Proxmox{Pvesh: DefaultPvesh, PmxcfsRoot: DefaultPmxcfsRoot},
 		defaultPatches(),
-		Reboots{Systemctl: DefaultSystemctl, Pct: DefaultPct},
+		defaultReboots(),
 		Metrics{Enabled: true}
 }
 
@@ -235,21 +226,4 @@ func proxmoxMatch(rule string, segs []string, local string) bool {
 		}
 	}
 	return true
-}
-
-// CheckReboot judges a reboot of the host (container false) or of a
-// container, and returns the setting that allows it.
-func (p *Policy) CheckReboot(container bool) (string, error) {
-	rb := p.reboots
-	switch {
-	case !rb.Enabled:
-		return "", denied("reboots", "reboots are disabled by policy")
-	case container && !rb.Containers:
-		return "", denied("reboots", "container reboots are not allowed by policy")
-	case !container && !rb.Host:
-		return "", denied("reboots", "host reboots are not allowed by policy")
-	case container:
-		return "reboots.containers", nil
-	}
-	return "reboots.host", nil
 }

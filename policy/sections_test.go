@@ -191,7 +191,7 @@ func TestCheckProxmoxPath(t *testing.T) {
 	}
 }
 
-func TestCheckPatchAndReboot(t *testing.T) {
+func TestCheckPatch(t *testing.T) {
 	const pinned = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 	const other = "0000000000000000000000000000000000000000000000000000000000000000"
 	host := func(sum string) PatchQuery {
@@ -201,16 +201,12 @@ func TestCheckPatchAndReboot(t *testing.T) {
 	if _, err := off.CheckPatch(host(pinned)); err == nil || !strings.Contains(err.Error(), "disabled") {
 		t.Errorf("patches disabled: %v", err)
 	}
-	if _, err := off.CheckReboot(false); err == nil {
-		t.Error("reboot allowed by default")
-	}
 	on := mustLoadYAML(t, `version: 1
 patches:
   enabled: true
   targets: [host]
   pinned:
     - {id: p1, sha256: `+strings.ToUpper(pinned)+`, name: apt}
-reboots: {enabled: true, containers: true}
 `)
 	if rule, err := on.CheckPatch(host(pinned)); err != nil || rule != "p1" {
 		t.Errorf("pinned script: %q %v", rule, err)
@@ -226,12 +222,6 @@ reboots: {enabled: true, containers: true}
 	}
 	if _, err := on.CheckPatch(PatchQuery{SHA256: pinned, Target: PatchTargetHost, Mode: PatchModeApply}); err == nil || !strings.Contains(err.Error(), "modes") {
 		t.Errorf("apply allowed without patches.modes naming it: %v", err)
-	}
-	if rule, err := on.CheckReboot(true); err != nil || rule != "reboots.containers" {
-		t.Errorf("container reboot: %q %v", rule, err)
-	}
-	if _, err := on.CheckReboot(false); err == nil {
-		t.Error("host reboot allowed")
 	}
 	trust := mustLoadYAML(t, "version: 1\npatches: {enabled: true, mode: trust_backend, vmids: [100]}\n")
 	if rule, err := trust.CheckPatch(PatchQuery{SHA256: other, Target: PatchTargetLXC, Mode: PatchModeDryRun, VMID: "100"}); err != nil || rule != "patches.trust_backend" {

@@ -9,14 +9,17 @@ import (
 	"github.com/nannyai/nannyagent/worker/opstate"
 	"github.com/nannyai/nannyagent/worker/patching"
 	"github.com/nannyai/nannyagent/worker/realtime"
+	"github.com/nannyai/nannyagent/worker/rebooting"
 )
 
 // newRealtime builds the stream for agentID; investigations that arrive on
 // it run like the CLI's, without a CLI to stream to.
-func (w *Worker) newRealtime(agentID string) (*realtime.Realtime, error) {
+func (w *Worker) newRealtime(ctx context.Context, agentID string) (*realtime.Realtime, error) {
 	client := w.session.client()
 	patches := &patching.Handler{API: client, Broker: w.broker, Poll: w.cfg.PatchPollInterval, MaxWait: patchMaxWait, Log: w.log}
-	return realtime.New(realtime.Config{
+	reboots := &rebooting.Handler{API: client, Broker: w.broker, Hold: w.hold, PatchRunning: w.patchRunning,
+		Lifetime: ctx, Logger: w.log}
+	rt, err := realtime.New(realtime.Config{
 		AgentID:         agentID,
 		API:             client,
 		Store:           w.ops,
@@ -24,9 +27,16 @@ func (w *Worker) newRealtime(agentID string) (*realtime.Realtime, error) {
 		Patches:         patches,
 		PatchRecovery:   patchRecovery{patches},
 		RecoverInterval: w.cfg.PatchPollInterval,
+		Reboots:         reboots,
+		RebootChanged:   w.hold.Changed,
 		Reporter:        realtime.APIReporter{API: client},
 		Logger:          w.log,
 	})
+	if err != nil {
+		return nil, err
+	}
+	reboots.Acknowledging = rt.RebootAcknowledging
+	return rt, nil
 }
 
 // patchMaxWait bounds the wait for a detached patch run: above the

@@ -72,6 +72,7 @@ func (w *Worker) Status(ctx context.Context) *workerv1.StatusResponse {
 		resp.Warnings = append(resp.Warnings, tokens.Warnings...)
 	}
 	resp.Problems = problems
+	resp.Warnings = append(resp.Warnings, w.rebootWarnings()...)
 	return resp
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/nannyai/nannyagent/worker/opstate"
 	"github.com/nannyai/nannyagent/worker/proxmox"
 	"github.com/nannyai/nannyagent/worker/realtime"
+	"github.com/nannyai/nannyagent/worker/rebooting"
 )
 
 // Worker is one running worker process.
@@ -42,6 +43,9 @@ type Worker struct {
 	health     successes
 	metrics    *metrics.Loop
 	proxmox    *proxmox.Loop
+	// hold keeps metrics heartbeats paused while a reboot is in the
+	// backend's hands (it survives restarts in the state directory).
+	hold *rebooting.Hold
 
 	// ops records handled operations (exactly once across restarts).
 	ops *opstate.Store
@@ -94,6 +98,12 @@ func newWorker(cfg *config.Config, version string, log *slog.Logger, vsockDial v
 	if err := w.newLoops(); err != nil {
 		w.close()
 		return nil, err
+	}
+	// Before any loop runs: a hold left by a previous process pauses the
+	// first heartbeat too.
+	if err := w.newHold(); err != nil {
+		w.close()
+		return nil, &config.Error{Key: "state_dir", Reason: err.Error()}
 	}
 	return w, nil
 }
@@ -179,7 +189,7 @@ func (w *Worker) startAgent() {
 	}
 	ctx, cancel := context.WithCancel(w.runCtx)
 	run := &agentRun{agentID: id, cancel: cancel}
-	loops, rt := w.agentLoops(id)
+	loops, rt := w.agentLoops(ctx, id)
 	w.agent, w.realtimeNow = run, rt
 	for _, loop := range loops {
 		run.done.Add(1)
@@ -192,16 +202,17 @@ func (w *Worker) startAgent() {
 	}
 }
 
-// agentLoops are the loops of a registered agent.
-func (w *Worker) agentLoops(agentID string) ([]func(context.Context), *realtime.Realtime) {
+// agentLoops are the loops of a registered agent; ctx is their lifetime.
+func (w *Worker) agentLoops(ctx context.Context, agentID string) ([]func(context.Context), *realtime.Realtime) {
 	loops := []func(context.Context){
 		func(ctx context.Context) { w.runLoop(ctx, "metrics", w.metrics.Run) },
 		func(ctx context.Context) { w.runLoop(ctx, "proxmox", w.proxmox.Run) },
+		func(ctx context.Context) { w.runLoop(ctx, "reboot hold", w.hold.Run) },
 	}
 	if !w.cfg.UseStaticToken() {
 		loops = append(loops, func(ctx context.Context) { w.session.tokens.Run(ctx, w.cfg.TokenRenewal.CheckInterval) })
 	}
-	rt, err := w.newRealtime(agentID)
+	rt, err := w.newRealtime(ctx, agentID)
 	if err != nil {
 		w.log.Error("realtime disabled", "error", err.Error())
 		return loops, nil

@@ -84,7 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.workerUser, "worker-user", "nannyagent", "the only non-root account served")
 	fs.StringVar(&o.policyFile, "policy", "/usr/share/nannyagent/policy.yaml", "vendor policy file")
 	fs.StringVar(&o.policyDir, "policy-dir", "/etc/nannyagent/policy.d", "directory of local policy files (*.yaml)")
-	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/nannyagent-broker", "root-only directory for patch runs and their results")
+	fs.StringVar(&o.stateDir, "state-dir", broker.DefaultStateDir, "the broker's own state directory (0700 root): patch runs and their results, the loop guard's record of the last host reboot")
 	fs.StringVar(&o.patchUnits, "patch-units", "auto", "run patches in transient systemd units that outlive the broker: auto (when systemd is PID 1) or never (children of the broker)")
 	fs.DurationVar(&o.idleExit, "idle-exit", 2*time.Second, "exit after this long without requests when socket-activated (0: never); shorter than the worker's metrics interval, so an idle host keeps no broker (make footprint)")
 	fs.DurationVar(&o.readTimeout, "read-timeout", 10*time.Second, "longest wait for a request's message once its headers arrived")

@@ -48,7 +48,7 @@ func largestAdmitted(l policy.Limits) map[string]benchRequest {
 		"ProxmoxGet":  {brokerv1.BrokerService_ProxmoxGet_FullMethodName, &brokerv1.ProxmoxGetRequest{Path: "/" + strings.Repeat("p", 255)}},
 		"RunPatch":    {brokerv1.BrokerService_RunPatch_FullMethodName, patch},
 		"PatchResult": {brokerv1.BrokerService_PatchResult_FullMethodName, &brokerv1.PatchResultRequest{OperationId: strings.Repeat("o", 256)}},
-		"Reboot":      {brokerv1.BrokerService_Reboot_FullMethodName, &brokerv1.RebootRequest{RebootId: strings.Repeat("r", 256), Vmid: "100"}},
+		"Reboot":      {brokerv1.BrokerService_Reboot_FullMethodName, &brokerv1.RebootRequest{RebootId: strings.Repeat("r", 256), Vmid: "100", Reason: strings.Repeat("w", 256)}},
 	}
 }
 

@@ -380,7 +380,6 @@ func (s *Server) ingestMetrics(w http.ResponseWriter, r *http.Request, body []by
 	var raw map[string]any
 	_ = json.Unmarshal(body, &raw)
 	s.st.metrics = append(s.st.metrics, MetricsPost{AgentID: a.id, Body: raw, At: s.now()})
-	s.completeRebootsLocked(a.id)
 	s.notify()
 	writeJSON(w, http.StatusOK, success{true, "metrics recorded"})
 }

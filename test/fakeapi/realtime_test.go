@@ -147,7 +147,8 @@ const (
 var pbTimeRE = regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z$`)
 
 func TestRealtimeFramesAndOwnership(t *testing.T) {
-	s := New(Options{AI: NewScriptedAI(Diagnostic("need data", "uptime"), Resolution("idle", "1. Nothing."))})
+	clock := NewClock(time.Now())
+	s := New(Options{Now: clock.Now, RebootMonitorInterval: -1, AI: NewScriptedAI(Diagnostic("need data", "uptime"), Resolution("idle", "1. Nothing."))})
 	defer s.Close()
 	a := s.AddAgent("", "a", "debian")
 	b := s.AddAgent("", "b", "debian")
@@ -224,7 +225,8 @@ func TestRealtimeFramesAndOwnership(t *testing.T) {
 		t.Fatalf("resolution frame %+v", ev)
 	}
 
-	// Acknowledge, then the next metrics post completes the reboot.
+	// Acknowledge; the monitor's next tick after a metrics post completes
+	// the reboot.
 	if code, body := send(t, s, rawReq{method: "POST", path: "/api/reboot/" + rbID + "/acknowledge", token: a.AccessToken}); code != 200 ||
 		body != `{"success":true,"message":"Reboot acknowledged. Agent should proceed with reboot."}` {
 		t.Fatalf("ack: %d %s", code, body)
@@ -233,9 +235,11 @@ func TestRealtimeFramesAndOwnership(t *testing.T) {
 	if ev.Record["status"] != "rebooting" || !pbTimeRE.MatchString(ev.Record["acknowledged_at"].(string)) {
 		t.Fatalf("ack frame %+v", ev)
 	}
+	clock.Advance(time.Second)
 	if code, _ := send(t, s, agentPost(validMetrics, a.AccessToken)); code != 200 {
 		t.Fatal("metrics")
 	}
+	s.RunRebootMonitor()
 	ev = parseFrame(t, st.next(t))
 	if ev.Record["status"] != "completed" || ev.Record["completed_at"] == "" {
 		t.Fatalf("completion frame %+v", ev)

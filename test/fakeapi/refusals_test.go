@@ -76,7 +76,6 @@ func TestRefusalsMatchBackend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = otherToken
 
 	// A device code that is approved and consumed, for "already used".
 	_, started := send(t, s, agentPost(`{"action":"device-auth-start"}`, ""))
@@ -143,6 +142,10 @@ func TestRefusalsMatchBackend(t *testing.T) {
 		{"reboot by agent", rawReq{method: "POST", path: "/api/reboot", ctype: "application/json", token: a.AccessToken, body: `{"agent_id":"` + a.ID + `","reason":"x","timeout_seconds":120}`}, 403, `{"error":"agents cannot initiate reboots"}`},
 		{"second pending reboot", rawReq{method: "POST", path: "/api/reboot", ctype: "application/json", token: user, body: `{"agent_id":"` + a.ID + `","reason":"x","timeout_seconds":120}`}, 409, `{"error":"agent already has a pending reboot"}`},
 		{"acknowledge with user token", rawReq{method: "POST", path: "/api/reboot/" + aReboot + "/acknowledge", token: user}, 403, `{"error":"only agents can acknowledge reboots"}`},
+		{"read another agent's reboot", rawReq{method: "GET", path: "/api/reboot/" + aReboot, token: b.AccessToken}, 403, `{"error":"unauthorized"}`},
+		{"read another user's reboot", rawReq{method: "GET", path: "/api/reboot/" + aReboot, token: otherToken}, 403, `{"error":"unauthorized"}`},
+		{"read an unknown reboot", rawReq{method: "GET", path: "/api/reboot/zzzzzzzzzzzzzzz", token: a.AccessToken}, 404, `{"error":"reboot operation not found"}`},
+		{"read a reboot without a token", rawReq{method: "GET", path: "/api/reboot/" + aReboot}, 401, `{"error":"authentication required"}`},
 		{"no reboot fail route", rawReq{method: "POST", path: "/api/reboot/" + aReboot + "/fail", ctype: "application/json", token: a.AccessToken, body: `{"error":"x"}`}, 404, pb404},
 		{"proxmox with user token", rawReq{method: "POST", path: "/api/proxmox/node", ctype: "application/json", token: user, body: `{"ip":"3.3.3.3","name":"node3","pveversion":"pve-manager/8.2.4"}`}, 401, `{"error":"unauthorized"}`},
 		{"proxmox quorate 0", rawReq{method: "POST", path: "/api/proxmox/cluster", ctype: "application/json", token: a.AccessToken, body: `{"name":"pxcluster","nodes":3,"quorate":0,"version":6,"px_cluster_id":"cluster"}`}, 400, `{"data":{"quorate":{"code":"validation_required","message":"Cannot be blank."}},"message":"Something went wrong while processing your request.","status":400}`},

@@ -3,7 +3,8 @@
 // the same paths, status codes, error bodies (custom {"error":…} and
 // PocketBase {"data","message","status"}), SSE frames and quirks
 // ("refresh_token":"", 204 subscribe for garbage tokens, 5-minute idle
-// close, no /fail route, completion of a reboot at the next metrics post).
+// close, no /fail route, a reboot monitor that completes an acknowledged
+// reboot once the agent's last_seen passes acknowledged_at).
 // It is never more permissive than the real server; where the record is
 // silent it chooses the stricter answer.
 //
@@ -47,6 +48,12 @@ type Options struct {
 	RegisterWithToken bool
 	// RebootFail enables the newer backend's POST /api/reboot/<id>/fail.
 	RebootFail bool
+	// RebootMonitorInterval is the period of the reboot monitor (default
+	// 30s, as the backend's): each tick marks an acknowledged reboot
+	// completed when the agent's last_seen is later than acknowledged_at,
+	// and times out the rest after timeout_seconds. Negative: no ticker;
+	// tests call RunRebootMonitor.
+	RebootMonitorInterval time.Duration
 	// IdleTimeout closes a realtime stream after this long without a
 	// message (default 5 minutes, as PocketBase does).
 	IdleTimeout time.Duration
@@ -83,6 +90,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 32 << 20
 	}
+	if o.RebootMonitorInterval == 0 {
+		o.RebootMonitorInterval = 30 * time.Second
+	}
 	return o
 }
 
@@ -94,10 +104,11 @@ type Server struct {
 	mux  *http.ServeMux
 	url  string
 
-	ctx       context.Context
-	cancel    context.CancelFunc
-	serveDone chan struct{}
-	closeOnce sync.Once
+	ctx         context.Context
+	cancel      context.CancelFunc
+	serveDone   chan struct{}
+	monitorDone chan struct{}
+	closeOnce   sync.Once
 
 	mu sync.Mutex
 	st state
@@ -123,14 +134,15 @@ func Start(opts Options) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		opts:      opts,
-		ln:        ln,
-		url:       "http://" + ln.Addr().String(),
-		ctx:       ctx,
-		cancel:    cancel,
-		serveDone: make(chan struct{}),
-		st:        newState(),
-		changed:   make(chan struct{}),
+		opts:        opts,
+		ln:          ln,
+		url:         "http://" + ln.Addr().String(),
+		ctx:         ctx,
+		cancel:      cancel,
+		serveDone:   make(chan struct{}),
+		monitorDone: make(chan struct{}),
+		st:          newState(),
+		changed:     make(chan struct{}),
 	}
 	s.seed()
 	s.mux = s.routes()
@@ -143,6 +155,7 @@ func Start(opts Options) (*Server, error) {
 		defer close(s.serveDone)
 		_ = s.srv.Serve(ln)
 	}()
+	go s.rebootMonitor()
 	return s, nil
 }
 
@@ -158,6 +171,7 @@ func (s *Server) Close() {
 		_ = s.srv.Shutdown(ctx)
 		_ = s.srv.Close()
 		<-s.serveDone
+		<-s.monitorDone
 	})
 }
 
@@ -276,6 +290,7 @@ const (
 	RoutePatchStatus         = "PATCH /api/patches"
 	RouteRebootCreate        = "POST /api/reboot"
 	RouteRebootAck           = "POST /api/reboot/{id}/acknowledge"
+	RouteRebootGet           = "GET /api/reboot/{id}"
 	RouteRebootFail          = "POST /api/reboot/{id}/fail"
 	RouteProxmoxCluster      = "POST /api/proxmox/cluster"
 	RouteProxmoxNode         = "POST /api/proxmox/node"
@@ -302,6 +317,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc(RoutePatchStatus, s.handlePatchStatus)
 	mux.HandleFunc(RouteRebootCreate, s.handleRebootCreate)
 	mux.HandleFunc(RouteRebootAck, s.handleRebootAck)
+	mux.HandleFunc(RouteRebootGet, s.handleRebootGet)
 	if s.opts.RebootFail {
 		mux.HandleFunc(RouteRebootFail, s.handleRebootFail)
 	}

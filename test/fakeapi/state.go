@@ -99,8 +99,10 @@ type state struct {
 	scripts      map[string]*script
 	files        map[string][]byte // "<collection>/<record>/<file>"
 	pendingBoot  map[string]string // agent id → reboot id
-	proxmoxIDs   map[string]string // upsert key → record id
-	rounds       map[string]int    // investigation id → proxy rounds
+	// rebootHistory is every status a reboot took, in order.
+	rebootHistory map[string][]string
+	proxmoxIDs    map[string]string // upsert key → record id
+	rounds        map[string]int    // investigation id → proxy rounds
 
 	clients map[string]*rtClient
 
@@ -129,21 +131,22 @@ type collection struct {
 
 func newState() state {
 	st := state{
-		users:        map[string]*user{},
-		agents:       map[string]*agent{},
-		tokens:       map[string]*accessToken{},
-		staticTokens: map[string]string{},
-		deviceCodes:  map[string]*deviceCode{},
-		records:      map[string]*collection{},
-		scripts:      map[string]*script{},
-		files:        map[string][]byte{},
-		pendingBoot:  map[string]string{},
-		proxmoxIDs:   map[string]string{},
-		rounds:       map[string]int{},
-		clients:      map[string]*rtClient{},
-		hits:         map[string]int{},
-		faults:       map[string]*fault{},
-		slow:         map[string]time.Duration{},
+		users:         map[string]*user{},
+		agents:        map[string]*agent{},
+		tokens:        map[string]*accessToken{},
+		staticTokens:  map[string]string{},
+		deviceCodes:   map[string]*deviceCode{},
+		records:       map[string]*collection{},
+		scripts:       map[string]*script{},
+		files:         map[string][]byte{},
+		pendingBoot:   map[string]string{},
+		rebootHistory: map[string][]string{},
+		proxmoxIDs:    map[string]string{},
+		rounds:        map[string]int{},
+		clients:       map[string]*rtClient{},
+		hits:          map[string]int{},
+		faults:        map[string]*fault{},
+		slow:          map[string]time.Duration{},
 	}
 	for _, c := range []struct{ name, id string }{{"investigations", collInvestigationID},
 		{"patch_operations", collPatchOpsID}, {"reboot_operations", collRebootOpsID}} {

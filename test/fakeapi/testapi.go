@@ -264,7 +264,49 @@ func (s *Server) TimeoutReboot(id string) error {
 	if !ok {
 		return fmt.Errorf("fakeapi: reboot %s not found", id)
 	}
-	s.finishRebootLocked(rec, "timeout", "Agent did not acknowledge reboot command")
+	msg := "Agent did not acknowledge reboot command"
+	if rec["status"] == "rebooting" {
+		msg = "Agent did not reconnect within timeout period"
+	}
+	s.finishRebootLocked(rec, "timeout", msg)
+	return nil
+}
+
+// RebootHistory is every status a reboot took, in order ("sent" first).
+func (s *Server) RebootHistory(id string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.st.rebootHistory[id]...)
+}
+
+// EmitToAgent sends a record's current state as a frame to agentID's
+// realtime clients even when the record is another agent's: a hostile or
+// broken backend, which the real one's list rule would not let happen.
+func (s *Server) EmitToAgent(agentID, collection, id, action string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.st.records[collection]
+	if !ok || c.byID[id] == nil {
+		return fmt.Errorf("fakeapi: %s record %s not found", collection, id)
+	}
+	data, err := json.Marshal(struct {
+		Record map[string]any `json:"record"`
+		Action string         `json:"action"`
+	}{c.byID[id], action})
+	if err != nil {
+		return err
+	}
+	for _, cl := range s.st.clients {
+		if cl.authID != agentID || !cl.subs[collection] {
+			continue
+		}
+		select {
+		case cl.frames <- frame(cl.id, collection, data):
+		default:
+			cl.lost++
+		}
+	}
+	s.notify()
 	return nil
 }
 

@@ -148,22 +148,25 @@ type Stack struct {
 	WorkerSocket string
 	PolicyFile   string
 	StateDir     string
+	// BrokerStateDir is the broker's own state directory (patch runs, the
+	// last host reboot), created by the broker, root-only.
+	BrokerStateDir string
 	// ServedRecord is where the broker records the peers it served.
 	ServedRecord string
-	// BrokerStateDir is the broker's own state directory (patch runs),
-	// created by the broker, root-only.
-	BrokerStateDir string
-	Worker         Identity
-	AdminGroup     string
-	AdminGID       uint32
+	Worker       Identity
+	AdminGroup   string
+	AdminGID     uint32
 
 	broker    *Process
 	worker    *Process
 	activator *activator
 	cgroups   []string
 
-	workerArgs []string
-	workerEnv  []string
+	brokerArgs  []string
+	brokerEnv   []string
+	brokerClone uintptr
+	workerArgs  []string
+	workerEnv   []string
 
 	stopMu  sync.Mutex
 	stopped bool
@@ -215,18 +218,17 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		}
 		return s, s.startWorkerAfterBroker(ctx, opts)
 	}
-	brokerArgs := append([]string{"--socket", s.BrokerSocket}, common...)
-	var clone uintptr
+	s.brokerArgs = append([]string{"--socket", s.BrokerSocket}, common...)
+	s.brokerEnv = opts.BrokerEnv
 	if opts.BrokerPIDNamespace {
-		clone = syscall.CLONE_NEWPID
+		s.brokerClone = syscall.CLONE_NEWPID
 	}
-	s.broker, err = s.startWith(filepath.Join(opts.BinDir, Broker), brokerArgs, nil, opts.BrokerEnv, "broker.log", clone)
-	if err != nil {
-		s.cleanup()
-		return nil, err
-	}
-	if err := waitSocket(ctx, s.BrokerSocket, s.broker); err != nil {
-		s.Stop()
+	if err := s.StartBroker(ctx); err != nil {
+		if s.broker == nil {
+			s.cleanup()
+		} else {
+			s.Stop()
+		}
 		return nil, err
 	}
 	if err := s.joinCgroups(s.broker.Pid()); err != nil {
@@ -269,6 +271,21 @@ func (s *Stack) joinCgroups(pid int) error {
 	return nil
 }
 
+// StartBroker starts the broker (again, after StopBroker) with the same
+// arguments and waits for its socket.
+func (s *Stack) StartBroker(ctx context.Context) error {
+	p, err := s.startWith(filepath.Join(s.BinDir, Broker), s.brokerArgs, nil, s.brokerEnv, "broker.log", s.brokerClone)
+	if err != nil {
+		return err
+	}
+	s.broker = p
+	return waitSocket(ctx, s.BrokerSocket, p)
+}
+
+// StopBroker stops the broker with SIGTERM, as `systemctl stop` would, and
+// fails if it does not exit cleanly.
+func (s *Stack) StopBroker() error { return s.broker.stop() }
+
 // StartWorker starts the worker (again, after KillWorker) with the same
 // arguments and waits for worker.sock.
 func (s *Stack) StartWorker(ctx context.Context) error {
@@ -305,13 +322,12 @@ func prepare(opts Options) (*Stack, error) {
 	}
 	s := &Stack{
 		Dir: dir, BinDir: opts.BinDir, Worker: worker, AdminGroup: admin, AdminGID: adminGID,
-		BrokerSocket: filepath.Join(dir, "run/nannyagent-broker/broker.sock"),
-		WorkerSocket: filepath.Join(dir, "run/nannyagent/worker.sock"),
-		PolicyFile:   filepath.Join(dir, "policy.yaml"),
-		StateDir:     filepath.Join(dir, "state"),
-		ServedRecord: filepath.Join(dir, "served.json"),
-		// Created by the broker itself, as root-only.
+		BrokerSocket:   filepath.Join(dir, "run/nannyagent-broker/broker.sock"),
+		WorkerSocket:   filepath.Join(dir, "run/nannyagent/worker.sock"),
+		PolicyFile:     filepath.Join(dir, "policy.yaml"),
+		StateDir:       filepath.Join(dir, "state"),
 		BrokerStateDir: filepath.Join(dir, "broker-state"),
+		ServedRecord:   filepath.Join(dir, "served.json"),
 	}
 	policy := opts.Policy
 	if policy == "" {
@@ -521,7 +537,7 @@ func (s *Stack) Stop() error {
 		broker = s.activator.broker()
 	}
 	for _, p := range []*Process{s.worker, broker} {
-		if p == nil || p.killed() {
+		if p == nil || p.killed() || p.stoppedCleanly() {
 			continue
 		}
 		if err := p.stop(); err != nil {
@@ -557,6 +573,10 @@ func (p *Process) killed() bool {
 	st, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
 	return ok && st.Signaled() && st.Signal() == syscall.SIGKILL
 }
+
+// stoppedCleanly reports a process that already exited with status 0
+// (StopBroker).
+func (p *Process) stoppedCleanly() bool { return p.Exited() && p.waitErr == nil }
 
 // Exited reports whether the process has ended.
 func (p *Process) Exited() bool {

@@ -70,6 +70,12 @@ type Config struct {
 	// backend; tests shorten it).
 	RegisterPollInterval time.Duration
 
+	// RebootMonitorInterval is the backend's reboot monitor period (30 s):
+	// metrics stay held after a failed reboot for at most
+	// acknowledged_at + timeout_seconds + two of these.
+	RebootMonitorInterval time.Duration
+	// RebootPollInterval is how often a held reboot's record is read.
+	RebootPollInterval time.Duration
 	// PatchPollInterval spaces the checks of a running patch run (and of
 	// one a previous worker process left running).
 	PatchPollInterval time.Duration
@@ -306,6 +312,12 @@ func (c *Config) validate() error {
 		func() error { return checkPositive("register_poll_interval", c.RegisterPollInterval) },
 		func() error {
 			return checkRange("patch_poll_interval", c.PatchPollInterval, 100*time.Millisecond, time.Hour)
+		},
+		func() error {
+			return checkRange("reboot_monitor_interval", c.RebootMonitorInterval, 100*time.Millisecond, time.Hour)
+		},
+		func() error {
+			return checkRange("reboot_poll_interval", c.RebootPollInterval, 10*time.Millisecond, time.Hour)
 		},
 		c.validatePlainHTTP,
 		func() error {

@@ -81,6 +81,8 @@ func (c *Config) specs(staticTokenFile *string, getenv func(string) string) []sp
 		integer(&c.InvestigationMaxTurns, "investigation-max-turns", "investigation_max_turns", 12, "most AI turns in one investigation"),
 		secs(&c.RegisterPollInterval, "register-poll-interval", "register_poll_interval", 5*time.Second, "wait between device-flow polls"),
 		secs(&c.PatchPollInterval, "patch-poll-interval", "patch_poll_interval", 5*time.Second, "wait between checks of a running patch run"),
+		secs(&c.RebootMonitorInterval, "reboot-monitor-interval", "reboot_monitor_interval", 30*time.Second, "the backend's reboot monitor period (bounds how long metrics stay held after a failed reboot)"),
+		secs(&c.RebootPollInterval, "reboot-poll-interval", "reboot_poll_interval", 15*time.Second, "how often a held reboot's record is read"),
 		withZeroDefault(integer(&r.ThresholdDays, "token-renewal-threshold-days", "token_renewal_threshold_days", 7, "warn and renew this many days before the refresh token expires")),
 		withZeroDefault(secs(&r.CheckInterval, "token-renewal-check-interval", "token_renewal_check_interval_secs", 6*time.Hour, "how often to check the token")),
 		withZeroDefault(secs(&r.RetryInterval, "token-renewal-retry-interval", "token_renewal_retry_interval_secs", time.Hour, "retry interval after a failed renewal")),

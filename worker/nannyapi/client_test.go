@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/nannyai/nannyagent/test/fakeapi"
@@ -71,7 +72,8 @@ func TestDeviceFlowCalls(t *testing.T) {
 
 func TestAgentCalls(t *testing.T) {
 	ai := fakeapi.NewScriptedAI(fakeapi.Diagnostic("need data", "uptime"), fakeapi.Resolution("idle", "1. Nothing."))
-	s := newFake(t, fakeapi.Options{AI: ai})
+	clock := fakeapi.NewClock(time.Now())
+	s := newFake(t, fakeapi.Options{AI: ai, Now: clock.Now, RebootMonitorInterval: -1})
 	ag := s.AddAgent("", "peer-test-01", "debian")
 	other := s.AddAgent("", "peer-test-02", "debian")
 	c := newClient(t, s.URL(), nannyapi.Config{}).WithCredentials(&bearer{token: ag.AccessToken})
@@ -229,18 +231,28 @@ func TestAgentCalls(t *testing.T) {
 		t.Errorf("other agent's upload: %v", err)
 	}
 
-	// Reboot: list sent, acknowledge, completed at the next metrics post; no /fail.
+	// Reboot: list sent, read, acknowledge, completed at the monitor's tick
+	// after the next metrics post; no /fail.
 	rb, _ := s.CreateReboot(ag.ID, fakeapi.RebootSpec{Reason: "Kernel update applied", TimeoutSeconds: 120})
 	reboots, err := c.ListRebootOperations(ctx, nannyapi.RecordQuery{Status: "sent"})
 	if err != nil || len(reboots) != 1 || reboots[0].ID != rb || reboots[0].TimeoutSeconds != 120 || reboots[0].RequestedTime().IsZero() {
 		t.Fatalf("reboots %+v %v", reboots, err)
 	}
+	if got, err := c.GetReboot(ctx, rb); err != nil || got.ID != rb || got.Status != "sent" || got.TimeoutSeconds != 120 ||
+		got.AgentID != ag.ID || got.RequestedTime().IsZero() || got.AcknowledgedAt != "" {
+		t.Fatalf("read %+v %v", got, err)
+	}
 	if err := c.AcknowledgeReboot(ctx, rb); err != nil {
 		t.Fatal(err)
 	}
+	if got, err := c.GetReboot(ctx, rb); err != nil || got.Status != "rebooting" || nannyapi.ParseTime(got.AcknowledgedAt).IsZero() {
+		t.Fatalf("read after ack %+v %v", got, err)
+	}
+	clock.Advance(time.Second)
 	if err := c.IngestMetrics(ctx, sampleMetrics()); err != nil {
 		t.Fatal(err)
 	}
+	s.RunRebootMonitor()
 	if r, _ := s.Record("reboot_operations", rb); r["status"] != "completed" {
 		t.Errorf("reboot %v", r)
 	}

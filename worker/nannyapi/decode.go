@@ -197,6 +197,25 @@ func DecodeSuccess(data []byte) error {
 	}
 }
 
+// DecodeReboot decodes GET /api/reboot/<id>: the backend's reboot model
+// ({"id","user_id","agent_id","status","reason","timeout_seconds",
+// "requested_at",…} with RFC 3339 times; acknowledged_at and completed_at
+// may be absent). The status must be a short word.
+func DecodeReboot(data []byte) (RebootOperation, error) {
+	const what = "reboot answer"
+	var r RebootOperation
+	if err := decodeObject(what, data, &r); err != nil {
+		return RebootOperation{}, err
+	}
+	if err := checkRecord(what, &r); err != nil {
+		return RebootOperation{}, err
+	}
+	if r.Status == "" || len(r.Status) > 32 || cleanText(r.Status, 32) != r.Status || strings.ContainsAny(r.Status, " \t") {
+		return RebootOperation{}, decodeErrf(what, "status missing or malformed")
+	}
+	return r, nil
+}
+
 // DecodeStatusUpdated decodes the patch result upload answer {"status":"updated"}.
 func DecodeStatusUpdated(data []byte) error {
 	const what = "patch result answer"

@@ -90,6 +90,12 @@ func decodeBy(decoder, collection string, body []byte) error {
 			return fmt.Errorf("invariant: %q", id)
 		}
 		return err
+	case "Reboot":
+		r, err := nannyapi.DecodeReboot(body)
+		if err == nil && (!nannyapi.ValidID(r.ID) || r.Status == "" || !clean(r.Status) || r.TimeoutSeconds < 0) {
+			return fmt.Errorf("invariant: %+v", r)
+		}
+		return err
 	case "Health":
 		msg, err := nannyapi.DecodeHealth(body)
 		if err == nil && !clean(msg) {

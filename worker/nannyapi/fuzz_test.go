@@ -48,6 +48,7 @@ func FuzzDecodeChatCompletion(f *testing.F)       { fuzzDecoder(f, "ChatCompleti
 func FuzzDecodeScriptInfo(f *testing.F)           { fuzzDecoder(f, "ScriptInfo") }
 func FuzzDecodeIngestAck(f *testing.F)            { fuzzDecoder(f, "IngestAck") }
 func FuzzDecodeHealth(f *testing.F)               { fuzzDecoder(f, "Health") }
+func FuzzDecodeReboot(f *testing.F)               { fuzzDecoder(f, "Reboot") }
 func FuzzDecodeConnect(f *testing.F)              { fuzzDecoder(f, "Connect") }
 func FuzzDecodeErrorBody(f *testing.F)            { fuzzDecoder(f, "ErrorBody") }
 func FuzzDecodeEvent(f *testing.F)                { fuzzCollectionDecoder(f, "Event") }

@@ -23,6 +23,20 @@ func (c *Client) AcknowledgeReboot(ctx context.Context, rebootID string) error {
 	return DecodeSuccess(resp.body)
 }
 
+// GetReboot reads a reboot operation (GET /api/reboot/<id>), to learn
+// whether the backend has moved it on (completed, timeout).
+func (c *Client) GetReboot(ctx context.Context, rebootID string) (RebootOperation, error) {
+	if !ValidID(rebootID) {
+		return RebootOperation{}, invalidInput("reboot id %q malformed", rebootID)
+	}
+	resp, err := c.do(ctx, call{op: "GET /api/reboot", method: http.MethodGet,
+		url: c.apiURL("/api/reboot/" + rebootID), auth: true, idempotent: true})
+	if err != nil {
+		return RebootOperation{}, err
+	}
+	return DecodeReboot(resp.body)
+}
+
 // FailReboot reports a failed reboot on backends that have the route. The
 // observed backend has none and answers 404 (StatusOf(err) == 404): the
 // caller then records the failure locally only.

@@ -27,6 +27,12 @@ type Config struct {
 	Patches        PatchHandler
 	Reboots        RebootHandler
 
+	// RebootChanged, when set, is told every update of one of this agent's
+	// reboot records the stream brings (acknowledged, completed, timeout):
+	// the reboot handler's hold on metrics ends when the backend has moved
+	// the reboot on. It must not block.
+	RebootChanged func(nannyapi.RebootOperation)
+
 	// Reporter reports skipped and interrupted operations; nil only logs.
 	Reporter Reporter
 	// PatchRecovery looks up interrupted patch runs; nil reports them

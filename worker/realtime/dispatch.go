@@ -224,7 +224,6 @@ func (r *Realtime) schedule(o op, e opstate.Entry) {
 
 // skip records a judged-out operation and has the backend told.
 func (r *Realtime) skip(o op, v verdict) {
-	r.stats.skipped.Add(1)
 	report := ""
 	if v.report {
 		report = v.reason
@@ -233,6 +232,8 @@ func (r *Realtime) skip(o op, v verdict) {
 	if err := r.store.Finish(o.kind, o.id, opstate.Outcome{State: opstate.Skipped, Note: v.reason, Report: report}); err != nil {
 		r.log.Error("cannot record skipped operation", "kind", o.kind, "id", o.id, "error", err.Error())
 	}
+	// Counted once recorded, as finish does.
+	r.stats.skipped.Add(1)
 	if report != "" {
 		kick(r.reportKick)
 	}
@@ -245,6 +246,9 @@ func (r *Realtime) changed(o op, action string) {
 	if o.agent != r.cfg.AgentID {
 		r.stats.foreign.Add(1)
 		return
+	}
+	if o.kind == opstate.Reboot && r.cfg.RebootChanged != nil && action != "create" {
+		r.cfg.RebootChanged(*o.reboot)
 	}
 	if action != "delete" && o.status == openStatus(o.kind) {
 		return

@@ -40,7 +40,9 @@ type PatchHandler interface {
 // (requested_at + timeout_seconds): nothing may happen after it. Right
 // before acknowledging to the backend, the handler must call
 // Realtime.RebootAcknowledging, so that a restart can tell whether the
-// host rebooted since.
+// host rebooted since. A reboot it decided not to carry out (refused,
+// nothing acknowledged) returns a *RefusedError: it is then recorded
+// Skipped with the reason and reported where the backend takes reports.
 type RebootHandler interface {
 	HandleReboot(ctx context.Context, op nannyapi.RebootOperation) error
 }

@@ -51,9 +51,17 @@ func (r *Realtime) run(ctx context.Context, o op) {
 	r.log.Info("operation started", "kind", o.kind, "id", o.id)
 	err := r.call(hctx, o)
 	cancel()
+	var refusal *RefusedError
+	var failure *FailedError
 	switch {
 	case err == nil:
 		r.finish(o, opstate.Outcome{State: opstate.Done})
+	case errors.As(err, &refusal):
+		r.skip(o, verdict{skip: true, reason: clipText(refusal.Reason, 1000), report: true})
+	case errors.As(err, &failure):
+		reason := clipText(failure.Reason, 1000)
+		r.finish(o, opstate.Outcome{State: opstate.Failed, Note: reason, Report: reason})
+		kick(r.reportKick)
 	case ctx.Err() != nil:
 		// The worker is stopping mid-run: the entry stays running and the
 		// next start recovers it rather than running it again.
@@ -64,16 +72,38 @@ func (r *Realtime) run(ctx context.Context, o op) {
 	}
 }
 
+// RefusedError is what a handler returns when it decided not to carry the
+// operation out and changed nothing (a reboot the broker refused): the
+// operation is recorded Skipped with the reason, logged with its id, and
+// the reason is reported where the backend takes reports.
+type RefusedError struct {
+	Reason string
+}
+
+func (e *RefusedError) Error() string { return "refused: " + e.Reason }
+
+// FailedError is what a handler returns when the operation failed after it
+// changed something (a reboot acknowledged, then its command failed): it
+// is recorded Failed with the reason, which is reported where the backend
+// takes reports.
+type FailedError struct {
+	Reason string
+}
+
+func (e *FailedError) Error() string { return e.Reason }
+
+// finish records the outcome, then counts it: whoever sees the count (a
+// test, status) finds the record written.
 func (r *Realtime) finish(o op, out opstate.Outcome) {
+	if err := r.store.Finish(o.kind, o.id, out); err != nil {
+		r.log.Error("cannot record operation outcome", "kind", o.kind, "id", o.id, "error", err.Error())
+	}
 	if out.State == opstate.Done {
 		r.stats.done.Add(1)
 		r.log.Info("operation done", "kind", o.kind, "id", o.id)
 	} else {
 		r.stats.failed.Add(1)
 		r.log.Warn("operation failed", "kind", o.kind, "id", o.id, "error", out.Note)
-	}
-	if err := r.store.Finish(o.kind, o.id, out); err != nil {
-		r.log.Error("cannot record operation outcome", "kind", o.kind, "id", o.id, "error", err.Error())
 	}
 }
 

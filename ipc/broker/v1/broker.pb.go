@@ -3616,8 +3616,11 @@ type RebootRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	RebootId string                 `protobuf:"bytes,1,opt,name=reboot_id,json=rebootId,proto3" json:"reboot_id,omitempty"`
 	Vmid     string                 `protobuf:"bytes,2,opt,name=vmid,proto3" json:"vmid,omitempty"`
-	// Only ask whether the policy allows it; change nothing.
-	CheckOnly     bool `protobuf:"varint,3,opt,name=check_only,json=checkOnly,proto3" json:"check_only,omitempty"`
+	// Only ask whether the policy and the guards allow it; change nothing.
+	CheckOnly bool `protobuf:"varint,3,opt,name=check_only,json=checkOnly,proto3" json:"check_only,omitempty"`
+	// The operator's reason from the backend, for the warning to logged-in
+	// users; the broker keeps only printable ASCII and clips it.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3673,13 +3676,29 @@ func (x *RebootRequest) GetCheckOnly() bool {
 	return false
 }
 
+func (x *RebootRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // RebootResponse is the decision and whether the reboot started.
 type RebootResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Allowed       bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	RuleId        string                 `protobuf:"bytes,3,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
-	Started       bool                   `protobuf:"varint,4,opt,name=started,proto3" json:"started,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Allowed bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	// Why it was refused, or why the command failed.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	RuleId string `protobuf:"bytes,3,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	// The reboot command ran and exited 0.
+	Started bool `protobuf:"varint,4,opt,name=started,proto3" json:"started,omitempty"`
+	// The reboot command's exit code (-1: killed or timed out); 0 when it
+	// did not run.
+	ExitCode int32 `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	// The end of the command's stderr and stdout when it failed.
+	Output string `protobuf:"bytes,6,opt,name=output,proto3" json:"output,omitempty"`
+	// Logged-in users were warned (wall exited 0).
+	Warned        bool `protobuf:"varint,7,opt,name=warned,proto3" json:"warned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3738,6 +3757,27 @@ func (x *RebootResponse) GetRuleId() string {
 func (x *RebootResponse) GetStarted() bool {
 	if x != nil {
 		return x.Started
+	}
+	return false
+}
+
+func (x *RebootResponse) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *RebootResponse) GetOutput() string {
+	if x != nil {
+		return x.Output
+	}
+	return ""
+}
+
+func (x *RebootResponse) GetWarned() bool {
+	if x != nil {
+		return x.Warned
 	}
 	return false
 }
@@ -4039,17 +4079,21 @@ const file_nannyagent_broker_v1_broker_proto_rawDesc = "" +
 	" \x01(\tR\x05error\x12\x16\n" +
 	"\x06sha256\x18\v \x01(\tR\x06sha256\x12\x1b\n" +
 	"\ttimed_out\x18\f \x01(\bR\btimedOut\x12\x16\n" +
-	"\x06signal\x18\r \x01(\tR\x06signal\"_\n" +
+	"\x06signal\x18\r \x01(\tR\x06signal\"w\n" +
 	"\rRebootRequest\x12\x1b\n" +
 	"\treboot_id\x18\x01 \x01(\tR\brebootId\x12\x12\n" +
 	"\x04vmid\x18\x02 \x01(\tR\x04vmid\x12\x1d\n" +
 	"\n" +
-	"check_only\x18\x03 \x01(\bR\tcheckOnly\"u\n" +
+	"check_only\x18\x03 \x01(\bR\tcheckOnly\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xc2\x01\n" +
 	"\x0eRebootResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x17\n" +
 	"\arule_id\x18\x03 \x01(\tR\x06ruleId\x12\x18\n" +
-	"\astarted\x18\x04 \x01(\bR\astarted*\x9f\x01\n" +
+	"\astarted\x18\x04 \x01(\bR\astarted\x12\x1b\n" +
+	"\texit_code\x18\x05 \x01(\x05R\bexitCode\x12\x16\n" +
+	"\x06output\x18\x06 \x01(\tR\x06output\x12\x16\n" +
+	"\x06warned\x18\a \x01(\bR\x06warned*\x9f\x01\n" +
 	"\tTraceKind\x12\x1a\n" +
 	"\x16TRACE_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15TRACE_KIND_TRACEPOINT\x10\x01\x12\x16\n" +

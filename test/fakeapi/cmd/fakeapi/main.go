@@ -33,6 +33,7 @@ func run(args []string, out io.Writer) error {
 	aiScript := fs.String("ai-script", "", `JSON file {"turns":[…],"investigations":{"<id>":[…]}} answering AI turns (default: a two-turn demo script)`)
 	newer := fs.Bool("newer", false, "behave like a newer backend: renew-refresh-token, register-with-token and /api/reboot/<id>/fail")
 	idle := fs.Duration("idle-timeout", 5*time.Minute, "close realtime streams idle this long")
+	monitor := fs.Duration("reboot-monitor", 30*time.Second, "period of the reboot monitor that completes or times out reboots")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -48,7 +49,7 @@ func run(args []string, out io.Writer) error {
 		ai = loaded
 	}
 	srv, err := fakeapi.Start(fakeapi.Options{Addr: *listen, AutoApprove: *autoApprove, AI: ai, IdleTimeout: *idle,
-		RenewRefreshToken: *newer, RegisterWithToken: *newer, RebootFail: *newer})
+		RebootMonitorInterval: *monitor, RenewRefreshToken: *newer, RegisterWithToken: *newer, RebootFail: *newer})
 	if err != nil {
 		return err
 	}
