@@ -2,10 +2,9 @@
 // Debian (test/nspawn), never on the test machine. One machine installs,
 // upgrades with local changes, removes, installs again and purges; another
 // holds the reference agent as its install.sh leaves it and migrates.
-// Enable with NANNYAGENT_NSPAWN=1 (make nspawn-test).
-//
-// Not here yet: an upgrade during a patch run (the run goes on in its
-// transient unit, its result uploaded once) needs patch runs (issue 16).
+// A third upgrades while a patch run is held: the run goes on in its
+// transient unit and its result goes up once. Enable with
+// NANNYAGENT_NSPAWN=1 (make nspawn-test).
 package packages
 
 import (
@@ -25,6 +24,7 @@ import (
 
 	workerv1 "github.com/nannyai/nannyagent/ipc/worker/v1"
 	"github.com/nannyai/nannyagent/test/nspawn"
+	"github.com/nannyai/nannyagent/test/patchbed"
 	"github.com/nannyai/nannyagent/test/repo"
 )
 
@@ -33,6 +33,8 @@ var (
 	lifecycleChecks string
 	//go:embed migrate.sh
 	migrateChecks string
+	//go:embed upgrade_patch.sh
+	upgradePatchChecks string
 )
 
 // The upgrade goes to a rebuilt package with a higher version.
@@ -357,6 +359,35 @@ func TestPackageMigratesReferenceAgent(t *testing.T) {
 	wantExact(t, "reference binary after remove", b.get(t, "restored"), "root root 755 regular file /usr/sbin/nannyagent")
 }
 
+// TestPackageUpgradeDuringPatchRun: the upgrade's postinst restarts the
+// broker and the worker while a host apply is held in the fake apt-get;
+// the run's transient unit is no part of the package's units, so it goes
+// on, the new broker finds it again, and the new worker uploads its result
+// once.
+func TestPackageUpgradeDuringPatchRun(t *testing.T) {
+	nspawn.Require(t)
+	deb1, deb2 := buildDeb(t, v1), buildDeb(t, v2)
+	m := machine(t, deb1, deb2)
+	// Present before the install: postinst keeps an existing config.
+	if err := m.WriteFile("/etc/nannyagent/config.yaml", []byte(patchbed.Config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WriteFile("/etc/nannyagent/policy.d/50-patches.yaml", []byte(patchbed.Policy()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := patchbed.Install(context.Background(), m, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	script := strings.NewReplacer("@V1@", filepath.Base(deb1), "@V2@", filepath.Base(deb2)).Replace(upgradePatchChecks)
+	b := boot(t, m, patchbed.Steps+script)
+	if r, ok := b.res.Get("failed"); ok {
+		t.Fatalf("the checks stopped: %s", r.Out)
+	}
+	b.ok(t, "upgrade")
+	wantExact(t, "version after the upgrade", b.get(t, "version"), v2)
+	patchbed.Outlived(t, b.get)
+}
+
 type booted struct {
 	t   *testing.T
 	res *nspawn.Results
@@ -383,7 +414,12 @@ func (b booted) dumpOnFailure() {
 	if !b.t.Failed() {
 		return
 	}
-	for _, name := range []string{"checks.log", "journal"} {
+	names := []string{"failed", "checks.log", "journal"}
+	if _, ok := b.res.Get("journal"); !ok {
+		// The checks stopped before they recorded the agent's journal.
+		names = append(names, "journal.txt")
+	}
+	for _, name := range names {
 		if r, ok := b.res.Get(name); ok {
 			b.t.Logf("%s:\n%s", name, r.Out)
 		}

@@ -2,20 +2,14 @@ package units
 
 import (
 	"context"
-	"crypto/sha256"
 	_ "embed"
-	"encoding/hex"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nannyai/nannyagent/test/fakeapi"
 	"github.com/nannyai/nannyagent/test/nspawn"
-	"github.com/nannyai/nannyagent/test/repo"
+	"github.com/nannyai/nannyagent/test/patchbed"
 	"github.com/nannyai/nannyagent/test/stack"
 )
 
@@ -37,34 +31,6 @@ exec) shift 3; args=(); for a in "$@"; do case $a in /run/*) args+=("$root$a") ;
 esac
 `
 
-// patchConfig points the worker at patchbed inside the machine and polls
-// runs every second.
-const patchConfig = `nannyapi_url: "http://127.0.0.1:8089"
-portal_url: "http://127.0.0.1:8089"
-token_path: /var/lib/nannyagent/token.json
-patch_poll_interval: 1s
-`
-
-// patchPolicy pins the fake's stand-in apt-update.sh, allows apply, puts
-// the fake apt-get first on the run's PATH, and sets the limits the
-// transient unit must show.
-func patchPolicy() string {
-	return `version: 1
-patches:
-  enabled: true
-  modes: [dry-run, apply]
-  path: /opt/fakeapt:/usr/sbin:/usr/bin:/sbin:/bin
-  pct: /opt/fakepct/pct
-  vmids: ["105"]
-  pinned:
-    - {id: stand-in, sha256: ` + sha256Hex(fakeapi.StandInAptUpdate()) + `, name: apt-update.sh}
-limits:
-  patch_max_runtime: 17m
-  patch_child_memory: 1536MiB
-  patch_child_tasks: 768
-`
-}
-
 // TestBootedPatchOutlivesRestart: with systemd as PID 1 a patch run is a
 // transient unit of its own with the policy's limits; restarting both
 // services (as a package upgrade does) leaves it running, the new broker
@@ -77,31 +43,22 @@ func TestBootedPatchOutlivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(bin) })
-	if err := buildPatchbed(ctx, bin); err != nil {
-		t.Fatal(err)
-	}
 	base, _, err := nspawn.Base(ctx, nspawn.RootfsOptions{Include: nspawn.AgentInclude, Log: os.Stderr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := nspawn.NewMachine(t, base)
-	if err := m.InstallAgent(ctx, nspawn.Agent{BinDir: bin, Config: patchConfig,
-		LocalPolicy: map[string]string{"50-patches.yaml": patchPolicy()}}); err != nil {
+	if err := m.InstallAgent(ctx, nspawn.Agent{BinDir: bin, Config: patchbed.Config,
+		LocalPolicy: map[string]string{"50-patches.yaml": patchbed.Policy()}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Install(filepath.Join(bin, "patchbed"), "/usr/local/bin/patchbed", 0o755); err != nil {
+	if err := patchbed.Install(ctx, m, bin); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.WriteFile("/opt/fakepct/pct", []byte(fakePct), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.WriteFile("/opt/fakeapt/apt-get", fakeapi.FakeAptGet(), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.WriteFile("/opt/fakeapt/upgradable", []byte("openssl 3.0.11-1~deb12u1 3.0.11-1~deb12u2\nlibc6 2.36-9 2.36-9+deb12u3\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	res, err := m.Boot(ctx, nspawn.BootOptions{Checks: patchChecks, Timeout: 5 * time.Minute})
+	res, err := m.Boot(ctx, nspawn.BootOptions{Checks: patchbed.Steps + patchChecks, Timeout: 5 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,46 +85,10 @@ func TestBootedPatchOutlivesRestart(t *testing.T) {
 		"ControlGroup=/system.slice/nannyagent-patch-"+id+".service")
 
 	t.Logf("the transient unit during the run:\n%s", b.get(t, "unit-before").Out)
-	// Both services restarted; the run's processes did not.
-	before := strings.Fields(b.get(t, "pids-before").Out)
-	after := strings.Fields(b.get(t, "pids-after").Out)
-	if len(before) != 3 || len(after) != 3 {
-		t.Fatalf("main pids before %q after %q", before, after)
-	}
-	if before[0] == after[0] || before[1] == after[1] {
-		t.Errorf("broker or worker did not restart: before %q after %q", before, after)
-	}
-	t.Logf("main pids (broker, worker, run): before the restart %v, after %v", before, after)
-	if before[2] == "0" || before[2] != after[2] {
-		t.Errorf("the run's main process changed across the restart: before %s after %s", before[2], after[2])
-	}
 	if r := b.get(t, "restart"); r.Code != 0 {
 		t.Errorf("systemctl restart (exit %d): %s", r.Code, r.Out)
 	}
-	wantLines(t, "the transient unit after the restart", b.get(t, "unit-after-restart"), "ActiveState=active")
-	if s := b.get(t, "state-during").Out; !strings.Contains(s, "uploads=0\n") {
-		t.Errorf("a result was uploaded while the run went on:\n%s", s)
-	}
-
-	// One upload, the run's own output, exit 0.
-	st := b.get(t, "state-after").Out
-	for _, w := range []string{"uploads=1\n", "status=completed\n", "upload0_exit_code=0\n", "Setting up openssl"} {
-		if !strings.Contains(st, w) {
-			t.Errorf("patchbed state lacks %q:\n%s", w, st)
-		}
-	}
-	// The apply ran once (the only install); by the time the log is read
-	// the container's dry run may have asked for updates too.
-	if calls := b.get(t, "apt-calls").Out; strings.Count(calls, "--only-upgrade") != 1 || strings.Count(calls, " update -q") > 2 {
-		t.Errorf("the apply did not run exactly once:\n%s", calls)
-	}
-	if j := b.get(t, "broker-journal").Out; !strings.Contains(j, "patch run found again in its unit") {
-		t.Errorf("the restarted broker did not find the run again:\n%s", j)
-	}
-	wantLines(t, "the unit after the run", b.get(t, "unit-gone"), "ActiveState=inactive")
-	if rec := b.get(t, "broker-record").Out; !strings.Contains(rec, `"state": "finished"`) || !strings.Contains(rec, `"unit": "nannyagent-patch-`+id+`.service"`) {
-		t.Errorf("broker record:\n%s", rec)
-	}
+	patchbed.Outlived(t, b.get)
 	t.Run("container", func(t *testing.T) { containerRun(t, b) })
 }
 
@@ -194,24 +115,4 @@ func containerRun(t *testing.T, b booted) {
 	if rec := b.get(t, "lxc-record").Out; !strings.Contains(rec, `"vmid": "105"`) || !strings.Contains(rec, `"state": "finished"`) {
 		t.Errorf("container run's broker record:\n%s", rec)
 	}
-}
-
-// buildPatchbed builds test/cmd/patchbed, static, into dir.
-func buildPatchbed(ctx context.Context, dir string) error {
-	root, err := repo.Root()
-	if err != nil {
-		return err
-	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "patchbed"), "./test/cmd/patchbed")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build patchbed: %w\n%s", err, out)
-	}
-	return nil
-}
-
-func sha256Hex(b []byte) string {
-	d := sha256.Sum256(b)
-	return hex.EncodeToString(d[:])
 }
