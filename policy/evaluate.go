@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/nannyai/nannyagent/policy/cmdline"
@@ -92,8 +93,32 @@ func (p *Policy) Evaluate(stages []Stage) Decision {
 	}
 	if d.Allowed {
 		d.Reason = reasonAllowed
+		d.refuseUnconfinedFileStages()
 	}
 	return d
+}
+
+// refuseUnconfinedFileStages keeps a pipeline from shedding Landlock for
+// stages that touch files: the stages share one domain, so a pipeline with
+// an inspects_processes stage runs unconfined as a whole, and a stage beside
+// one may then only filter its standard input (no path operand, no writes).
+// Otherwise a request could put "pidstat |" in front of any command to lift
+// the write wall from it.
+func (d *Decision) refuseUnconfinedFileStages() {
+	inspector := slices.IndexFunc(d.Stages, func(s StageDecision) bool { return s.InspectsProcesses })
+	if inspector < 0 {
+		return
+	}
+	for i, s := range d.Stages {
+		if s.InspectsProcesses || (len(s.Paths) == 0 && len(s.Writes) == 0) {
+			continue
+		}
+		reason := fmt.Sprintf("stage %d (rule %s) names files, and stage %d (rule %s) inspects processes, which makes the whole pipeline run without Landlock; beside such a stage only filters of standard input may run",
+			i+1, s.RuleID, inspector+1, d.Stages[inspector].RuleID)
+		d.Stages[i].Allowed, d.Stages[i].Reason = false, reason
+		d.Allowed, d.Reason = false, reason
+		return
+	}
 }
 
 func (p *Policy) evalStage(st *Stage) StageDecision {

@@ -200,7 +200,7 @@ func (e Explanation) WriteText(w io.Writer) error {
 	}
 	if len(e.Unconfined) > 0 {
 		ew.printf("  Landlock also hides other processes' open files, maps and I/O counters from a confined run, so these rules (inspects_processes) run\n")
-		ew.printf("  without a Landlock domain, with every other bound kept; a pipeline with one of them runs unconfined as a whole:\n")
+		ew.printf("  without a Landlock domain, with every other bound kept; a pipeline with one of them runs unconfined as a whole, so its other stages may only filter standard input:\n")
 	}
 	for _, u := range e.Unconfined {
 		ew.printf("  UNCONFINED: rule %s\n", u)

@@ -139,3 +139,38 @@ commands:
 		t.Error("a non-boolean inspects_processes loaded")
 	}
 }
+
+// An inspects_processes stage makes its pipeline run without Landlock, so
+// a stage beside it that names files or writes is refused; filters of
+// standard input are not.
+func TestUnconfinedPipelinesOnlyFilter(t *testing.T) {
+	p := mustLoadYAML(t, `version: 1
+commands:
+  - id: lsof
+    program: /usr/bin/lsof
+    inspects_processes: true
+    options:
+      - {opt: -n}
+  - id: cat
+    program: /usr/bin/cat
+    operands:
+      - {name: f, type: path, roots: [/etc], open: fd, count: 0-1}
+  - id: writer
+    program: /usr/bin/touch
+    writes: [/var/tmp/writer]
+`)
+	for _, line := range []string{"lsof -n | cat", "cat | lsof -n", "lsof -n"} {
+		if d := decide(t, p, line); !d.Allowed {
+			t.Errorf("%s: %s", line, d.Reason)
+		}
+	}
+	for _, line := range []string{"lsof -n | cat /etc/hostname", "cat /etc/hostname | lsof -n", "lsof -n | touch"} {
+		d := decide(t, p, line)
+		if d.Allowed || !strings.Contains(d.Reason, "without Landlock") {
+			t.Errorf("%s: allowed=%v %s", line, d.Allowed, d.Reason)
+		}
+	}
+	if d := decide(t, p, "cat /etc/hostname | cat"); !d.Allowed {
+		t.Errorf("a confined pipeline with files: %s", d.Reason)
+	}
+}
