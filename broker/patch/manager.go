@@ -159,8 +159,15 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, store: st, log: cfg.Log, watched: map[string]Process{}}
-	m.recoverRuns()
-	m.prune()
+	// One listing serves both: every activation of a socket-activated
+	// broker comes through here. A run recovered now is pruned at a later
+	// start, when the listing shows it finished.
+	recs, errs := m.store.list()
+	for _, err := range errs {
+		m.log.Warn("unreadable patch record left alone", "operation_id", "", "error", err.Error())
+	}
+	m.recoverRuns(recs)
+	m.prune(recs)
 	return m, nil
 }
 
@@ -169,11 +176,7 @@ func New(cfg Config) (*Manager, error) {
 const ReasonBrokerStopped = "the broker stopped while the script ran, and the script's processes were killed with it; " +
 	"the outcome is unknown: check the host's package state before running it again"
 
-func (m *Manager) recoverRuns() {
-	recs, errs := m.store.list()
-	for _, err := range errs {
-		m.log.Warn("unreadable patch record left alone", "operation_id", "", "error", err.Error())
-	}
+func (m *Manager) recoverRuns(recs []Record) {
 	for _, r := range recs {
 		// The directory is locked to this manager, which has started
 		// nothing yet: every run still "running" belonged to a broker
@@ -356,7 +359,8 @@ func (m *Manager) finish(rec Record, s Settings, x Exit) {
 	m.mu.Unlock()
 	m.log.Info("patch run ended", "operation_id", rec.OperationID, "state", string(rec.State), "exit_code", rec.ExitCode,
 		"timed_out", rec.TimedOut, "duration_ms", x.Duration.Milliseconds())
-	m.prune()
+	recs, _ := m.store.list()
+	m.prune(recs)
 }
 
 // exitNote explains, for an operator, a run the broker ended or that hit a
@@ -428,8 +432,7 @@ func (m *Manager) Close() error {
 }
 
 // prune removes the oldest finished records beyond Keep.
-func (m *Manager) prune() {
-	recs, _ := m.store.list()
+func (m *Manager) prune(recs []Record) {
 	var done []Record
 	for _, r := range recs {
 		if r.State != Running {
