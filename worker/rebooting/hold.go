@@ -173,13 +173,17 @@ func DecodeHold(data []byte) (HoldState, error) {
 		return HoldState{}, errors.New("hold file: since and until missing or out of order")
 	case st.VMID != "" && !validVMID(st.VMID):
 		return HoldState{}, errors.New("hold file: vmid malformed")
-	case len(st.Reason) > 2048:
+	case len(st.Reason) > maxReasonBytes:
 		return HoldState{}, errors.New("hold file: reason too long")
 	}
 	return st, nil
 }
 
 const maxHoldBytes = 16 << 10
+
+// maxReasonBytes bounds the hold's reason on disk: a longer one is read
+// back as a corrupt file, so write clips to it.
+const maxReasonBytes = 2048
 
 func readSmall(path string) ([]byte, error) {
 	f, err := os.Open(path)
@@ -199,6 +203,7 @@ func readSmall(path string) ([]byte, error) {
 
 // write replaces the hold file atomically and durably.
 func (h *Hold) write(st *HoldState) error {
+	st.Reason = clip(st.Reason, maxReasonBytes-len("…"))
 	data, err := json.Marshal(st)
 	if err != nil {
 		return err

@@ -384,3 +384,21 @@ func FuzzDecodeHold(f *testing.F) {
 func sample() nannyapi.MetricsReport {
 	return nannyapi.MetricsReport{PlatformFamily: "debian", Version: "test"}
 }
+
+// A long reason (a failed command's output) is clipped when the hold is
+// written, so the next start reads the hold back for its reboot instead of
+// setting the file aside as corrupt.
+func TestLongReasonSurvivesARestart(t *testing.T) {
+	e := newEnv(t, fakeapi.Options{RebootMonitorInterval: -1})
+	h := e.hold(time.Second)
+	op := e.reboot(fakeapi.RebootSpec{Reason: "r", TimeoutSeconds: 60})
+	if err := h.Begin(op); err != nil {
+		t.Fatal(err)
+	}
+	h.Keep(op.ID, strings.Repeat("output line ", 500))
+	again := e.hold(time.Second)
+	st, held := again.Current()
+	if !held || st.RebootID != op.ID || len(st.Reason) > 2048 || !strings.HasPrefix(st.Reason, "output line") {
+		t.Errorf("after a restart: held %v, %+v", held, st)
+	}
+}
