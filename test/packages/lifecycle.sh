@@ -82,7 +82,7 @@ record purge-leftovers leftovers
 # until systemd collects it (it did once, right after the purge): no file,
 # no process, nothing enabled. Anything loaded, running, failed or with a
 # unit file counts.
-record purge-units sh -c "{ systemctl list-units --all --no-legend --plain 'nannyagent-*' | grep -v ' not-found inactive dead '; systemctl list-unit-files --no-legend 'nannyagent-*'; } | grep -v '^nannyagent-testbed'"
+record purge-units sh -c "{ systemctl list-units --all --no-legend --plain 'nannyagent-*' | grep -Ev ' not-found +inactive +dead '; systemctl list-unit-files --no-legend 'nannyagent-*'; } | grep -v '^nannyagent-testbed'"
 record purge-diversions dpkg-divert --list '*nannyagent*'
 record purge-accounts sh -c 'getent passwd nannyagent; getent group nannyagent; getent group nannyagent-admin'
 record journal journalctl -b --no-pager -o short-monotonic -u 'nannyagent-*'
